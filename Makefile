@@ -1,0 +1,39 @@
+# MaTeLiX Lab — two commands: `make serve` and `make test`. Every target is idempotent.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+export MATELIX_HOST ?= 127.0.0.1
+export MATELIX_PORT ?= 8002
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_DISABLE_TELEMETRY ?= 1
+
+.PHONY: serve test install demo lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+# torch first and pinned: the machine has this CPU wheel locally; an unpinned torch pulls CUDA.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/matelix demo-assets
+
+serve: demo
+	$(BIN)/matelix serve --host $(MATELIX_HOST) --port $(MATELIX_PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,84 @@
+"""`matelix` command line: thin wrappers that parse arguments and call the library.
+
+    matelix serve [--host H] [--port P] [--home DIR] [--insecure]
+    matelix demo-model [--out DIR] [--seed N]
+    matelix demo-assets [--home DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from matelix import __version__
+
+
+def _settings(args: argparse.Namespace):
+    from matelix.settings import Settings
+
+    overrides = {k: v for k in ("home", "host", "port") if (v := getattr(args, k, None)) is not None}
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from matelix.server.app import create_app
+
+    settings = _settings(args)
+    if not settings.is_loopback() and not settings.api_key and not args.insecure:
+        print(f"Refusing to listen on {settings.host} (reachable from other machines) without an API key.\n"
+              "Set MATELIX_API_KEY=<secret>, bind to 127.0.0.1, or pass --insecure to accept the risk.",
+              file=sys.stderr)
+        return 2
+    print(f"MaTeLiX Lab {__version__}: home={settings.home} -> http://{settings.host}:{settings.port}/"
+          f" (api key {'required' if settings.api_key else 'not set'})")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from matelix.demo.model import create_demo_model
+
+    out = create_demo_model(Path(args.out), seed=args.seed)
+    print(f"demo model saved to {out}")
+    return 0
+
+
+def cmd_demo_assets(args: argparse.Namespace) -> int:
+    from matelix.demo.assets import ensure_demo_assets
+
+    ensure_demo_assets(_settings(args))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matelix", description="MaTeLiX Lab: fine-tune and serve causal LMs.")
+    parser.add_argument("--version", action="version", version=f"matelix {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="start the lab server (dashboard, REST/WebSocket and /v1 API)")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1, env MATELIX_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8002, env MATELIX_PORT)")
+    serve.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback host without an API key")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo-model", help="build the tiny demo Llama model + tokenizer (seconds, offline)")
+    demo.add_argument("--out", default="models/tiny-demo", help="output folder (default models/tiny-demo)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
+    demo.set_defaults(func=cmd_demo_model)
+
+    assets = sub.add_parser("demo-assets", help="copy the demo datasets and build the demo model under home")
+    assets.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
+    assets.set_defaults(func=cmd_demo_assets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    return args.func(args)

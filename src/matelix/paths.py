@@ -1,0 +1,48 @@
+"""Confinement of user-given paths: every file or folder a user names must resolve inside an allowed root.
+
+Symlinks are resolved before the check, so a link pointing outside the root is refused too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MAX_NAME_LENGTH = 255
+MAX_PATH_LENGTH = 1024
+
+
+class PathRefused(ValueError):
+    """A user-given path that is malformed or escapes the allowed roots."""
+
+
+def confine(user_path: str, roots: list[Path], *, base: Path | None = None) -> Path:
+    """Resolve `user_path` (relative to `base`, default the first root) and return it if inside a root.
+
+    Raises PathRefused for NUL bytes, over-long names, and anything that resolves outside `roots`.
+    """
+    if not isinstance(user_path, str) or not user_path.strip():
+        raise PathRefused("path is empty")
+    if "\x00" in user_path:
+        raise PathRefused("path contains a NUL byte")
+    if len(user_path) > MAX_PATH_LENGTH or any(len(part) > MAX_NAME_LENGTH for part in Path(user_path).parts):
+        raise PathRefused("path is too long")
+    base = base or roots[0]
+    candidate = Path(user_path).expanduser()
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    try:
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise PathRefused(f"path cannot be resolved: {exc}") from exc
+    for root in roots:
+        if resolved == root.resolve() or resolved.is_relative_to(root.resolve()):
+            return resolved
+    raise PathRefused(f"path {user_path!r} is outside the allowed folders")
+
+
+def relative_to_home(path: Path, home: Path) -> str:
+    """The user-facing name of a path under home (never an absolute server path)."""
+    try:
+        return path.resolve().relative_to(home.resolve()).as_posix()
+    except ValueError:
+        return path.name

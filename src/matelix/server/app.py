@@ -1,0 +1,44 @@
+"""The FastAPI app factory. It only assembles: settings, middleware, error handlers, routers.
+
+Heavy libraries (torch, transformers) are imported lazily by the routes that need them, so the server
+answers `/health` within a second or two of start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psutil
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from matelix import __version__
+from matelix.server.auth import ApiKeyMiddleware
+from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
+from matelix.server.routes import catalog, health, system, trainings, ui
+from matelix.settings import Settings
+
+log = logging.getLogger("matelix.server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the lab's ASGI app for `settings` (default: read from the environment)."""
+    settings = settings or Settings()
+    settings.ensure_dirs()
+    app = FastAPI(title="MaTeLiX Lab", version=__version__, responses=ERROR_RESPONSES,
+                  description="Fine-tune causal LMs (full/LoRA), watch them learn, serve them (OpenAI-compatible).")
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (health, system, catalog, trainings, ui):
+        app.include_router(module.router)
+    app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
+    if settings.static_dir.is_dir():
+        app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
+    # Order matters: CORS is outermost so a preflight is answered before the key check.
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["*"], allow_headers=["*"])
+    psutil.cpu_percent(interval=None)  # prime: the first reading is always 0.0
+    return app

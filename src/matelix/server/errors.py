@@ -1,0 +1,116 @@
+"""One error shape for every response: `{"error": {"message", "type", "param", "code"}}` (OpenAI style)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("matelix.server")
+
+TYPE_BY_STATUS = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": desc}
+    for code, desc in ((400, "Bad request"), (401, "Missing or wrong API key"), (404, "Not found"),
+                       (409, "Conflict"), (422, "Validation error"))
+}
+
+
+class ApiError(Exception):
+    """An error a user can cause; rendered as a 4xx in the common error shape."""
+
+    def __init__(self, status: int, message: str, *, type: str | None = None, param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or error_type(status)
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+
+def error_type(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    return TYPE_BY_STATUS.get(status, "invalid_request_error")
+
+
+def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, *, type: str | None = None, param: str | None = None,
+                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = error_body(message, type=type or error_type(status), param=param, code=code)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) if parts else str(loc[-1]) if loc else ""
+
+
+def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
+    """A readable message naming each offending field, and the first field as `param`."""
+    messages, first = [], None
+    for err in errors:
+        field = _field_name(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            text = f"unknown field '{field}'"
+        elif err.get("type") == "json_invalid":
+            text = f"malformed JSON body: {err.get('ctx', {}).get('error', err.get('msg'))}"
+            field = field if field and not field.isdigit() else "body"
+        else:
+            text = f"{field}: {err.get('msg')}" if field else str(err.get("msg"))
+        messages.append(text)
+        first = first or field or None
+    return "; ".join(messages), first
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code,
+                              headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = f"no route for {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation_errors(list(exc.errors()))
+        return error_response(422, message, param=param, code="validation_error")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal server error ({type(exc).__name__})", code="internal_error")

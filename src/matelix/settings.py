@@ -1,0 +1,80 @@
+"""Server settings, read from `MATELIX_*` environment variables (pydantic-settings).
+
+Every field here is documented in the README's configuration table; keep both in step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+class Settings(BaseSettings):
+    """Configuration of one lab server. Paths are resolved against `home`."""
+
+    model_config = SettingsConfigDict(env_prefix="MATELIX_", extra="ignore")
+
+    home: Path = Field(default_factory=Path.cwd, description="Root holding datasets/, training_outputs/, models/.")
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8002, ge=1, le=65535, description="TCP port.")
+    api_key: str | None = Field(None, description="Bearer key required on every non-public route; none = open.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated); empty = same-origin only."
+    )
+    trust_remote_code: bool = Field(False, description="Allow models that ship their own Python code.")
+    offline: bool = Field(False, description="Never contact a model hub; only local models.")
+    max_upload_mb: int = Field(512, ge=1, description="Largest dataset upload in MiB.")
+    max_loaded_models: int = Field(1, ge=1, description="Models kept resident for inference (LRU eviction).")
+    stop_timeout_s: float = Field(120.0, gt=0, description="Grace period for a stopping training worker.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @cached_property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @cached_property
+    def outputs_dir(self) -> Path:
+        return self.home / "training_outputs"
+
+    @cached_property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @cached_property
+    def static_dir(self) -> Path:
+        return self.home / "static"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.datasets_dir, self.outputs_dir, self.models_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def is_loopback(self) -> bool:
+        if self.host in LOOPBACK_NAMES:
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False

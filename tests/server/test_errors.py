@@ -1,0 +1,65 @@
+"""Every error shares one shape; validation errors name the field."""
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, ConfigDict, Field
+
+from matelix.server.errors import ApiError, install_error_handlers
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    learning_rate: float = Field(gt=0)
+
+
+def make_client() -> TestClient:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/echo")
+    def echo(body: Body) -> dict:
+        return body.model_dump()
+
+    @app.get("/conflict")
+    def conflict() -> None:
+        raise ApiError(409, "a run is already active", code="run_active")
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_invalid_value_names_the_field():
+    r = make_client().post("/echo", json={"learning_rate": -1})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["param"] == "learning_rate" and "learning_rate" in err["message"]
+
+
+def test_unknown_field_is_named():
+    r = make_client().post("/echo", json={"learning_rate": 1, "bogus": 2})
+    assert r.status_code == 422
+    assert "unknown field 'bogus'" in r.json()["error"]["message"]
+
+
+def test_malformed_json_is_422_with_message():
+    r = make_client().post("/echo", content=b'{"learning_rate": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert "malformed JSON" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "body"
+
+
+def test_api_error_keeps_status_and_code():
+    r = make_client().get("/conflict")
+    assert r.status_code == 409
+    assert r.json()["error"] == {"message": "a run is already active", "type": "invalid_request_error",
+                                 "param": None, "code": "run_active"}
+
+
+def test_unexpected_exception_is_500_without_traceback():
+    r = make_client().get("/boom")
+    assert r.status_code == 500
+    assert r.json()["error"]["type"] == "server_error"
+    assert "secret internals" not in r.text and "Traceback" not in r.text
