@@ -1,0 +1,1 @@
+"""Training: run configuration, the worker process, job control and vocabulary optimisation."""
