@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,7 +36,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     print(f"MaTeLiX Lab {__version__}: home={settings.home} -> http://{settings.host}:{settings.port}/"
           f" (api key {'required' if settings.api_key else 'not set'})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The lab logs one access line per request itself (with the request id), so uvicorn's is off.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                access_log=False)
     return 0
 
 

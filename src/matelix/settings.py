@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     trust_remote_code: bool = Field(False, description="Allow models that ship their own Python code.")
     offline: bool = Field(False, description="Never contact a model hub; only local models.")
     max_upload_mb: int = Field(512, ge=1, description="Largest dataset upload in MiB.")
+    max_request_mb: int = Field(16, ge=1, description="Largest request body in MiB (uploads excepted).")
     max_loaded_models: int = Field(1, ge=1, description="Models kept resident for inference (LRU eviction).")
     stop_timeout_s: float = Field(120.0, gt=0, description="Grace period for a stopping training worker.")
 

@@ -16,10 +16,12 @@ from fastapi.staticfiles import StaticFiles
 from matelix import __version__
 from matelix.server.auth import ApiKeyMiddleware
 from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
+from matelix.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from matelix.server.routes import catalog, health, system, trainings, ui
 from matelix.settings import Settings
 
 log = logging.getLogger("matelix.server")
+UPLOAD_PATH = "/datasets/upload"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,10 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
-    # Order matters: CORS is outermost so a preflight is answered before the key check.
+    # Order matters (last added is outermost): request id > CORS > API key > body limit > routes,
+    # so even a 401 or 413 carries a request id and a CORS preflight is answered before the key check.
+    mib = 1024 * 1024
+    app.add_middleware(BodyLimitMiddleware, limits={"": settings.max_request_mb * mib,
+                                                    UPLOAD_PATH: settings.max_upload_mb * mib})
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(RequestIdMiddleware)
     psutil.cpu_percent(interval=None)  # prime: the first reading is always 0.0
     return app

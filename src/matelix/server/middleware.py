@@ -1,0 +1,106 @@
+"""Pure ASGI middleware (no response buffering, so token streams stay live):
+
+* `RequestIdMiddleware` — an `X-Request-ID` on every response (the client's own when it sent a sane one)
+  and one access-log line per request: method, path, status, duration, request id.
+* `BodyLimitMiddleware` — refuses request bodies over a size limit with 413 in the common error shape,
+  by `Content-Length` up front or by counting a chunked body as it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from matelix.server.errors import error_body
+
+access_log = logging.getLogger("matelix.access")
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status,
+                            (time.perf_counter() - start) * 1000, request_id)
+
+
+class BodyLimitMiddleware:
+    """`limits` maps a path prefix to a byte limit; the longest matching prefix wins, `""` is the default."""
+
+    def __init__(self, app, limits: dict[str, int]):
+        self.app = app
+        self.limits = sorted(limits.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+    def limit_for(self, path: str) -> int:
+        return next(limit for prefix, limit in self.limits if path.startswith(prefix))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._reject(send, limit)
+            return
+        received = 0
+        too_large = rejected = False
+
+        async def counting_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Whatever the app makes of a cut-off body, the client is told the real reason.
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            nonlocal rejected
+            if not too_large:
+                await send(message)
+            elif message["type"] == "http.response.start" and not rejected:
+                rejected = True
+                await self._reject(send, limit)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not rejected:
+            await self._reject(send, limit)
+
+    @staticmethod
+    async def _reject(send, limit: int) -> None:
+        body = json.dumps(error_body(f"request body is larger than the limit of {limit // (1024 * 1024)} MiB",
+                                     type="invalid_request_error", code="request_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
