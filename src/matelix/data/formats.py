@@ -1,4 +1,11 @@
-"""Dataset file formats and their detection from the first record."""
+"""Dataset file formats: the suffixes the lab reads, the template modes, and detection from the header or
+first record.
+
+Formats: `column` (one text per row), `chat` (threaded dialog CSV; `dialogplus` is the same file rendered
+with an end-of-turn token after every turn), `messages` (OpenAI-style `messages`), `sharegpt`
+(`conversations` with `from`/`value`) and `alpaca` (`instruction`/`input`/`output`). Parquet is not read:
+it would need pyarrow, which the lab does not depend on.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +14,19 @@ import json
 from pathlib import Path
 
 DATASET_SUFFIXES = frozenset({".csv", ".jsonl", ".json"})
+CSV_SUFFIXES = frozenset({".csv"})
 CHAT_COLUMNS = frozenset({"id", "parent_id", "Assistentin"})
+RECORD_FORMATS = ("messages", "sharegpt", "alpaca")
+FORMATS = ("column", "chat", "dialogplus", *RECORD_FORMATS)
+TEMPLATE_MODES = ("auto", *FORMATS)
+# Enough bytes to hold a CSV header or one JSONL record of any sensible dataset.
+DETECT_READ_BYTES = 1 << 20
 
 
-def detect_format(path: Path) -> str:
-    """`chat`, `column`, `messages`, `sharegpt` or `alpaca`, from the header / first record."""
-    suffix = path.suffix.lower()
-    with path.open("r", encoding="utf-8", newline="") as fh:
-        if suffix == ".csv":
-            header = next(csv.reader(fh), [])
-            return "chat" if CHAT_COLUMNS <= set(header) else "column"
-        first = fh.readline() if suffix == ".jsonl" else fh.read()
-    record = json.loads(first)
-    if isinstance(record, list):
-        record = record[0] if record else {}
+def format_of_record(record: object) -> str:
+    """The record format of one JSON object (`column` when it has none of the known keys)."""
+    if not isinstance(record, dict):
+        return "column"
     if "messages" in record:
         return "messages"
     if "conversations" in record:
@@ -30,9 +36,29 @@ def detect_format(path: Path) -> str:
     return "column"
 
 
+def format_of_header(header: list[str]) -> str:
+    return "chat" if CHAT_COLUMNS <= {h.strip() for h in header} else "column"
+
+
+def detect_format(path: Path) -> str:
+    """`chat`, `column`, `messages`, `sharegpt` or `alpaca`, from the header / first record."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+            return format_of_header(next(csv.reader(fh), []))
+    if suffix == ".jsonl":
+        with path.open("r", encoding="utf-8-sig") as fh:
+            first = next((line for line in fh if line.strip()), "{}")
+        return format_of_record(json.loads(first))
+    record = json.loads(path.read_text(encoding="utf-8-sig"))
+    if isinstance(record, list):
+        record = record[0] if record else {}
+    return format_of_record(record)
+
+
 def detect_format_safe(path: Path) -> str | None:
     """detect_format, or None for a file that cannot be read or parsed."""
     try:
         return detect_format(path)
-    except (OSError, ValueError, UnicodeDecodeError, StopIteration, AttributeError, TypeError):
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error):
         return None

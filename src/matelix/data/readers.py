@@ -1,0 +1,76 @@
+"""Reading dataset files into text, CSV rows or JSON records, with errors that say where the file is bad."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from matelix.data.samples import DatasetError
+
+# Large text cells (long documents in column mode) are legitimate; the stdlib default is 128 KiB.
+csv.field_size_limit(64 * 1024 * 1024)
+
+
+def read_text(path: Path) -> str:
+    """The file decoded as UTF-8 (a BOM is dropped); DatasetError names the line of the first bad byte."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path.name}: cannot read file ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DatasetError(
+            f"{path.name}: line {line} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8") from exc
+
+
+def read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and data rows as `(line, cells)`; strict quoting, so a stray quote is an error, not a guess."""
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DatasetError(f"{path.name}: the file is empty (no header row)")
+        line = reader.line_num + 1
+        for cells in reader:
+            if cells:
+                rows.append((line, cells))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise DatasetError(f"{path.name}: bad CSV quoting in data row {len(rows) + 1} (line {reader.line_num}): "
+                           f"{exc}") from exc
+    return [h.strip() for h in header], rows
+
+
+def iter_json_records(path: Path) -> Iterator[tuple[int, int, object]]:
+    """`(row, line, record)` for every record of a JSONL file or a JSON array; bad JSON is a DatasetError."""
+    text = read_text(path)
+    if path.suffix.lower() == ".jsonl":
+        row = 0
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            row += 1
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise DatasetError(f"{path.name}: line {line_no} (record {row}) is not valid JSON: {exc}") from exc
+            yield row, line_no, record
+        return
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DatasetError(f"{path.name}: not valid JSON: {exc}") from exc
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise DatasetError(f"{path.name}: a JSON dataset must be a list of records")
+    for row, record in enumerate(data, start=1):
+        yield row, None, record
