@@ -16,8 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from matelix import __version__
 from matelix.server.auth import ApiKeyMiddleware
 from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
+from matelix.server.metrics import HttpMetricsMiddleware, Metrics
 from matelix.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from matelix.server.routes import catalog, health, system, trainings, ui
+from matelix.server.routes import catalog, health, metrics, openai, system, trainings, ui
 from matelix.settings import Settings
 
 log = logging.getLogger("matelix.server")
@@ -31,13 +32,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="MaTeLiX Lab", version=__version__, responses=ERROR_RESPONSES,
                   description="Fine-tune causal LMs (full/LoRA), watch them learn, serve them (OpenAI-compatible).")
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
-    for module in (health, system, catalog, trainings, ui):
+    for module in (health, metrics, system, catalog, trainings, ui, openai):
         app.include_router(module.router)
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
-    # Order matters (last added is outermost): request id > CORS > API key > body limit > routes,
+    # Order matters (last added is outermost): request id > metrics > CORS > API key > body limit > routes,
     # so even a 401 or 413 carries a request id and a CORS preflight is answered before the key check.
     mib = 1024 * 1024
     app.add_middleware(BodyLimitMiddleware, limits={"": settings.max_request_mb * mib,
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     psutil.cpu_percent(interval=None)  # prime: the first reading is always 0.0
     return app
