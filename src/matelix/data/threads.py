@@ -134,6 +134,7 @@ def _samples_in_order(order: list[int], broken: list[bool], parent: list[int], i
     system: list[str] = [""] * n
     root: list[str] = [""] * n
     has_child = [False] * n
+    capped = [False] * n
     for p in parent:
         if p != -1:
             has_child[p] = True
@@ -154,7 +155,8 @@ def _samples_in_order(order: list[int], broken: list[bool], parent: list[int], i
             [{"role": "assistant", "content": answer}] if answer else [])
         mine = before + turn
         if len(mine) > MAX_HISTORY_MESSAGES:
-            if len(before) <= MAX_HISTORY_MESSAGES:
+            capped[i] = True
+            if p == -1 or not capped[p]:
                 problems.append(Problem(row=i + 1, line=rows[i][0], severity="warning",
                                         message=f"thread deeper than {MAX_HISTORY_MESSAGES} messages; "
                                                 "the oldest turns are left out from here on"))

@@ -69,7 +69,9 @@ def _windows(n: int, a: int, b: int, chunk_size: int) -> list[tuple[int, int]]:
         return [(e - chunk_size, e)]
     start = a - 1 - min(a - 1, chunk_size // ANSWER_CONTEXT_FRACTION)
     out = []
-    for s in range(start, b, chunk_size):
+    # Consecutive windows overlap by one token: a window's first token is never predicted, so the overlap
+    # lets every trained token be predicted exactly once.
+    for s in range(start, b - 1, chunk_size - 1):
         e = min(s + chunk_size, n)
         if min(b, e) - max(a, s + 1) > 0:
             out.append((s, e))
