@@ -1,0 +1,160 @@
+"""The active training run: start, stop, status, logs (REST and WebSocket) and the live preview.
+
+Every route reads the run folder on disk (through `training.jobs.JobManager`); `run_id` picks a run,
+the default is the active run, else the most recently started one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from matelix.server.errors import ApiError
+from matelix.training.config import TrainConfig
+from matelix.training.jobs import JobManager
+from matelix.training.preflight import RunRejected
+from matelix.training.rundir import RunDir
+
+router = APIRouter(tags=["training"])
+
+MAX_LOG_LINES = 10_000
+WS_POLL_S = 0.25
+_jobs_lock = threading.Lock()
+
+
+def jobs_of(app) -> JobManager:
+    """The app's JobManager, created (scanning training_outputs/ and re-attaching) on first use."""
+    with _jobs_lock:
+        jobs = getattr(app.state, "jobs", None)
+        if jobs is None:
+            jobs = app.state.jobs = JobManager(app.state.settings)
+        return jobs
+
+
+def get_jobs(request: Request) -> JobManager:
+    return jobs_of(request.app)
+
+
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+
+
+def as_api_error(exc: RunRejected) -> ApiError:
+    return ApiError(exc.status, exc.message, param=exc.param, code=exc.code)
+
+
+def pick_run(jobs: JobManager, run_id: str | None) -> RunDir | None:
+    try:
+        return jobs.current(run_id)
+    except RunRejected as exc:
+        raise as_api_error(exc) from exc
+
+
+@router.post("/start", status_code=201)
+def start(config: TrainConfig, jobs: JobsDep) -> dict:
+    """Validate the config, create a run folder and start its worker (409 while a run is active)."""
+    try:
+        rundir = jobs.start(config)
+    except RunRejected as exc:
+        raise as_api_error(exc) from exc
+    view = jobs.status_view(rundir)
+    return {"run_id": rundir.run_id, "save_dir": view["save_dir"], "status": view["state"]}
+
+
+@router.post("/stop")
+def stop(jobs: JobsDep, run_id: str | None = None) -> dict:
+    """Ask the active run to stop after its current optimizer step (killed after the stop timeout)."""
+    try:
+        rundir = jobs.stop(run_id)
+    except RunRejected as exc:
+        raise as_api_error(exc) from exc
+    return jobs.status_view(rundir)
+
+
+@router.get("/status")
+def status(jobs: JobsDep, run_id: str | None = None) -> dict:
+    """State, progress, loss, throughput and ETA of the active (or latest) run."""
+    return jobs.status_view(pick_run(jobs, run_id))
+
+
+@router.get("/logs")
+def logs(jobs: JobsDep, since: Annotated[int, Query(ge=0)] = 0,
+         limit: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 1000, run_id: str | None = None) -> dict:
+    """Log lines with id > since (ids grow by one per line, so a client continues without duplicates)."""
+    rundir = pick_run(jobs, run_id)
+    if rundir is None:
+        return {"run_id": None, "lines": [], "last_id": 0}
+    reader = jobs.log_reader(rundir)
+    lines = reader.read(since, limit)
+    return {"run_id": rundir.run_id, "lines": lines, "last_id": lines[-1]["id"] if lines else since}
+
+
+@router.get("/livepreview")
+def livepreview(jobs: JobsDep, run_id: str | None = None) -> dict:
+    """The batch being trained (trained spans marked) and the latest sample generated from a fixed prompt."""
+    rundir = pick_run(jobs, run_id)
+    if rundir is None:
+        return {"run_id": None, "batch": None, "sample": None, "updated_at": None}
+    preview = rundir.read_preview()
+    return {"run_id": rundir.run_id, "batch": preview.get("batch"), "sample": preview.get("sample"),
+            "updated_at": preview.get("updated_at")}
+
+
+class _Follower:
+    """What one WebSocket client has been sent so far (log id, metric count, last status)."""
+
+    def __init__(self, jobs: JobManager, run_id: str | None, since: int, metrics_since: int):
+        self.jobs = jobs
+        self.fixed_run = run_id
+        self.rundir: RunDir | None = None
+        self.since = since
+        self.metrics_sent = metrics_since
+        self.last_status: str | None = None
+
+    def poll(self) -> list[dict]:
+        rundir = self.jobs.current(self.fixed_run)
+        events: list[dict] = []
+        if rundir is None:
+            return events
+        if self.rundir is None or rundir.run_id != self.rundir.run_id:
+            if self.rundir is not None:  # a new run started: follow it from its first line
+                self.since, self.metrics_sent = 0, 0
+            self.rundir = rundir
+        status = self.jobs.status_view(rundir)
+        encoded = json.dumps(status, sort_keys=True, default=str)
+        if encoded != self.last_status:
+            self.last_status = encoded
+            events.append({"type": "status", **status})
+        for line in self.jobs.log_reader(rundir).read(self.since, 500):
+            events.append({"type": "log", "run_id": rundir.run_id, **line})
+            self.since = line["id"]
+        metrics = rundir.read_metrics()
+        for record in metrics[self.metrics_sent:]:
+            events.append({"type": "metric", "run_id": rundir.run_id, **record})
+        self.metrics_sent = max(self.metrics_sent, len(metrics))
+        return events
+
+
+@router.websocket("/ws/logs")
+async def ws_logs(websocket: WebSocket, since: int = 0, metrics_since: int = 0, run_id: str | None = None):
+    """Push `{"type": "log"|"status"|"metric", ...}` events; log ids continue after `since`."""
+    jobs = jobs_of(websocket.app)
+    await websocket.accept()
+    follower = _Follower(jobs, run_id, max(0, since), max(0, metrics_since))
+    try:
+        while True:
+            try:
+                events = await run_in_threadpool(follower.poll)
+            except RunRejected as exc:
+                await websocket.send_json({"type": "error", "message": exc.message})
+                await websocket.close(code=1008)
+                return
+            for event in events:
+                await websocket.send_json(event)
+            await asyncio.sleep(WS_POLL_S)
+    except WebSocketDisconnect:
+        return

@@ -1,0 +1,142 @@
+"""`TrainConfig`: one validated description of a training run.
+
+It is the `POST /start` body, the file given to `matelix train CONFIG.yaml|json`, and the run's
+`train_config.json`. Unknown fields are rejected (the error names them). Paths stay as the user wrote
+them (relative to the lab's home); they are confined and resolved by `training.preflight`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TemplateModeChoice = Literal["auto", "column", "chat", "dialogplus", "messages", "sharegpt", "alpaca"]
+SchedulerChoice = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                          "constant_with_warmup", "inverse_sqrt"]
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be read, parsed or validated (the message says where)."""
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; defaults follow the seed's examples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # What to train on.
+    model_dir: str = Field(..., min_length=1, description="Model folder under models/ or training_outputs/, "
+                           "or a Hugging Face model id (not when the lab is offline).")
+    csv_path: str = Field(..., min_length=1, description="Dataset file under datasets/ (CSV, JSONL or JSON).")
+    template_mode: TemplateModeChoice = Field("auto", description="Dataset format; auto = detect from the file.")
+    column_name: str = Field("text", min_length=1, description="Text column for the `column` format.")
+    chat_template: Literal["auto", "matelix"] = Field(
+        "auto", description="auto = keep the model's own chat template (MaTeLiX when it has none); "
+        "matelix = always install the MaTeLiX template.")
+    train_on_prompt: bool = Field(False, description="Train on every token, not only the final answer.")
+
+    # Where and how.
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = CUDA, then MPS, then CPU.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto = bf16 where supported, fp32 on CPU.")
+    train_mode: Literal["full", "lora"] = Field("full", description="Full fine-tune or LoRA adapters.")
+    nproc: int = Field(1, ge=1, le=64, description="Processes for multi-process (DDP) training; >1 uses torchrun.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+
+    # Optimisation.
+    learning_rate: float = Field(4e-4, gt=0, le=1, description="Peak learning rate.")
+    per_device_train_batch_size: int = Field(1, ge=1, le=4096, description="Rows per device per micro-step.")
+    gradient_accumulation_steps: int = Field(7, ge=1, le=4096, description="Micro-steps per optimizer step.")
+    num_train_epochs: float = Field(3, gt=0, le=10_000, description="Passes over the training data.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    lr_scheduler: SchedulerChoice = Field("linear", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
+    seed: int = Field(42, ge=0, description="Seed for initialisation, shuffling and the eval split.")
+
+    # Data shaping.
+    chunk_size: int = Field(1024, ge=8, le=1_048_576, description="Maximum sequence length in tokens.")
+    packing: bool = Field(True, description="Pack samples into rows of chunk_size (no padding, no cross-attention).")
+    shuffle: bool = Field(False, description="Shuffle the training samples (with `seed`).")
+    sort_by_length: bool = Field(True, description="Group samples of similar length.")
+    eval_split: float = Field(0.0, ge=0, lt=1, description="Fraction of threads held out for evaluation.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: at save steps).")
+
+    # Checkpoints, logging, preview.
+    save_steps: int = Field(200, ge=1, description="Write a checkpoint every N optimizer steps.")
+    save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept (oldest removed); null = all.")
+    logging_steps: int = Field(1, ge=1, description="Write a metrics line every N optimizer steps.")
+    preview_steps: int = Field(25, ge=0, description="Generate a live-preview sample every N steps (0 = never).")
+    preview_prompt: str = Field("Hallo! Wer bist du?", max_length=2000,
+                                description="User message the live preview answers.")
+    preview_max_new_tokens: int = Field(32, ge=1, le=512, description="Length of the live-preview sample.")
+
+    # LoRA.
+    lora_r: int = Field(8, ge=1, le=4096, description="LoRA rank.")
+    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    lora_target_modules: list[str] | None = Field(
+        None, description="Module names to adapt; default = every linear layer except the output head.")
+    merge_lora_on_save: bool = Field(True, description="Save a merged full model (else adapter + base reference).")
+
+    # N-gram vocabulary optimisation.
+    use_ngrams: bool = Field(False, description="Mine frequent phrases and add them as tokens before training.")
+    ngram_max: int = Field(12, ge=2, le=64, description="Longest phrase in tokens.")
+    ngram_top_k: int = Field(1500, ge=1, le=100_000, description="Most phrases added.")
+    ngram_min_count: int = Field(8, ge=2, description="Least occurrences for a phrase to be considered.")
+    ngram_min_chars: int = Field(4, ge=1, description="Shortest phrase in characters.")
+    ngram_max_samples: int = Field(20_000, ge=1, description="Samples mined at most.")
+
+    # Continuation.
+    resume_from: str | None = Field(None, description="A run id (its last complete checkpoint) or "
+                                    "`<run_id>/checkpoint-N` to continue from.")
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainConfig:
+        if self.eval_steps is not None and self.eval_split == 0:
+            raise ValueError("eval_steps is set but eval_split is 0: set eval_split (e.g. 0.1) to evaluate")
+        if self.nproc > 1 and self.device == "mps":
+            raise ValueError("nproc > 1 is not supported on mps; use device cpu or cuda")
+        if self.device == "cpu" and self.precision == "fp16":
+            raise ValueError("precision fp16 needs a GPU; use fp32 or bf16 on cpu")
+        if self.lora_target_modules is not None and not self.lora_target_modules:
+            raise ValueError("lora_target_modules is empty: give module names or leave it unset")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False)
+
+
+def load_config_file(path: Path) -> TrainConfig:
+    """Read a YAML or JSON config file; raises ConfigFileError naming the file and the offending fields."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read: {exc}") from exc
+    try:
+        data = json.loads(text) if Path(path).suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {exc}") \
+            from exc
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(f"{path}: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """One line naming every offending field (unknown fields by name)."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        parts.append(f"unknown field '{field}'" if err.get("type") == "extra_forbidden"
+                     else f"{field}: {err.get('msg')}")
+    return "; ".join(parts)

@@ -1,0 +1,292 @@
+"""Server side of training: start, watch, stop, resume and delete runs; re-attach after a restart.
+
+Nothing here is kept that cannot be rebuilt from the run folders: a worker is recognised by the pid and
+process start time in its status.json, so a restarted server picks up a live worker, and a run whose
+worker is gone without writing a final state is marked `interrupted` (or `killed` when the server killed
+it after the stop timeout). Workers run in their own session, so they outlive the server and a Ctrl-C in
+the terminal of `matelix train` reaches only the CLI, which turns it into a graceful stop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from matelix.paths import PathRefused, confine, relative_to_home
+from matelix.settings import Settings
+from matelix.training.config import TrainConfig
+from matelix.training.preflight import (
+    RunRejected,
+    describe_resolved,
+    new_run_dir,
+    resolve_run,
+    resumable,
+)
+from matelix.training.rundir import FINAL_STATES, LogReader, RunDir, process_alive, process_start_time
+
+ACTIVE_STATES = frozenset({"queued", "starting", "running", "stopping"})
+STATUS_FIELDS = ("step", "total_steps", "epoch", "progress", "loss", "eval_loss", "learning_rate", "grad_norm",
+                 "tokens_per_second", "tokens_seen", "eta_seconds", "phase")
+ERROR_TAIL_LINES = 20
+KILL_WAIT_S = 10.0
+
+
+def worker_command(rundir: RunDir, nproc: int, resume: Path | None = None) -> list[str]:
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "matelix.training.worker", str(rundir.path)]
+    else:
+        cmd = [sys.executable, "-m", "matelix.training.worker", str(rundir.path)]
+    return cmd + (["--resume", str(resume)] if resume else [])
+
+
+def worker_env(settings: Settings, nproc: int) -> dict[str, str]:
+    env = dict(os.environ)
+    # PYTHONSAFEPATH: the working directory is home, whose datasets/ folder would shadow the `datasets` package.
+    env.update({"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1",
+                "HF_HUB_DISABLE_PROGRESS_BARS": "1", "MATELIX_HOME": str(settings.home),
+                "MATELIX_OFFLINE": str(settings.offline).lower(),
+                "MATELIX_TRUST_REMOTE_CODE": str(settings.trust_remote_code).lower()})
+    if settings.offline:
+        env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    if nproc > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    return env
+
+
+class JobManager:
+    """The training runs under one home, as seen by one server (or one `matelix train`)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._logs: dict[str, LogReader] = {}
+        for rundir in self.runs():
+            self.refresh(rundir)
+
+    # -- lookup ----------------------------------------------------------------------------------------
+
+    def runs(self) -> list[RunDir]:
+        root = self.settings.outputs_dir
+        if not root.is_dir():
+            return []
+        return [RunDir(p) for p in sorted(root.iterdir()) if p.is_dir() and (p / "train_config.json").is_file()]
+
+    def rundir(self, run_id: str) -> RunDir:
+        if "/" in run_id or "\\" in run_id:
+            raise RunRejected(400, f"run_id {run_id!r} must be a run folder name", param="run_id")
+        try:
+            path = confine(run_id, [self.settings.outputs_dir], base=self.settings.outputs_dir)
+        except PathRefused as exc:
+            raise RunRejected(400, f"run_id: {exc}", param="run_id", code="path_refused") from exc
+        if path == self.settings.outputs_dir.resolve() or not (path / "train_config.json").is_file():
+            raise RunRejected(404, f"no training run {run_id!r}", param="run_id", code="run_not_found")
+        return RunDir(path)
+
+    def alive(self, rundir: RunDir, status: dict | None = None) -> bool:
+        proc = self._procs.get(rundir.run_id)
+        if proc is not None:
+            return proc.poll() is None
+        status = rundir.read_status() if status is None else status
+        return process_alive(status.get("pid"), status.get("pid_started"))
+
+    def active(self) -> RunDir | None:
+        for rundir in self.runs():
+            status = self.refresh(rundir)
+            if status.get("state") in ACTIVE_STATES and self.alive(rundir, status):
+                return rundir
+        return None
+
+    def current(self, run_id: str | None = None) -> RunDir | None:
+        """The named run, else the active run, else the most recently started one."""
+        if run_id:
+            return self.rundir(run_id)
+        runs = self.runs()
+        if not runs:
+            return None
+        active = self.active()
+        if active is not None:
+            return active
+        return max(runs, key=lambda r: (r.read_status().get("session_started_at")
+                                        or r.read_status().get("created_at") or 0, r.run_id))
+
+    # -- state upkeep ----------------------------------------------------------------------------------
+
+    def refresh(self, rundir: RunDir) -> dict:
+        """The run's status, after settling a worker that is gone or has overrun its stop timeout."""
+        status = rundir.read_status()
+        if status.get("state") not in ACTIVE_STATES:
+            return status
+        alive = self.alive(rundir, status)
+        if alive and rundir.stop_requested():
+            waited = time.time() - rundir.stop_path.stat().st_mtime if rundir.stop_path.exists() else 0
+            if waited > self.settings.stop_timeout_s:
+                self._kill(rundir, status)
+                alive = False
+        if alive:
+            return status
+        with self._lock:
+            status = rundir.read_status()
+            if status.get("state") not in ACTIVE_STATES or self.alive(rundir, status):
+                return status
+            proc = self._procs.pop(rundir.run_id, None)
+            code = proc.returncode if proc is not None else None
+            killed = bool(status.get("killed"))
+            reason = (f"worker did not stop within {self.settings.stop_timeout_s:g} s and was killed" if killed
+                      else "worker ended without a final state" + (f" (exit code {code})" if code is not None
+                                                                     else ""))
+            rundir.clear_stop()
+            return rundir.update_status(state="killed" if killed else "interrupted", phase=None,
+                                        finished_at=status.get("finished_at") or time.time(),
+                                        error={"message": reason, "last_lines": rundir.tail_log(ERROR_TAIL_LINES)})
+
+    def _kill(self, rundir: RunDir, status: dict) -> None:
+        pid = status.get("pid")
+        proc = self._procs.get(rundir.run_id)
+        with self._lock:
+            rundir.update_status(killed=True, finished_at=time.time())
+        try:
+            os.killpg(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, TypeError, ValueError):
+            if proc is not None:
+                proc.kill()
+        if proc is not None:
+            try:
+                proc.wait(timeout=KILL_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            deadline = time.time() + KILL_WAIT_S
+            while process_alive(pid, status.get("pid_started")) and time.time() < deadline:
+                time.sleep(0.05)
+
+    # -- actions ---------------------------------------------------------------------------------------
+
+    def _ensure_idle(self) -> None:
+        active = self.active()
+        if active is not None:
+            raise RunRejected(409, f"run {active.run_id!r} is active; stop it first (POST /stop)",
+                              code="run_active")
+
+    def _spawn(self, rundir: RunDir, config: TrainConfig, resume: Path | None) -> subprocess.Popen:
+        with rundir.log_path.open("ab") as log_fh:
+            proc = subprocess.Popen(worker_command(rundir, config.nproc, resume), stdout=log_fh,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=worker_env(self.settings, config.nproc), cwd=str(self.settings.home))
+        self._procs[rundir.run_id] = proc
+        rundir.update_status(pid=proc.pid, pid_started=process_start_time(proc.pid))
+        return proc
+
+    def start(self, config: TrainConfig) -> RunDir:
+        """Validate, create the run folder and spawn its worker; RunRejected (4xx) leaves nothing on disk."""
+        self._ensure_idle()
+        resolved = resolve_run(config, self.settings)
+        with self._lock:
+            self._ensure_idle()
+            rundir = new_run_dir(resolved.model_name, self.settings)
+            try:
+                rundir.write_config(config)
+                now = time.time()
+                rundir.update_status(run_id=rundir.run_id, state="queued", created_at=now, session_started_at=now,
+                                     elapsed_previous=0.0, train_mode=config.train_mode,
+                                     **describe_resolved(resolved, self.settings))
+                self._spawn(rundir, config, None)
+            except BaseException:
+                shutil.rmtree(rundir.path, ignore_errors=True)
+                raise
+        return rundir
+
+    def resume(self, run_id: str) -> tuple[RunDir, Path]:
+        """Continue a stopped/failed/interrupted run from its last complete checkpoint, in its own folder."""
+        rundir = self.rundir(run_id)
+        self.refresh(rundir)
+        with self._lock:
+            self._ensure_idle()
+            ckpt = resumable(rundir)
+            config = rundir.read_config()
+            resolve_run(config, self.settings, check=False)
+            status = rundir.read_status()
+            rundir.clear_stop()
+            now = time.time()
+            rundir.update_status(state="queued", phase=None, error=None, killed=False, finished_at=None,
+                                 elapsed_previous=elapsed_seconds(status, now), session_started_at=now,
+                                 resumed_from=ckpt.name, pid=None, pid_started=None)
+            self._spawn(rundir, config, ckpt)
+        return rundir, ckpt
+
+    def stop(self, run_id: str | None = None) -> RunDir:
+        """Ask the active run to stop gracefully; it is killed after settings.stop_timeout_s."""
+        rundir = self.rundir(run_id) if run_id else self.active()
+        if rundir is None or not self.alive(rundir):
+            raise RunRejected(409, "no training run is active", code="no_active_run")
+        rundir.request_stop()
+        timer = threading.Timer(self.settings.stop_timeout_s + 0.5, self.refresh, args=(rundir,))
+        timer.daemon = True
+        timer.start()
+        return rundir
+
+    def delete(self, run_id: str) -> None:
+        rundir = self.rundir(run_id)
+        status = self.refresh(rundir)
+        if self.alive(rundir, status):
+            raise RunRejected(409, f"run {run_id!r} is running; stop it before deleting", code="run_active")
+        shutil.rmtree(rundir.path)
+        self._logs.pop(run_id, None)
+        self._procs.pop(run_id, None)
+
+    # -- views -----------------------------------------------------------------------------------------
+
+    def log_reader(self, rundir: RunDir) -> LogReader:
+        reader = self._logs.get(rundir.run_id)
+        if reader is None:
+            reader = self._logs[rundir.run_id] = LogReader(rundir.log_path)
+        return reader
+
+    def status_view(self, rundir: RunDir | None) -> dict:
+        """The `/status` body for a run (or an idle body when there is none)."""
+        if rundir is None:
+            return {"running": False, "state": None, "run_id": None, **dict.fromkeys(STATUS_FIELDS),
+                    "elapsed_seconds": None, "save_dir": None, "config": None, "error": None}
+        status = self.refresh(rundir)
+        running = self.alive(rundir, status)
+        state = status.get("state")
+        if running and state in ("starting", "running") and rundir.stop_requested():
+            state = "stopping"
+        try:
+            config = rundir.read_config().model_dump(mode="json")
+        except (OSError, ValueError):
+            config = None
+        return {"running": running, "state": state, "run_id": rundir.run_id,
+                **{k: status.get(k) for k in STATUS_FIELDS},
+                "elapsed_seconds": elapsed_seconds(status, time.time()),
+                "save_dir": relative_to_home(rundir.path, self.settings.home), "config": config,
+                "error": status.get("error") if state in FINAL_STATES else None,
+                "model": status.get("model"), "dataset": status.get("dataset"),
+                "train_mode": status.get("train_mode"), "resumed_from": status.get("resumed_from")}
+
+    def summary(self, rundir: RunDir) -> dict:
+        """One line of `/trainings`."""
+        view = self.status_view(rundir)
+        status = rundir.read_status()
+        return {"run_id": rundir.run_id, "state": view["state"], "running": view["running"],
+                "model": view["model"], "dataset": view["dataset"], "train_mode": view["train_mode"],
+                "final_loss": status.get("loss"), "eval_loss": status.get("eval_loss"),
+                "duration_seconds": view["elapsed_seconds"], "step": view["step"],
+                "total_steps": view["total_steps"], "created_at": status.get("created_at"),
+                "finished_at": status.get("finished_at"), "save_dir": view["save_dir"],
+                "has_model": rundir.has_model(), "config": view["config"]}
+
+
+def elapsed_seconds(status: dict, now: float) -> float | None:
+    start = status.get("session_started_at")
+    if start is None:
+        return None
+    end = status.get("finished_at") or now
+    return round(float(status.get("elapsed_previous") or 0.0) + max(0.0, end - start), 3)

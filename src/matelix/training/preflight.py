@@ -1,0 +1,174 @@
+"""Checks done before a run folder exists: user paths confined and resolved, model and tokenizer loadable,
+dataset parses into samples, the configuration fits this machine. A run that passes does not fail on
+any of these later; one that does not is refused with a 4xx and leaves nothing on disk.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from matelix.paths import PathRefused, confine, relative_to_home
+from matelix.settings import Settings
+from matelix.training.config import TrainConfig
+from matelix.training.rundir import RESUMABLE_STATES, RunDir, is_complete_checkpoint
+
+HF_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+LOCAL_PREFIXES = ("models", "training_outputs", "datasets", ".", "..")
+MODEL_MARKERS = ("config.json", "adapter_config.json")
+
+
+class RunRejected(ValueError):
+    """A run that cannot start; `status` is the HTTP status to answer with, `param` the offending field."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """Absolute locations of what a run uses (never shown to users; they see home-relative names)."""
+
+    model_source: str  # an absolute folder or a hub model id
+    model_name: str  # used in the run folder name
+    dataset_path: Path
+    resume_checkpoint: Path | None
+
+
+def _confined(value: str, roots: list[Path], base: Path, param: str) -> Path:
+    try:
+        return confine(value, roots, base=base)
+    except PathRefused as exc:
+        raise RunRejected(400, f"{param}: {exc}", param=param, code="path_refused") from exc
+
+
+def resolve_model(model_dir: str, settings: Settings) -> tuple[str, str]:
+    """(source, display name): a model folder under models/ or training_outputs/, or a hub id."""
+    roots = [settings.models_dir, settings.outputs_dir]
+    for base in (settings.home, settings.models_dir):
+        candidate = _confined(model_dir, roots + [settings.home], base, "model_dir")
+        if candidate.exists():
+            path = _confined(model_dir, roots, base, "model_dir")
+            if not any((path / m).is_file() for m in MODEL_MARKERS):
+                raise RunRejected(404, f"model_dir: {model_dir!r} holds no model (no config.json)",
+                                  param="model_dir", code="model_not_found")
+            return str(path), path.name
+    first = Path(model_dir).parts[0] if Path(model_dir).parts else ""
+    if HF_ID_RE.match(model_dir) and first not in LOCAL_PREFIXES:
+        if settings.offline:
+            raise RunRejected(404, f"model_dir: {model_dir!r} is not a local model and the lab is offline",
+                              param="model_dir", code="model_not_found")
+        return model_dir, model_dir.rsplit("/", 1)[-1]
+    _confined(model_dir, roots, settings.home, "model_dir")
+    raise RunRejected(404, f"model_dir: {model_dir!r} does not exist under models/ or training_outputs/",
+                      param="model_dir", code="model_not_found")
+
+
+def resolve_dataset(csv_path: str, settings: Settings) -> Path:
+    for base in (settings.home, settings.datasets_dir):
+        path = _confined(csv_path, [settings.datasets_dir, settings.home], base, "csv_path")
+        if path.is_file():
+            return _confined(csv_path, [settings.datasets_dir], base, "csv_path")
+    _confined(csv_path, [settings.datasets_dir], settings.home, "csv_path")
+    raise RunRejected(404, f"csv_path: dataset {csv_path!r} not found under datasets/", param="csv_path",
+                      code="dataset_not_found")
+
+
+def resolve_resume(resume_from: str, settings: Settings) -> Path:
+    """A run id (its last complete checkpoint) or a checkpoint folder, inside training_outputs/."""
+    for base in (settings.outputs_dir, settings.home):
+        path = _confined(resume_from, [settings.outputs_dir, settings.home], base, "resume_from")
+        if path.is_dir():
+            path = _confined(resume_from, [settings.outputs_dir], base, "resume_from")
+            if is_complete_checkpoint(path):
+                return path
+            ckpt = RunDir(path).last_complete_checkpoint()
+            if ckpt is None:
+                raise RunRejected(409, f"resume_from: {resume_from!r} has no complete checkpoint",
+                                  param="resume_from", code="no_checkpoint")
+            return ckpt
+    raise RunRejected(404, f"resume_from: {resume_from!r} is not a run or checkpoint under training_outputs/",
+                      param="resume_from", code="run_not_found")
+
+
+def check_loadable(config: TrainConfig, resolved: ResolvedRun, settings: Settings) -> None:
+    """Placement fits the machine, tokenizer loads, dataset parses into at least one sample."""
+    from matelix.data.load import load_dataset
+    from matelix.data.samples import DatasetError
+    from matelix.training.modelsetup import SetupError, load_tokenizer, resolve_placement
+
+    try:
+        resolve_placement(config)
+    except SetupError as exc:
+        raise RunRejected(400, str(exc), param="device", code="unsupported_device") from exc
+    tokenizer_source = resolved.resume_checkpoint or resolved.model_source
+    try:
+        load_tokenizer(tokenizer_source, trust_remote_code=settings.trust_remote_code)
+    except Exception as exc:  # transformers raises many types for an unloadable folder or id
+        raise RunRejected(400, f"model_dir: cannot load a tokenizer from {config.model_dir!r}: "
+                          f"{type(exc).__name__}: {str(exc)[:300]}", param="model_dir",
+                          code="model_unloadable") from exc
+    try:
+        loaded = load_dataset(resolved.dataset_path, config.template_mode, config.column_name)
+    except DatasetError as exc:
+        raise RunRejected(400, f"csv_path: {exc}", param="csv_path", code="dataset_invalid") from exc
+    if not loaded.samples:
+        detail = "; ".join(f"row {p.row}: {p.message}" for p in loaded.problems[:5])
+        raise RunRejected(400, "csv_path: the dataset yields no training samples" + (f" ({detail})" if detail
+                          else ""), param="csv_path", code="dataset_empty")
+    if config.eval_split > 0 and len({s.group for s in loaded.samples}) < 2:
+        raise RunRejected(400, "eval_split: the dataset has a single thread; nothing can be held out",
+                          param="eval_split", code="dataset_too_small")
+
+
+def resolve_run(config: TrainConfig, settings: Settings, *, check: bool = True) -> ResolvedRun:
+    source, name = resolve_model(config.model_dir, settings)
+    dataset = resolve_dataset(config.csv_path, settings)
+    resume = resolve_resume(config.resume_from, settings) if config.resume_from else None
+    resolved = ResolvedRun(source, name, dataset, resume)
+    if check:
+        check_loadable(config, resolved, settings)
+    return resolved
+
+
+def new_run_dir(model_name: str, settings: Settings) -> RunDir:
+    """Create `training_outputs/<model>_<YYYY-MM-DD_HH-MM-SS>/` (a suffix when that second is taken)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", model_name).strip(".-") or "model"
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = settings.outputs_dir / (f"{safe}_{stamp}" if n == 1 else f"{safe}_{stamp}-{n}")
+        try:
+            path.mkdir()
+            return RunDir(path)
+        except FileExistsError:
+            continue
+    raise RunRejected(409, "too many runs started in the same second", code="run_name_taken")
+
+
+def describe_resolved(resolved: ResolvedRun, settings: Settings) -> dict:
+    """User-facing names of what a run uses (home-relative, never absolute server paths)."""
+    source = Path(resolved.model_source)
+    return {"model": relative_to_home(source, settings.home) if source.is_absolute() else resolved.model_source,
+            "dataset": relative_to_home(resolved.dataset_path, settings.home),
+            "resume_checkpoint": relative_to_home(resolved.resume_checkpoint, settings.home)
+            if resolved.resume_checkpoint else None}
+
+
+def resumable(rundir: RunDir) -> Path:
+    """The checkpoint a stopped/failed/interrupted run continues from, or RunRejected."""
+    state = rundir.read_status().get("state")
+    if state not in RESUMABLE_STATES:
+        raise RunRejected(409, f"run {rundir.run_id!r} is {state or 'unknown'}; only "
+                          f"{', '.join(sorted(RESUMABLE_STATES))} runs can be resumed", code="not_resumable")
+    ckpt = rundir.last_complete_checkpoint()
+    if ckpt is None:
+        raise RunRejected(409, f"run {rundir.run_id!r} has no complete checkpoint to resume from",
+                          code="no_checkpoint")
+    return ckpt

@@ -1,0 +1,210 @@
+"""The training worker: one run folder in, a trained model in the same folder out.
+
+    python -m matelix.training.worker RUN_DIR [--resume CHECKPOINT]
+    torchrun --standalone --nproc-per-node N -m matelix.training.worker RUN_DIR   (multi-process)
+
+It reads `RUN_DIR/train_config.json`, writes status/metrics/preview files as it goes, and ends in state
+`completed`, `stopped` (a stop was requested: it finished the optimizer step, saved a checkpoint and the
+model) or `failed` (with the error and the last log lines). Everything it prints goes to `training.log`.
+SIGTERM and SIGINT request the same graceful stop as the `stop_requested` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from matelix.training.rundir import RunDir, checkpoint_step, process_start_time
+
+ERROR_TAIL_LINES = 20
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _attach_log(rundir: RunDir) -> None:
+    """Point stdout/stderr at training.log (append) unless the spawner already did."""
+    fd = os.open(rundir.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    target = os.fstat(fd)
+    for std in (1, 2):
+        try:
+            current = os.fstat(std)
+            same = (current.st_ino, current.st_dev) == (target.st_ino, target.st_dev)
+        except OSError:
+            same = False
+        if not same:
+            os.dup2(fd, std)
+    os.close(fd)
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+
+
+def make_log(is_main: bool):
+    def log(message: str) -> None:
+        if is_main:
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} | {message}", flush=True)
+
+    return log
+
+
+def _launcher_pid() -> int:
+    # Under torchrun the process the server watches is the launcher, our parent.
+    return os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else os.getpid()
+
+
+def _preview_prompt_ids(tokenizer, config, render_mode: str) -> list[int]:
+    if render_mode == "column":
+        return tokenizer.encode(config.preview_prompt, add_special_tokens=False)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": config.preview_prompt}],
+                                         tokenize=False, add_generation_prompt=True)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
+    """Run the whole job; returns the final state (`completed` or `stopped`)."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers.utils import logging as hf_logging
+
+    from matelix.settings import Settings
+    from matelix.training import dataprep, modelsetup
+    from matelix.training.callbacks import LivePreviewCallback, RecordingCollator, StatusCallback
+    from matelix.training.preflight import resolve_run
+
+    hf_logging.disable_progress_bar()  # redrawn bars are noise in a log file
+    is_main = _is_main()
+    config = rundir.read_config()
+    settings = Settings(home=rundir.path.resolve().parent.parent)
+    resolved = resolve_run(config, settings, check=False)
+    resume = resume or resolved.resume_checkpoint
+    placement = modelsetup.resolve_placement(config)
+    log(f"Run {rundir.run_id}: {config.train_mode} fine-tune of {config.model_dir} on {config.csv_path}; "
+        f"device {placement.device}, precision {placement.precision}, processes {config.nproc}")
+    log("Config: " + config.model_dump_json(exclude_defaults=True))
+    set_seed(config.seed)
+
+    split = dataprep.load_samples(config, resolved.dataset_path, log)
+    render_mode = split.loaded.render_mode
+    tokenizer = modelsetup.load_tokenizer(resume or resolved.model_source,
+                                          trust_remote_code=settings.trust_remote_code)
+    added = modelsetup.prepare_tokenizer(tokenizer, config, render_mode)
+    if added:
+        log(f"Added tokens: {', '.join(added)}")
+    model = modelsetup.load_model(resolved.model_source, placement, config,
+                                  trust_remote_code=settings.trust_remote_code)
+    grew = modelsetup.grow_vocabulary(model, tokenizer)
+    if grew:
+        log(f"Embeddings resized to {len(tokenizer)} rows (new rows = mean of the old ones)")
+    if config.use_ngrams and resume is None:
+        from matelix.training.ngrams import apply_ngrams
+
+        if is_main:
+            rundir.update_status(phase="mining n-grams")
+        apply_ngrams(tokenizer, model, dataprep.rendered_texts(split.train, tokenizer, render_mode), config,
+                     rundir.path, log)
+    examples = dataprep.build_examples(split, tokenizer, config, log)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.train_mode == "lora":
+        model = modelsetup.apply_lora(model, config, train_embeddings=grew or config.use_ngrams, log=log)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"Model: {n_params:,} parameters")
+
+    evaluate = bool(examples.eval)
+    args = TrainingArguments(
+        output_dir=str(rundir.path), per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs, max_steps=config.max_steps or -1,
+        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm, seed=config.seed, logging_steps=config.logging_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if evaluate else "no", eval_steps=config.eval_steps or config.save_steps,
+        bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
+        use_cpu=placement.device == "cpu", report_to="none", disable_tqdm=True,
+        # Packed rows carry position_ids the model needs; the default would drop them as "unused".
+        remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="sequential", dataloader_num_workers=0,
+        ddp_backend=("gloo" if placement.device == "cpu" else "nccl") if config.nproc > 1 else None,
+        ddp_find_unused_parameters=False if config.nproc > 1 else None,
+    )
+    recorder = RecordingCollator(examples.collator)
+    status_cb = StatusCallback(rundir, stop, is_main=is_main, started_at=time.time(), log=log)
+    callbacks = [status_cb]
+    if is_main:
+        callbacks.append(LivePreviewCallback(rundir, tokenizer, recorder,
+                                             prompt_ids=_preview_prompt_ids(tokenizer, config, render_mode),
+                                             every=config.preview_steps,
+                                             max_new_tokens=config.preview_max_new_tokens, log=log))
+    trainer = Trainer(model=model, args=args, train_dataset=examples.train,
+                      eval_dataset=examples.eval if evaluate else None, data_collator=recorder,
+                      processing_class=tokenizer, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # StatusCallback logs a formatted line per logging step
+    if resume is not None and is_main:
+        rundir.truncate_metrics(checkpoint_step(resume))
+        log(f"Resuming from {resume.name} (step {checkpoint_step(resume)})")
+    if stop.requested():
+        log("Stop requested before training began")
+        return "stopped"
+    if is_main:
+        rundir.update_status(phase="training", train_examples=examples.stats.get("examples"),
+                             train_rows=len(examples.train))
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = "stopped" if status_cb.stopped else "completed"
+    log(f"Training {'stopped' if state == 'stopped' else 'finished'} at step {trainer.state.global_step}: "
+        f"mean loss {result.training_loss:.4f}")
+    if is_main:
+        rundir.update_status(phase="saving", step=trainer.state.global_step, train_loss=result.training_loss)
+        form = modelsetup.save_final_model(trainer.model, tokenizer, rundir.path, config,
+                                           resolved.model_source, log)
+        rundir.update_status(saved_form=form)
+    trainer.accelerator.wait_for_everyone()
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m matelix.training.worker",
+                                     description="Run the training job described by RUN_DIR/train_config.json")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--resume", type=Path, help="checkpoint folder to continue from")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    rundir = RunDir(args.run_dir)
+    is_main = _is_main()
+    _attach_log(rundir)
+    log = make_log(is_main)
+
+    from matelix.training.callbacks import StopSignal
+
+    stop = StopSignal(rundir)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if is_main:
+        status = rundir.read_status()
+        pid = status.get("pid") or _launcher_pid()
+        rundir.update_status(state="starting", phase="loading", pid=pid,
+                             pid_started=status.get("pid_started") or process_start_time(pid),
+                             session_started_at=time.time(), finished_at=None, error=None)
+    try:
+        state = train(rundir, args.resume, stop, log)
+    except Exception as exc:
+        log("Training failed:\n" + traceback.format_exc())
+        if is_main:
+            rundir.update_status(state="failed", phase=None, finished_at=time.time(),
+                                 error={"message": f"{type(exc).__name__}: {exc}",
+                                        "last_lines": rundir.tail_log(ERROR_TAIL_LINES)})
+        return 1
+    if is_main:
+        rundir.update_status(state=state, phase=None, finished_at=time.time(), eta_seconds=0)
+        rundir.clear_stop()
+        log(f"Run {state}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
