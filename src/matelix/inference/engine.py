@@ -1,0 +1,358 @@
+"""The batching engine: one worker thread per loaded model runs decode steps over all active requests.
+
+API (token ids in, events out; no HTTP, no chat templates):
+
+    engine = Engine(model, context_length=2048, stop_token_ids={eos},
+                    text_stream=lambda params, prompt_ids: TextStream(tokenizer, params.stop, prompt_ids))
+    handle = engine.submit(prompt_ids, SamplingParams(max_new_tokens=64, temperature=0))
+    async for event in handle:          # or `for event in handle` on a plain thread
+        event.text, event.token_ids     # text delta (whole characters, stop strings held back), new ids
+        if event.finished: event.finish_reason, event.usage   # "stop" | "length" | "cancelled" | "error"
+    handle.cancel()                     # leaves the batch at the next step
+    handles = engine.submit_many(prompt_ids, params, n=2)    # n choices, seeds seed, seed+1, ...
+    engine.close()                      # ends in-flight requests with finish_reason "error"
+
+`submit` validates synchronously and raises `RequestRejected` (a ValueError with `.param`) for an empty
+prompt, a prompt that leaves no room in the context (`PromptTooLong`), token ids outside the vocabulary or
+invalid sampling params, and `EngineClosed` after `close()`; nothing is queued in that case, so a caller
+can still answer with a plain 400 before it starts streaming. `max_new_tokens` is clipped to the context
+left after the prompt (`handle.max_new_tokens` holds the clipped value).
+
+How a step works (transformers 5.24 `DynamicCache`, passed as `cache=`):
+* Newcomers are prefilled together (left-padded, explicit `position_ids`) into their own cache, within a
+  token budget per step so a long prompt cannot stall the running batch for long; their first token is
+  sampled from the prefill logits.
+* Their cache is merged into the running batch cache: every layer's keys/values (B, H, T, D) are left-padded
+  to a common T and concatenated along B; the 2-D attention mask gets zeros for the padding.
+* One decode step feeds every row's last token at its own position. Finished or cancelled rows are dropped
+  with `batch_select_indices`, and mask columns that are padding in every remaining row are cut off, so the
+  cache stays sized by the requests actually running.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from matelix.inference.detokenize import TextStream
+from matelix.inference.handle import GenerationEvent, RequestHandle, Usage
+from matelix.inference.sampling import InvalidSamplingParams, RowSampler, SamplingParams, sample_rows
+
+log = logging.getLogger("matelix.inference")
+
+MAX_BATCH_SIZE = 64
+PREFILL_TOKEN_BUDGET = 2048
+
+
+class RequestRejected(ValueError):
+    """A request the engine will not run; `param` names the offending input."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class PromptTooLong(RequestRejected):
+    """The prompt leaves no room for a single new token in the model's context."""
+
+
+class EngineClosed(RuntimeError):
+    """The engine was closed (its model unloaded); submit to a freshly acquired model instead."""
+
+
+@dataclass(eq=False)
+class _Request:
+    handle: RequestHandle
+    prompt_ids: list[int]
+    params: SamplingParams
+    sampler: RowSampler
+    stream: TextStream | None
+    stop_ids: frozenset[int]
+    generated: list[int] = field(default_factory=list)
+    pos: int = 0  # position of the next token fed to the model
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.handle.max_new_tokens
+
+
+class Engine:
+    """Continuous batching over one model. Thread-safe `submit`; all torch work on one worker thread."""
+
+    def __init__(self, model, *, context_length: int, stop_token_ids: set[int] | frozenset[int],
+                 text_stream: Callable[[SamplingParams, list[int]], TextStream] | None = None, name: str = "model",
+                 max_batch_size: int = MAX_BATCH_SIZE, prefill_token_budget: int = PREFILL_TOKEN_BUDGET):
+        self.model = model
+        self.name = name
+        self.context_length = context_length
+        self.stop_token_ids = frozenset(stop_token_ids)
+        self.max_batch_size = max_batch_size
+        self.prefill_token_budget = prefill_token_budget
+        self._text_stream = text_stream
+        self.device = next(model.parameters()).device
+        self.vocab_size = model.get_output_embeddings().out_features
+        forward_params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
+        self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
+        self._ids = itertools.count(1)
+        self._cond = threading.Condition()
+        self._pending: deque[_Request] = deque()
+        self._rows: list[_Request] = []
+        self._cache = None
+        self._mask: torch.Tensor | None = None  # (B, T) 1 = real token, 0 = left padding
+        self._closed = False
+        self._close_reason = "model unloaded"
+        self.completed = 0
+        self._thread = threading.Thread(target=self._run, name=f"matelix-engine-{name}", daemon=True)
+        self._thread.start()
+
+    # ----- public, any thread -------------------------------------------------------------------
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> RequestHandle:
+        """Queue one request; raises RequestRejected / EngineClosed before anything is queued."""
+        request = self._make_request(list(prompt_ids), params)
+        with self._cond:
+            if self._closed:
+                raise EngineClosed(f"model {self.name!r} was unloaded")
+            self._pending.append(request)
+            self._cond.notify()
+        return request.handle
+
+    def submit_many(self, prompt_ids: list[int], params: SamplingParams, n: int) -> list[RequestHandle]:
+        """Queue `n` choices for one prompt (seeds seed, seed+1, ...); all or none are queued."""
+        if n < 1:
+            raise RequestRejected(f"n must be >= 1, got {n}", "n")
+        requests = [self._make_request(list(prompt_ids), params.for_choice(i)) for i in range(n)]
+        with self._cond:
+            if self._closed:
+                raise EngineClosed(f"model {self.name!r} was unloaded")
+            self._pending.extend(requests)
+            self._cond.notify()
+        return [r.handle for r in requests]
+
+    @property
+    def active_count(self) -> int:
+        return len(self._rows)
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._pending)
+
+    def kv_cache_bytes(self) -> int:
+        cache = self._cache
+        if cache is None:
+            return 0
+        return sum(t.numel() * t.element_size() for layer in cache.layers
+                   for t in (layer.keys, layer.values) if t is not None)
+
+    def close(self, reason: str = "model unloaded", timeout: float = 30.0) -> None:
+        """Stop the worker; queued and running requests end with finish_reason "error" and `reason`."""
+        with self._cond:
+            self._closed = True
+            self._close_reason = reason
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    # ----- validation ---------------------------------------------------------------------------
+
+    def _make_request(self, prompt_ids: list[int], params: SamplingParams) -> _Request:
+        try:
+            params.validate()
+        except InvalidSamplingParams as exc:
+            raise RequestRejected(str(exc), exc.param) from exc
+        if not prompt_ids:
+            raise RequestRejected("the prompt is empty", "prompt")
+        bad = next((t for t in prompt_ids if not isinstance(t, int) or not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise RequestRejected(f"prompt token id {bad!r} is outside the vocabulary (0..{self.vocab_size - 1})",
+                                  "prompt")
+        room = self.context_length - len(prompt_ids)
+        if room < 1:
+            raise PromptTooLong(f"the prompt has {len(prompt_ids)} tokens but the model's context is "
+                                f"{self.context_length} tokens (at most {self.context_length - 1} allowed)",
+                                "messages")
+        if params.stop and self._text_stream is None:
+            raise RequestRejected("stop strings need a tokenizer; this engine has none", "stop")
+        handle = RequestHandle(f"req-{next(self._ids)}", len(prompt_ids), min(params.max_new_tokens, room),
+                               self._wake)
+        stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.stop_token_ids)
+        stream = self._text_stream(params, prompt_ids) if self._text_stream is not None else None
+        sampler = RowSampler(params, prompt_ids, self.vocab_size, self.device)
+        return _Request(handle, prompt_ids, params, sampler, stream, stop_ids)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    # ----- worker thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._closed and not self._pending and not self._rows:
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    newcomers = self._take_newcomers()
+                try:
+                    self._drop_cancelled()
+                    if newcomers:
+                        self._prefill(newcomers)
+                    if self._rows:
+                        self._decode_step()
+                except Exception as exc:  # a failing step must not kill the worker: fail its requests instead
+                    log.exception("inference step failed on %s", self.name)
+                    for request in [*newcomers, *self._rows]:
+                        self._finish(request, "error", error=f"generation failed: {type(exc).__name__}: {exc}")
+                    self._reset_batch()
+        with self._cond:
+            leftovers = [*self._pending, *self._rows]
+            self._pending.clear()
+        for request in leftovers:
+            self._finish(request, "error", error=self._close_reason)
+        self._reset_batch()
+
+    def _take_newcomers(self) -> list[_Request]:
+        taken: list[_Request] = []
+        budget = self.prefill_token_budget
+        while self._pending and len(self._rows) + len(taken) < self.max_batch_size:
+            request = self._pending[0]
+            if request.handle.cancelled:
+                self._pending.popleft()
+                self._finish(request, "cancelled")
+                continue
+            if taken and len(request.prompt_ids) > budget:
+                break
+            budget -= len(request.prompt_ids)
+            taken.append(self._pending.popleft())
+        return taken
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache):
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                         use_cache=True, **{self._cache_kw: cache}, **self._keep_kw)
+        return out.logits[:, -1, :]  # (B, V)
+
+    def _prefill(self, group: list[_Request]) -> None:
+        from transformers import DynamicCache
+
+        length = max(len(r.prompt_ids) for r in group)
+        input_ids = torch.zeros((len(group), length), dtype=torch.long)  # (G, T), left-padded
+        mask = torch.zeros((len(group), length), dtype=torch.long)
+        for i, request in enumerate(group):
+            n = len(request.prompt_ids)
+            input_ids[i, length - n:] = torch.tensor(request.prompt_ids)
+            mask[i, length - n:] = 1
+            request.pos = n
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, position_ids = (t.to(self.device) for t in (input_ids, mask, position_ids))
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(input_ids, mask, position_ids, cache)
+        tokens = sample_rows(logits, [r.sampler for r in group])
+        keep = [i for i, (r, t) in enumerate(zip(group, tokens, strict=True)) if not self._emit(r, t)]
+        if not keep:
+            return
+        if len(keep) < len(group):
+            cache.batch_select_indices(torch.tensor(keep, device=self.device))
+            mask = mask[keep]
+        self._merge(cache, mask, [group[i] for i in keep])
+
+    def _merge(self, cache, mask: torch.Tensor, rows: list[_Request]) -> None:
+        if self._cache is None or not self._rows:
+            self._cache, self._mask, self._rows = cache, mask, rows
+            self._trim_padding()
+            return
+        length = max(self._mask.shape[1], mask.shape[1])
+        for old, new in zip(self._cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_left_pad(old.keys, length), _left_pad(new.keys, length)])
+            old.values = torch.cat([_left_pad(old.values, length), _left_pad(new.values, length)])
+        self._mask = torch.cat([F.pad(self._mask, (length - self._mask.shape[1], 0)),
+                                F.pad(mask, (length - mask.shape[1], 0))])
+        self._rows = self._rows + rows
+
+    def _decode_step(self) -> None:
+        rows = self._rows
+        input_ids = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)  # (B, 1)
+        position_ids = torch.tensor([[r.pos] for r in rows], device=self.device)  # (B, 1)
+        self._mask = F.pad(self._mask, (0, 1), value=1)  # (B, T + 1)
+        logits = self._forward(input_ids, self._mask, position_ids, self._cache)
+        tokens = sample_rows(logits, [r.sampler for r in rows])
+        keep = []
+        for i, (request, token) in enumerate(zip(rows, tokens, strict=True)):
+            request.pos += 1
+            if not self._emit(request, token):
+                keep.append(i)
+        self._select(keep)
+
+    def _drop_cancelled(self) -> None:
+        keep = []
+        for i, request in enumerate(self._rows):
+            if request.handle.cancelled:
+                self._finish(request, "cancelled")
+            else:
+                keep.append(i)
+        self._select(keep)
+
+    def _select(self, keep: list[int]) -> None:
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._reset_batch()
+            return
+        self._cache.batch_select_indices(torch.tensor(keep, device=self.device))
+        self._mask = self._mask[keep]
+        self._rows = [self._rows[i] for i in keep]
+        self._trim_padding()
+
+    def _trim_padding(self) -> None:
+        """Cut KV columns that are padding in every row (left over from rows that have left)."""
+        used = self._mask.any(dim=0).nonzero()
+        start = int(used[0]) if used.numel() else 0
+        if start > 0:
+            for layer in self._cache.layers:
+                layer.keys = layer.keys[:, :, start:]
+                layer.values = layer.values[:, :, start:]
+            self._mask = self._mask[:, start:]
+
+    def _reset_batch(self) -> None:
+        self._rows, self._cache, self._mask = [], None, None
+
+    def _emit(self, request: _Request, token: int) -> bool:
+        """Record `token` for `request`, send its event; True when the request is finished."""
+        request.generated.append(token)
+        finish = None
+        if token in request.stop_ids:
+            finish = "stop"
+            text = request.stream.finish() if request.stream else ""
+        else:
+            text, stopped = request.stream.push(token) if request.stream else ("", False)
+            if stopped:
+                finish = "stop"
+            elif len(request.generated) >= request.max_new_tokens:
+                finish = "length"
+                text += request.stream.finish() if request.stream else ""
+        if request.handle.cancelled and finish is None:
+            finish = "cancelled"
+        usage = Usage(len(request.prompt_ids), len(request.generated)) if finish else None
+        request.handle._push(GenerationEvent(text, (token,), finish, usage))
+        if finish:
+            self.completed += 1
+        return finish is not None
+
+    def _finish(self, request: _Request, reason: str, error: str | None = None) -> None:
+        usage = Usage(len(request.prompt_ids), len(request.generated))
+        request.handle._push(GenerationEvent("", (), reason, usage, error))
+
+
+def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Left-pad a (B, H, T, D) tensor along T with zeros to `length`."""
+    return F.pad(t, (0, 0, length - t.shape[2], 0))

@@ -1,0 +1,174 @@
+"""What a caller of the engine holds: a `RequestHandle` streaming `GenerationEvent`s, and the final result.
+
+Events are produced on the engine's worker thread and consumed either from asyncio
+(`async for event in handle`) or from a plain thread (`for event in handle`). The last event of every
+request has `finished == True` and carries `finish_reason` and `usage`:
+
+* `"stop"`: a stop token (EOS / end of turn / `stop_token_ids`) or a stop string ended it;
+* `"length"`: `max_new_tokens` (or the model's context) was reached;
+* `"cancelled"`: `handle.cancel()` was called (e.g. the client disconnected);
+* `"error"`: the engine failed or the model was unloaded; `event.error` says why.
+
+`interleave(handles)` merges several handles (n > 1 choices) into one async stream of `(index, event)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+FinishReason = str  # "stop" | "length" | "cancelled" | "error"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Exact token counts: prompt tokens, and generated tokens (a final stop token counts, as in vLLM)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """One step of one request: new text (possibly empty while a character or stop string is pending)
+    and the token ids generated in this step."""
+
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass
+class GenerationResult:
+    """A whole request, collected: what `await handle.result()` returns."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    error: str | None = None
+
+
+class RequestHandle:
+    """A submitted request. Iterate it for events; `cancel()` makes it leave the batch at the next step."""
+
+    def __init__(self, request_id: str, prompt_tokens: int, max_new_tokens: int,
+                 on_cancel: Callable[[], None]):
+        self.id = request_id
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        """After clipping to the context left behind the prompt."""
+        self._on_cancel = on_cancel
+        self._events: queue.SimpleQueue[GenerationEvent] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._cancelled = False
+        self._finished = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def finished(self) -> bool:
+        """True once the engine has produced the final event (it may not have been read yet)."""
+        return self._finished
+
+    def cancel(self) -> None:
+        """Ask the engine to drop this request; harmless when it has already finished."""
+        if not self._cancelled and not self._finished:
+            self._cancelled = True
+            self._on_cancel()
+
+    def _push(self, event: GenerationEvent) -> None:
+        """Called by the engine thread."""
+        if self._finished:
+            return
+        self._finished = event.finished
+        self._events.put(event)
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the consumer's loop is closed; nobody is listening any more
+                pass
+
+    def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[GenerationEvent]:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                self._wake.clear()
+                if self._events.empty():  # re-check: an event may have landed before clear()
+                    await self._wake.wait()
+                continue
+            yield event
+            if event.finished:
+                return
+
+    def __iter__(self) -> Iterator[GenerationEvent]:
+        while True:
+            event = self._events.get()
+            yield event
+            if event.finished:
+                return
+
+    async def result(self) -> GenerationResult:
+        """Collect every event into one result (non-streaming use)."""
+        return _collect([e async for e in self])
+
+    def wait(self) -> GenerationResult:
+        """Blocking `result()` for callers on a plain thread."""
+        return _collect(list(self))
+
+
+def _collect(events: list[GenerationEvent]) -> GenerationResult:
+    out = GenerationResult()
+    texts = []
+    for e in events:
+        texts.append(e.text)
+        out.token_ids.extend(e.token_ids)
+        if e.finished:
+            out.finish_reason, out.usage, out.error = e.finish_reason, e.usage, e.error
+    out.text = "".join(texts)
+    return out
+
+
+async def interleave(handles: list[RequestHandle]) -> AsyncIterator[tuple[int, GenerationEvent]]:
+    """Events of several handles as they come, tagged with the handle's index; cancels all on early exit."""
+    merged: asyncio.Queue[tuple[int, GenerationEvent]] = asyncio.Queue()
+
+    async def pump(index: int, handle: RequestHandle) -> None:
+        async for event in handle:
+            await merged.put((index, event))
+
+    tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(handles)]
+    try:
+        remaining = len(handles)
+        while remaining:
+            index, event = await merged.get()
+            remaining -= event.finished
+            yield index, event
+    finally:
+        for task in tasks:
+            task.cancel()
+        for handle in handles:
+            handle.cancel()

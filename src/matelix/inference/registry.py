@@ -1,0 +1,245 @@
+"""The model registry: which models are resident, loading them off the event loop, LRU eviction, unloading.
+
+API for route adapters (all coroutines run on the server's event loop):
+
+    registry = get_registry(app)                        # one per app, created on first use
+    loaded = await registry.acquire(model_ref, device)  # -> LoadedModel (loads once, concurrent callers wait)
+    loaded.id, loaded.tokenizer, loaded.engine, loaded.context_length, loaded.stop_token_ids
+    ids = loaded.render_chat(messages, system)          # or loaded.encode(text)
+    handle = loaded.engine.submit(ids, SamplingParams(...))
+    await registry.unload(model_ref)                    # None = all; in-flight requests end with "error"
+    registry.status()                                   # dict for /inference_status
+
+`model_ref` may be (checked in this order):
+* None or "": the newest finished training run with a saved model, else `models/tiny-demo`;
+* a path relative to home (`models/x`, `training_outputs/run`), a run id (folder under `training_outputs/`),
+  a folder name under `models/`, or an absolute path inside those two folders — all confined with
+  `matelix.paths.confine` (symlinks resolved), anything else is refused (`PathRefused`);
+* a Hugging Face repo id (`owner/name`) — only when `settings.offline` is false.
+Unknown names raise `ModelNotFound`; bad devices and hub ids while offline raise `ModelRefused`;
+a folder that transformers cannot load raises `ModelLoadFailed`.
+
+The same resolution is used for an adapter's `base_model_name_or_path`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import re
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from matelix.catalog import is_model_dir, list_run_dirs, read_json
+from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
+from matelix.paths import PathRefused, confine, relative_to_home
+from matelix.settings import Settings
+
+log = logging.getLogger("matelix.inference")
+
+DEMO_MODEL = "models/tiny-demo"
+UNFINISHED_STATES = frozenset({"queued", "starting", "running", "stopping"})
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
+
+__all__ = ["LoadedModel", "ModelLoadFailed", "ModelNotFound", "ModelRefused", "ModelRegistry", "PathRefused",
+           "get_registry"]
+
+
+class ModelNotFound(LookupError):
+    """No model under that name."""
+
+
+class ModelRefused(ValueError):
+    """A model reference or device the settings do not allow; `param` names the field."""
+
+    def __init__(self, message: str, param: str = "model_dir"):
+        super().__init__(message)
+        self.param = param
+
+
+class ModelRegistry:
+    """Resident models of one server, least recently used first."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loading: dict[str, asyncio.Task] = {}
+
+    # ----- resolution (quick disk checks, safe on the event loop) -------------------------------
+
+    def resolve(self, ref: str | None) -> ModelSource:
+        """Map a user's model reference to a source; raises PathRefused, ModelNotFound, ModelRefused."""
+        if ref is None or not ref.strip():
+            return self.default_source()
+        ref = ref.strip()
+        roots = [self.settings.outputs_dir, self.settings.models_dir]
+        explicit_path = ref.startswith(("/", ".", "~")) or "\\" in ref or ".." in Path(ref).parts
+        bases = [self.settings.home] if explicit_path else [self.settings.home, *roots]
+        for base in bases:
+            candidate = Path(ref).expanduser() if Path(ref).expanduser().is_absolute() else base / ref
+            if explicit_path or candidate.exists():
+                path = confine(ref, roots, base=base)
+                if is_model_dir(path):
+                    return self._local_source(path)
+                raise ModelNotFound(f"{ref!r} is not a model folder (no config.json or adapter_config.json)")
+        if HUB_REPO_ID.match(ref) and not ref.startswith(("models/", "training_outputs/")):
+            if self.settings.offline:
+                raise ModelRefused(f"model {ref!r} is not a local model, and hub downloads are off "
+                                   "(MATELIX_OFFLINE)")
+            return ModelSource(id=ref, kind="hub")
+        raise ModelNotFound(f"no model named {ref!r} (not a run id, nor a folder under models/ or "
+                            "training_outputs/)")
+
+    def _local_source(self, path: Path) -> ModelSource:
+        display = relative_to_home(path, self.settings.home)
+        outputs = self.settings.outputs_dir.resolve()
+        model_id = path.name if path.parent == outputs else display  # runs are named by their id
+        kind = "model" if (path / "config.json").is_file() else "adapter"
+        return ModelSource(id=model_id, kind=kind, path=path, display_path=display)
+
+    def default_source(self) -> ModelSource:
+        """The newest finished run holding a model, else the demo model."""
+        runs = []
+        for run in list_run_dirs(self.settings):
+            status = read_json(run / "status.json") or {}
+            if is_model_dir(run) and status.get("state") not in UNFINISHED_STATES:
+                marker = run / "config.json" if (run / "config.json").is_file() else run / "adapter_config.json"
+                runs.append((marker.stat().st_mtime, run.name, run))
+        if runs:
+            return self._local_source(max(runs)[2].resolve())
+        demo = self.settings.home / DEMO_MODEL
+        if is_model_dir(demo):
+            return self._local_source(demo.resolve())
+        raise ModelNotFound("no model to serve: no finished training run and no models/tiny-demo "
+                            "(build it with `matelix demo-model --out models/tiny-demo`)")
+
+    def normalize_device(self, device: str | None) -> str | None:
+        if device is None or device in ("", "auto"):
+            return None
+        import torch
+
+        if not DEVICE_PATTERN.match(device):
+            raise ModelRefused(f"device must be cpu, cuda, cuda:N, mps or auto, got {device!r}", "device")
+        if device.startswith("cuda"):
+            index = int(device.split(":")[1]) if ":" in device else 0
+            if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+                raise ModelRefused(f"device {device!r} is not available on this server", "device")
+        if device == "mps" and not torch.backends.mps.is_available():
+            raise ModelRefused("device 'mps' is not available on this server", "device")
+        return device
+
+    @staticmethod
+    def _default_device() -> str:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+
+    # ----- residency ----------------------------------------------------------------------------
+
+    async def acquire(self, ref: str | None = None, device: str | None = None, *,
+                      prefer_resident: bool = True) -> LoadedModel:
+        """The resident model for `ref`, loading it (once, off the event loop) when needed.
+
+        Without `ref`, `prefer_resident` returns the most recently used resident model when there is one
+        (the `/chat` behaviour); otherwise the default model is resolved.
+        """
+        device = self.normalize_device(device)
+        if prefer_resident and (ref is None or not ref.strip()) and self._loaded:
+            loaded = next(reversed(self._loaded.values()))
+            if device in (None, loaded.device):
+                loaded.last_used = time.time()
+                return loaded
+        source = self.resolve(ref)
+        while True:
+            loaded = self._loaded.get(source.id)
+            if loaded is not None and device in (None, loaded.device):
+                self._loaded.move_to_end(source.id)
+                loaded.last_used = time.time()
+                return loaded
+            task = self._loading.get(source.id)
+            if task is None:
+                break
+            await asyncio.shield(task)  # a failed load raises here for every waiter
+        task = asyncio.get_running_loop().create_task(self._load(source, device or self._default_device()))
+        self._loading[source.id] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, source: ModelSource, device: str) -> LoadedModel:
+        try:
+            if source.id in self._loaded:  # same model on another device: replace it
+                await self._unload_one(source.id, "model reloaded on another device")
+            await self._evict(keep=self.settings.max_loaded_models - 1)
+            log.info("loading model %s on %s", source.id, device)
+            loaded = await asyncio.to_thread(load_model, source, device, self.settings, self._resolve_base)
+            self._loaded[source.id] = loaded
+            await self._evict(keep=self.settings.max_loaded_models, protect=source.id)
+            log.info("model %s ready in %.1fs", source.id, loaded.load_seconds)
+            return loaded
+        finally:
+            self._loading.pop(source.id, None)
+
+    def _resolve_base(self, ref: str) -> ModelSource:
+        try:
+            return self.resolve(ref)
+        except (PathRefused, ModelNotFound, ModelRefused) as exc:
+            raise ModelLoadFailed(f"the adapter's base model {ref!r} cannot be used: {exc}") from exc
+
+    async def _evict(self, keep: int, protect: str | None = None) -> None:
+        while len(self._loaded) > max(keep, 0):
+            victim = next((k for k in self._loaded if k != protect), None)
+            if victim is None:
+                return
+            await self._unload_one(victim, "model evicted to make room for another")
+
+    async def _unload_one(self, model_id: str, reason: str) -> None:
+        loaded = self._loaded.pop(model_id, None)
+        if loaded is None:
+            return
+        log.info("unloading model %s (%s)", model_id, reason)
+        await asyncio.to_thread(_release, loaded, reason)
+
+    async def unload(self, ref: str | None = None) -> list[str]:
+        """Unload `ref` (None = every resident model); returns the ids unloaded."""
+        ids = list(self._loaded) if ref is None or not ref.strip() else [self.resolve(ref).id]
+        ids = [i for i in ids if i in self._loaded]
+        for model_id in ids:
+            await self._unload_one(model_id, "model unloaded")
+        return ids
+
+    async def close(self) -> None:
+        for task in list(self._loading.values()):
+            task.cancel()
+        await self.unload()
+
+    def status(self) -> dict:
+        models = [m.info() for m in reversed(self._loaded.values())]  # most recently used first
+        return {"loaded": models, "loading": sorted(self._loading),
+                "max_loaded_models": self.settings.max_loaded_models,
+                "active_requests": sum(m["active_requests"] for m in models),
+                "queued_requests": sum(m["queued_requests"] for m in models)}
+
+
+def _release(loaded: LoadedModel, reason: str) -> None:
+    """Stop the engine (its requests end with `reason`) and free the weights."""
+    loaded.engine.close(reason)
+    device = loaded.device
+    loaded.engine.model = None
+    loaded.model = None
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def get_registry(app) -> ModelRegistry:
+    """The app's registry, created on first use."""
+    registry = getattr(app.state, "model_registry", None)
+    if registry is None:
+        registry = app.state.model_registry = ModelRegistry(app.state.settings)
+    return registry

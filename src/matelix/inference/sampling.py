@@ -1,0 +1,179 @@
+"""Per-request sampling: parameters, validation, and turning one row of logits into the next token.
+
+`SamplingParams` is what a caller passes to `Engine.submit`; it is validated once in `validate()` (raises
+`InvalidSamplingParams`, a `ValueError` naming the field). `RowSampler` holds one request's sampling state
+(its `torch.Generator`, penalty counters) so a request samples the same tokens whether it runs alone or
+batched with others. `sample_rows` samples a whole batch: greedy rows without penalties take one vectorised
+argmax, the rest go row by row.
+
+Processing order follows transformers' `generate`: repetition penalty, presence/frequency penalty,
+temperature, top-k, top-p, min-p; then argmax (temperature 0) or a multinomial draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+MAX_STOP_STRINGS = 16
+MAX_STOP_STRING_LENGTH = 256
+
+
+class InvalidSamplingParams(ValueError):
+    """A sampling parameter out of range; `param` names the field."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request samples. Defaults are greedy-free plain sampling at temperature 1."""
+
+    max_new_tokens: int = 256
+    """Upper bound on generated tokens (clipped by the engine to the context left after the prompt)."""
+    temperature: float = 1.0
+    """0 = greedy (argmax); otherwise logits are divided by it."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability adds up to `top_p`."""
+    top_k: int = 0
+    """Keep only the `top_k` most likely tokens (0 = off)."""
+    min_p: float = 0.0
+    """Drop tokens whose probability is below `min_p` times the most likely token's (0 = off)."""
+    repetition_penalty: float = 1.0
+    """transformers-style: logits of tokens seen in prompt or output are divided (>0) / multiplied (<0) by it."""
+    presence_penalty: float = 0.0
+    """OpenAI-style: subtracted once from the logit of every token already generated."""
+    frequency_penalty: float = 0.0
+    """OpenAI-style: subtracted per occurrence from the logit of every token already generated."""
+    seed: int | None = None
+    """Seeds this request's own generator: same seed + prompt + params → same tokens, batched or not."""
+    stop: tuple[str, ...] = ()
+    """Stop strings: generation ends when one appears; it and anything after it is never emitted."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Extra token ids ending generation, added to the model's EOS and end-of-turn tokens."""
+    ignore_eos: bool = False
+    """Keep generating past the model's stop tokens (benchmarks); `stop_token_ids` still apply."""
+    skip_special_tokens: bool = True
+    """Leave special tokens (role markers, EOS) out of the streamed text."""
+
+    def validate(self) -> SamplingParams:
+        """Check every field; returns self so it can be chained. Raises InvalidSamplingParams."""
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens < 1:
+            raise InvalidSamplingParams("max_new_tokens", f"must be an integer >= 1, got {self.max_new_tokens!r}")
+        _check_range("temperature", self.temperature, 0.0, None)
+        _check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InvalidSamplingParams("top_k", f"must be an integer >= 0, got {self.top_k!r}")
+        _check_range("min_p", self.min_p, 0.0, 1.0)
+        _check_range("repetition_penalty", self.repetition_penalty, 0.0, None, low_open=True)
+        _check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        _check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise InvalidSamplingParams("seed", f"must be an integer, got {self.seed!r}")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise InvalidSamplingParams("stop", f"at most {MAX_STOP_STRINGS} stop strings are allowed")
+        for s in self.stop:
+            if not isinstance(s, str) or not s or len(s) > MAX_STOP_STRING_LENGTH:
+                raise InvalidSamplingParams(
+                    "stop", f"each stop string must be a non-empty string of at most {MAX_STOP_STRING_LENGTH} chars")
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+    @property
+    def penalised(self) -> bool:
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+    def for_choice(self, index: int) -> SamplingParams:
+        """The params of choice `index` of an n>1 request: seeds differ per choice (seed + index) so choices
+        differ, yet the whole set stays reproducible."""
+        return self if self.seed is None or index == 0 else replace(self, seed=self.seed + index)
+
+
+def _check_range(name: str, value: float, low: float | None, high: float | None, *, low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise InvalidSamplingParams(name, f"must be a number, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise InvalidSamplingParams(name, f"must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise InvalidSamplingParams(name, f"must be <= {high}, got {value}")
+
+
+class RowSampler:
+    """One request's sampling state: its generator and the token statistics its penalties need."""
+
+    def __init__(self, params: SamplingParams, prompt_ids: list[int], vocab_size: int, device: torch.device):
+        self.params = params
+        self.generator: torch.Generator | None = None
+        if params.seed is not None and not params.greedy:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(params.seed)
+        self.seen: torch.Tensor | None = None  # (V,) bool: prompt + output, for repetition_penalty
+        self.counts: torch.Tensor | None = None  # (V,) float: output only, for presence/frequency penalty
+        if params.repetition_penalty != 1.0:
+            self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+            ids = torch.tensor([i for i in prompt_ids if 0 <= i < vocab_size], dtype=torch.long, device=device)
+            self.seen[ids] = True
+        if params.presence_penalty != 0.0 or params.frequency_penalty != 0.0:
+            self.counts = torch.zeros(vocab_size, dtype=torch.float32, device=device)
+
+    @property
+    def trivial(self) -> bool:
+        """Greedy without penalties: the batch can take a plain argmax for this row."""
+        return self.params.greedy and not self.params.penalised
+
+    def observe(self, token: int) -> None:
+        if self.seen is not None and token < self.seen.numel():
+            self.seen[token] = True
+        if self.counts is not None and token < self.counts.numel():
+            self.counts[token] += 1
+
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        """Apply penalties and warpers to one row of logits (V,), float32."""
+        p = self.params
+        if self.seen is not None:
+            picked = logits[self.seen]
+            logits[self.seen] = torch.where(picked < 0, picked * p.repetition_penalty, picked / p.repetition_penalty)
+        if self.counts is not None:
+            logits = logits - p.frequency_penalty * self.counts - p.presence_penalty * (self.counts > 0).float()
+        if p.greedy:
+            return logits
+        logits = logits / p.temperature
+        if p.top_k > 0 and p.top_k < logits.numel():
+            kth = torch.topk(logits, p.top_k).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if p.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=False)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop_sorted = cumulative <= (1 - p.top_p)
+            drop_sorted[-1] = False  # always keep the most likely token
+            logits = logits.masked_fill(drop_sorted.scatter(0, order, drop_sorted), float("-inf"))
+        if p.min_p > 0.0:
+            probs = logits.softmax(-1)
+            logits = logits.masked_fill(probs < p.min_p * probs.max(), float("-inf"))
+        return logits
+
+    def sample(self, logits: torch.Tensor) -> int:
+        logits = self.process(logits)
+        if self.params.greedy:
+            return int(torch.argmax(logits))
+        probs = logits.softmax(-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def sample_rows(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
+    """Next token for every row of `logits` (B, V); each row uses its own sampler."""
+    logits = logits.float()
+    tokens = torch.argmax(logits, dim=-1).tolist()
+    for row, sampler in enumerate(samplers):
+        if not sampler.trivial:
+            tokens[row] = sampler.sample(logits[row].clone())
+    for token, sampler in zip(tokens, samplers, strict=True):
+        sampler.observe(token)
+    return tokens
