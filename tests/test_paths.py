@@ -36,3 +36,8 @@ def test_second_root_is_allowed(root, tmp_path):
     other = tmp_path / "models"
     (other / "m").mkdir(parents=True)
     assert confine(str(other / "m"), [root, other]) == (other / "m").resolve()
+
+
+def test_tilde_is_not_expanded_to_the_server_users_home(root):
+    assert confine("~", [root]) == (root / "~").resolve()
+    assert confine("~nosuchuser/x", [root]) == (root / "~nosuchuser" / "x").resolve()

@@ -27,7 +27,7 @@ def confine(user_path: str, roots: list[Path], *, base: Path | None = None) -> P
     if len(user_path) > MAX_PATH_LENGTH or any(len(part) > MAX_NAME_LENGTH for part in Path(user_path).parts):
         raise PathRefused("path is too long")
     base = base or roots[0]
-    candidate = Path(user_path).expanduser()
+    candidate = Path(user_path)
     if not candidate.is_absolute():
         candidate = base / candidate
     try:

@@ -63,3 +63,22 @@ def test_unexpected_exception_is_500_without_traceback():
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "server_error"
     assert "secret internals" not in r.text and "Traceback" not in r.text
+
+
+def test_405_names_every_allowed_method_of_the_path():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/things/{name}")
+    def get_thing(name: str) -> dict:
+        return {}
+
+    @app.delete("/things/{name}")
+    def delete_thing(name: str) -> dict:
+        return {}
+
+    r = TestClient(app).put("/things/a")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "DELETE, GET"

@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger("matelix.server")
 
@@ -88,6 +90,16 @@ def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
     return "; ".join(messages), first
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method any route serves on `path` (Starlette's own 405 names only the first route's)."""
+    methods: set[str] = set()
+    for context in iter_route_contexts(app.routes):
+        route_methods = getattr(context.original_route, "methods", None)
+        if route_methods and context.path and compile_path(context.path)[0].match(path):
+            methods |= route_methods
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -103,7 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return error_response(exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.url.path))}
+        return error_response(exc.status_code, message, code=code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
