@@ -1,0 +1,82 @@
+/* The lab's REST/WebSocket client: adds the API key, turns error bodies into ApiError, and on a 401 asks
+   for a key (once, however many requests failed together) and retries. */
+
+const KEY_STORAGE = "matelix.apiKey";
+
+export function apiKey() {
+  return localStorage.getItem(KEY_STORAGE) || "";
+}
+
+export function setApiKey(key) {
+  if (key) localStorage.setItem(KEY_STORAGE, key);
+  else localStorage.removeItem(KEY_STORAGE);
+}
+
+/** An error answer of the lab: `{"error": {"message", "type", "param", "code"}}`. */
+export class ApiError extends Error {
+  constructor(status, error) {
+    super(error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.param = error?.param || null;
+    this.code = error?.code || null;
+  }
+}
+
+let keyPrompt = null;          // the pending prompt, shared by all requests that got a 401
+let askForKey = async () => { throw new ApiError(401, { message: "API key required" }); };
+
+/** The app installs the dialog that asks the user; it resolves with the new key. */
+export function onKeyRequired(handler) {
+  askForKey = handler;
+}
+
+export function requestKey(rejected) {
+  if (!keyPrompt) {
+    keyPrompt = askForKey(rejected).then((key) => { setApiKey(key); return key; })
+      .finally(() => { keyPrompt = null; });
+  }
+  return keyPrompt;
+}
+
+function authHeaders(headers = {}) {
+  const key = apiKey();
+  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
+}
+
+async function errorOf(res) {
+  let body = null;
+  try { body = await res.json(); } catch { /* not JSON: keep the status text */ }
+  const error = body?.error || (body?.detail ? { message: JSON.stringify(body.detail) } : null);
+  return new ApiError(res.status, error || { message: `${res.status} ${res.statusText}` });
+}
+
+/** fetch with the key; JSON in and out unless `raw` (then the Response is returned for streaming). */
+export async function api(path, { method = "GET", body, form, signal, raw = false, headers = {} } = {}) {
+  for (;;) {
+    const sentKey = apiKey();
+    const init = { method, signal, headers: authHeaders(headers) };
+    if (form) init.body = form;
+    else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    const res = await fetch(path, init);
+    if (res.status === 401) {
+      await requestKey(Boolean(sentKey));
+      continue;
+    }
+    if (!res.ok) throw await errorOf(res);
+    if (raw) return res;
+    return res.status === 204 ? null : res.json();
+  }
+}
+
+/** ws:// URL for a path on this origin, with the key as `api_key` (browsers cannot set WS headers). */
+export function wsUrl(path, params = {}) {
+  const url = new URL(path, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) url.searchParams.set(k, v);
+  const key = apiKey();
+  if (key) url.searchParams.set("api_key", key);
+  return url.toString();
+}

@@ -1,0 +1,97 @@
+/* Dashboard entry point: tabs (hash routing, so a reload keeps the view), language switch, API key
+   dialog, and the five views, each a module with mount(root) and optional show()/hide(). */
+
+import { onKeyRequired, requestKey } from "./api.js";
+import { applyI18n, initLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
+import * as chat from "./chat.js";
+import * as monitor from "./monitor.js";
+import * as runs from "./runs.js";
+import * as system from "./system.js";
+import * as train from "./train.js";
+
+const VIEWS = { train, monitor, runs, chat, system };
+const DEFAULT_VIEW = "train";
+let current = null;
+
+function viewFromHash() {
+  const name = location.hash.replace(/^#/, "").split("/")[0];
+  return name in VIEWS ? name : DEFAULT_VIEW;
+}
+
+function showView(name) {
+  if (current === name) return;
+  if (current) VIEWS[current].hide?.();
+  current = name;
+  for (const key of Object.keys(VIEWS)) {
+    const active = key === name;
+    document.getElementById(`view-${key}`).hidden = !active;
+    const tab = document.getElementById(`tab-${key}`);
+    tab.setAttribute("aria-selected", String(active));
+    tab.tabIndex = active ? 0 : -1;
+  }
+  VIEWS[name].show?.();
+}
+
+/** Arrow keys move between tabs (WAI-ARIA tabs pattern); Enter/Space follow the link as usual. */
+function tabKeyboard(event) {
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  const i = tabs.indexOf(document.activeElement);
+  if (i < 0) return;
+  const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+  if (!step) return;
+  event.preventDefault();
+  const next = tabs[(i + step + tabs.length) % tabs.length];
+  next.focus();
+  location.hash = next.getAttribute("href");
+}
+
+function keyDialog(rejected) {
+  const dialog = document.getElementById("key-dialog");
+  const input = document.getElementById("key-input");
+  document.getElementById("key-error").hidden = !rejected;
+  input.value = "";
+  return new Promise((resolve) => {
+    const form = document.getElementById("key-form");
+    const done = (event) => {
+      event.preventDefault();
+      const key = input.value.trim();
+      if (!key) return;
+      form.removeEventListener("submit", done);
+      dialog.close();
+      resolve(key);
+    };
+    form.addEventListener("submit", done);
+    // Without a key nothing works, so Escape does not dismiss the prompt.
+    dialog.addEventListener("cancel", (event) => event.preventDefault(), { once: true });
+    if (!dialog.open) dialog.showModal();
+    input.focus();
+  });
+}
+
+/** The top bar shows the active run's state and step from any view. */
+function runBadge(status) {
+  const badge = document.getElementById("run-badge");
+  const active = Boolean(status && monitor.ACTIVE_STATES.has(status.state));
+  badge.hidden = !active;
+  if (active) badge.textContent = `${t(`state.${status.state}`)} · ${status.step ?? 0}/${status.total_steps ?? "?"}`;
+}
+
+function main() {
+  initLanguage();
+  const select = document.getElementById("lang-select");
+  select.value = language();
+  select.addEventListener("change", () => setLanguage(select.value));
+  onLanguageChange(() => { document.documentElement.lang = language(); applyI18n(document); });
+  onKeyRequired(keyDialog);
+  monitor.onStatus(runBadge);
+  document.getElementById("key-button").addEventListener("click", () => requestKey(false).then(() => location.reload()));
+  for (const [name, view] of Object.entries(VIEWS)) view.mount(document.getElementById(`view-${name}`));
+  document.querySelector(".tabs").addEventListener("keydown", tabKeyboard);
+  applyI18n(document);
+  document.documentElement.lang = language();
+  window.addEventListener("hashchange", () => showView(viewFromHash()));
+  showView(viewFromHash());
+  document.body.dataset.ready = "true";
+}
+
+main();

@@ -1,0 +1,71 @@
+/* Line charts on the vendored uPlot (loaded as a classic script, global `uPlot`): x is a step or a time,
+   each series may have gaps (null), points are appended as they arrive and the chart follows its box. */
+
+export const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
+
+/**
+ * A chart in `el`. `series`: [{label, color?, points?}] (y series; x is shared).
+ * Returns {append(x, ys), setData(xs, ysPerSeries), setSeries(series, xs, ysPerSeries), points(), destroy()}.
+ */
+export function lineChart(el, { series, xLabel = "step", yLabel = "", height = 220, time = false, yRange = null }) {
+  let xs = [];
+  let ys = series.map(() => []);
+  let plot = null;
+
+  function options(width) {
+    return {
+      width, height,
+      scales: { x: { time }, y: yRange ? { range: yRange } : {} },
+      legend: { live: false },
+      cursor: { drag: { x: true, y: false } },
+      axes: [{ label: xLabel, size: 40 }, { label: yLabel, size: 60 }],
+      series: [{ label: xLabel }, ...series.map((s, i) => ({
+        label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: 2, spanGaps: true,
+        points: { show: s.points ?? false, size: 6 },
+      }))],
+    };
+  }
+
+  function build() {
+    plot?.destroy();
+    el.replaceChildren();
+    plot = new globalThis.uPlot(options(Math.max(200, el.clientWidth || 600)), [xs, ...ys], el);
+  }
+
+  const observer = new ResizeObserver(() => {
+    if (plot && el.clientWidth && Math.abs(plot.width - el.clientWidth) > 2) plot.setSize({ width: el.clientWidth, height });
+  });
+  observer.observe(el);
+  build();
+
+  return {
+    append(x, values) {
+      const last = xs.length - 1;
+      if (last >= 0 && xs[last] === x) {  // same step again (e.g. loss then eval_loss): merge into the point
+        values.forEach((v, i) => { if (v !== null && v !== undefined) ys[i][last] = v; });
+      } else {
+        xs.push(x);
+        values.forEach((v, i) => ys[i].push(v ?? null));
+      }
+      plot.setData([xs, ...ys]);
+    },
+    setData(newXs, newYs) {
+      xs = [...newXs];
+      ys = newYs.map((col) => [...col]);
+      plot.setData([xs, ...ys]);
+    },
+    setSeries(newSeries, newXs, newYs) {
+      series = newSeries;
+      xs = [...newXs];
+      ys = newYs.map((col) => [...col]);
+      build();
+    },
+    points() {
+      return xs.length;
+    },
+    destroy() {
+      observer.disconnect();
+      plot?.destroy();
+    },
+  };
+}

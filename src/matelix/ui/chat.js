@@ -1,0 +1,233 @@
+/* Chat view: pick a model, load/unload it, chat with a streamed reply (/chat_stream as server-sent
+   events) that Stop cancels (AbortController). Each model keeps its own conversation in this browser until
+   it is cleared; every reply shows its token counts and tokens/s. */
+
+import { api } from "./api.js";
+import { escapeHtml, num } from "./format.js";
+import { t } from "./i18n.js";
+
+const STORE_PREFIX = "matelix.chat.";
+const PARAMS = [
+  ["temperature", 0.7, 0, 2, 0.05], ["top_p", 0.95, 0, 1, 0.01], ["top_k", 50, 0, 1000, 1],
+  ["max_new_tokens", 128, 1, 8192, 1], ["repetition_penalty", 1.1, 0.5, 2, 0.01],
+];
+
+let root, models = [], controller = null;
+
+export function mount(el) {
+  root = el;
+  root.innerHTML = `
+    <h1 data-i18n="chat.title">Chat</h1>
+    <div class="chat-layout">
+      <aside class="card chat-side">
+        <label for="chat-model" data-i18n="chat.model">Model</label>
+        <select id="chat-model"></select>
+        <div class="row">
+          <button type="button" id="chat-load" data-i18n="chat.load">Load</button>
+          <button type="button" id="chat-unload" data-i18n="chat.unload">Unload</button>
+        </div>
+        <p id="chat-model-state" class="muted" aria-live="polite"></p>
+        <label for="chat-system" data-i18n="chat.system">System prompt</label>
+        <textarea id="chat-system" rows="3"></textarea>
+        <fieldset class="params"><legend data-i18n="chat.params">Parameters</legend>
+          ${PARAMS.map(([name, value, min, max, step]) => `<div class="field">
+            <label for="chat-${name}" data-i18n="field.${name}">${name}</label>
+            <input type="number" id="chat-${name}" value="${value}" min="${min}" max="${max}" step="${step}"></div>`).join("")}
+        </fieldset>
+      </aside>
+      <section class="card chat-main" aria-labelledby="chat-conv-title">
+        <div class="row spread"><h2 id="chat-conv-title" data-i18n="chat.conversation">Conversation</h2>
+          <button type="button" id="chat-clear" data-i18n="chat.clear">Clear</button></div>
+        <ol id="chat-messages" class="messages" aria-live="polite"></ol>
+        <div id="chat-error" class="error" role="alert" hidden></div>
+        <form id="chat-form" class="chat-input">
+          <label for="chat-text" class="sr-only" data-i18n="chat.message">Message</label>
+          <textarea id="chat-text" rows="3" data-i18n-placeholder="chat.placeholder" placeholder="Message (Enter sends, Shift+Enter new line)"></textarea>
+          <div class="col">
+            <button type="submit" id="chat-send" class="primary" data-i18n="chat.send">Send</button>
+            <button type="button" id="chat-stop" class="danger" data-i18n="chat.stop" disabled>Stop</button>
+          </div>
+        </form>
+      </section>
+    </div>`;
+  root.querySelector("#chat-form").addEventListener("submit", (e) => { e.preventDefault(); send(); });
+  root.querySelector("#chat-text").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
+  });
+  root.querySelector("#chat-stop").addEventListener("click", () => controller?.abort());
+  root.querySelector("#chat-clear").addEventListener("click", () => { save([]); render(); });
+  root.querySelector("#chat-load").addEventListener("click", load);
+  root.querySelector("#chat-unload").addEventListener("click", unload);
+  root.querySelector("#chat-model").addEventListener("change", () => { render(); refreshState(); });
+}
+
+const model = () => root.querySelector("#chat-model").value;
+const conversation = () => JSON.parse(localStorage.getItem(STORE_PREFIX + model()) || "[]");
+const save = (messages) => localStorage.setItem(STORE_PREFIX + model(), JSON.stringify(messages));
+
+function showError(text) {
+  const box = root.querySelector("#chat-error");
+  box.hidden = !text;
+  box.textContent = text || "";
+}
+
+function statsText(m) {
+  if (!m.usage && !m.tokensPerSecond) return m.stopped ? t("chat.stopped") : "";
+  const parts = [];
+  if (m.usage) parts.push(t("chat.tokens", { prompt: m.usage.prompt_tokens ?? "?", completion: m.usage.completion_tokens ?? "?" }));
+  if (m.tokensPerSecond) parts.push(`${num(m.tokensPerSecond, 1)} tok/s`);
+  if (m.finish) parts.push(m.finish);
+  if (m.stopped) parts.push(t("chat.stopped"));
+  return parts.join(" · ");
+}
+
+function messageHtml(m) {
+  return `<li class="msg ${m.role}"><span class="who">${escapeHtml(t(`chat.role_${m.role}`))}</span>
+    <div class="text">${escapeHtml(m.content)}</div>${m.role === "assistant" ? `<small class="stats">${escapeHtml(statsText(m))}</small>` : ""}</li>`;
+}
+
+function render() {
+  const list = root.querySelector("#chat-messages");
+  const messages = conversation();
+  list.innerHTML = messages.length ? messages.map(messageHtml).join("")
+    : `<li class="muted empty">${escapeHtml(t("chat.empty"))}</li>`;
+  list.scrollTop = list.scrollHeight;
+}
+
+async function loadModels() {
+  models = await api("/available_models");
+  const select = root.querySelector("#chat-model");
+  const previous = select.value;
+  select.innerHTML = models.map((m) => `<option value="${escapeHtml(m.id)}">${escapeHtml(m.name)}${m.kind === "run" ? ` (${escapeHtml(t("chat.run"))})` : ""}</option>`).join("");
+  const wanted = decodeURIComponent(location.hash.split("/").slice(1).join("/"));
+  if (wanted && models.some((m) => m.id === wanted)) select.value = wanted;
+  else if (previous && models.some((m) => m.id === previous)) select.value = previous;
+}
+
+/** Whether `id` is among the loaded models of /inference_status (matched by id, path or run name). */
+function isLoaded(statusAnswer, id) {
+  const loaded = statusAnswer?.models ?? statusAnswer?.loaded ?? statusAnswer?.loaded_models ?? [];
+  return loaded.some((m) => [m.id, m.model_dir, m.name, m.path, m.model, m].some((v) =>
+    typeof v === "string" && (v === id || v.endsWith(`/${id}`) || id.endsWith(`/${v}`))));
+}
+
+async function refreshState() {
+  const box = root.querySelector("#chat-model-state");
+  try {
+    const s = await api("/inference_status");
+    const loaded = isLoaded(s, model());
+    box.textContent = loaded ? t("chat.loaded") : t("chat.not_loaded");
+    box.dataset.loaded = String(loaded);
+  } catch (err) {
+    box.textContent = err.message;
+  }
+}
+
+async function load() {
+  const box = root.querySelector("#chat-model-state");
+  box.textContent = t("chat.loading");
+  showError("");
+  try {
+    await api("/load_inference", { method: "POST", body: { model_dir: model() } });
+  } catch (err) {
+    showError(err.message);
+  }
+  await refreshState();
+}
+
+async function unload() {
+  showError("");
+  try {
+    await api("/unload_inference", { method: "POST", body: { model_dir: model() } });
+  } catch (err) {
+    showError(err.message);
+  }
+  await refreshState();
+}
+
+function params() {
+  const out = {};
+  for (const [name] of PARAMS) {
+    const v = root.querySelector(`#chat-${name}`).value;
+    if (v !== "") out[name] = Number(v);
+  }
+  return out;
+}
+
+/** Reads SSE `data:` lines; each is JSON with a text increment, or the final event with usage. */
+async function readEvents(res, onEvent) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  const plain = !(res.headers.get("content-type") || "").includes("text/event-stream");
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    if (plain) { onEvent({ text: value }); continue; }
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+      if (!data || data === "[DONE]") continue;
+      try { onEvent(JSON.parse(data)); } catch { onEvent({ text: data }); }
+    }
+  }
+}
+
+async function send() {
+  const input = root.querySelector("#chat-text");
+  const text = input.value.trim();
+  if (!text || controller) return;
+  showError("");
+  const messages = conversation();
+  messages.push({ role: "user", content: text });
+  const reply = { role: "assistant", content: "" };
+  messages.push(reply);
+  save(messages);
+  input.value = "";
+  render();
+  const body = { messages: messages.slice(0, -1).map(({ role, content }) => ({ role, content })), model_dir: model(), ...params() };
+  const system = root.querySelector("#chat-system").value.trim();
+  if (system) body.system = system;
+  controller = new AbortController();
+  root.querySelector("#chat-send").disabled = true;
+  root.querySelector("#chat-stop").disabled = false;
+  const started = performance.now();
+  let firstAt = null, pieces = 0;
+  const textBox = () => root.querySelector("#chat-messages li.msg:last-child .text");
+  try {
+    const res = await api("/chat_stream", { method: "POST", body, signal: controller.signal, raw: true,
+      headers: { Accept: "text/event-stream" } });
+    await readEvents(res, (ev) => {
+      if (ev.error) throw new Error(ev.error.message || String(ev.error));
+      const delta = ev.text ?? ev.delta ?? ev.content ?? ev.token ?? "";
+      if (delta) {
+        firstAt ??= performance.now();
+        pieces += 1;
+        reply.content += delta;
+        textBox().textContent = reply.content;
+        root.querySelector("#chat-messages").scrollTop = 1e9;
+      }
+      if (ev.usage) reply.usage = ev.usage;
+      if (ev.finish_reason) reply.finish = ev.finish_reason;
+    });
+  } catch (err) {
+    if (err.name === "AbortError") reply.stopped = true;
+    else showError(err.message);
+  } finally {
+    const seconds = (performance.now() - (firstAt ?? started)) / 1000;
+    const generated = reply.usage?.completion_tokens ?? pieces;
+    if (generated && seconds > 0) reply.tokensPerSecond = generated / seconds;
+    controller = null;
+    save(messages);
+    render();
+    root.querySelector("#chat-send").disabled = false;
+    root.querySelector("#chat-stop").disabled = true;
+    input.focus();
+  }
+}
+
+export function show() {
+  loadModels().then(() => { render(); refreshState(); }).catch((err) => showError(err.message));
+}

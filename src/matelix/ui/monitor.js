@@ -1,0 +1,291 @@
+/* Monitor view: the active (or latest) run, rebuilt from the server on every load — /status, the full
+   metrics history from /trainings/{id}, the log from /logs — then kept live over /ws/logs?since=<last log
+   id>. Log lines are keyed by id and metric points by step, so a reconnect never duplicates anything. */
+
+import { api, wsUrl } from "./api.js";
+import { lineChart } from "./charts.js";
+import { duration, escapeHtml, num } from "./format.js";
+import { t } from "./i18n.js";
+import { renderPreview } from "./preview.js";
+
+export const ACTIVE_STATES = new Set(["queued", "starting", "running", "stopping"]);
+const MAX_LOG_LINES = 5000;
+const POLL_MS = 4000;
+const PREVIEW_MS = 5000;
+
+let root;
+let status = null;
+let runId = null;
+let lastLogId = 0;
+let metricRecords = 0;     // metric lines received, so a reconnect asks only for newer ones
+let socket = null;
+let reconnectDelay = 500;
+let pollTimer = null;
+let previewTimer = null;
+let lossChart = null, lrChart = null;
+const metrics = new Map();   // step -> merged metric record
+const statusListeners = [];
+
+export function onStatus(fn) {
+  statusListeners.push(fn);
+}
+
+export function currentStatus() {
+  return status;
+}
+
+export function mount(el) {
+  root = el;
+  root.innerHTML = `
+    <div class="row spread">
+      <h1 data-i18n="monitor.title">Monitor</h1>
+      <div class="row">
+        <span id="mon-state" class="state"></span>
+        <button type="button" id="mon-stop" class="danger" data-i18n="train.stop" disabled>Stop</button>
+      </div>
+    </div>
+    <p id="mon-empty" class="muted" data-i18n="monitor.empty">No run yet. Start one in the Train view.</p>
+    <div id="mon-body" hidden>
+      <p class="run-id"><span data-i18n="monitor.run">Run</span>: <code id="mon-run"></code></p>
+      <div class="card">
+        <div class="progress-line">
+          <progress id="mon-progress" max="1" value="0" aria-labelledby="mon-progress-text"></progress>
+          <span id="mon-progress-text"></span>
+        </div>
+        <dl class="stats" id="mon-stats"></dl>
+        <div id="mon-error" class="error" role="alert" hidden></div>
+      </div>
+      <div class="grid2">
+        <div class="card"><h2 data-i18n="monitor.loss_chart">Loss</h2><div id="mon-loss" class="chart" data-points="0"></div></div>
+        <div class="card"><h2 data-i18n="monitor.lr_chart">Learning rate</h2><div id="mon-lr" class="chart"></div></div>
+      </div>
+      <div class="card">
+        <div class="row spread"><h2 data-i18n="monitor.log">Log</h2>
+          <label class="check"><input type="checkbox" id="mon-follow" checked> <span data-i18n="monitor.follow">Auto-scroll</span></label></div>
+        <pre id="mon-log" class="log" tabindex="0" aria-live="off"></pre>
+      </div>
+      <div class="card"><h2 data-i18n="monitor.preview">Live preview</h2><div id="mon-preview" class="preview"></div></div>
+    </div>`;
+  root.querySelector("#mon-stop").addEventListener("click", stopRun);
+  const log = root.querySelector("#mon-log");
+  // Scrolling up pauses auto-scroll; scrolling back to the bottom resumes it.
+  log.addEventListener("scroll", () => {
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 8;
+    root.querySelector("#mon-follow").checked = atBottom;
+  });
+  start();
+}
+
+export async function stopRun() {
+  const button = root.querySelector("#mon-stop");
+  button.disabled = true;
+  try {
+    await api("/stop", { method: "POST" });
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+function showError(text) {
+  const box = root.querySelector("#mon-error");
+  box.hidden = !text;
+  box.textContent = text || "";
+}
+
+function charts() {
+  if (!lossChart) {
+    lossChart = lineChart(root.querySelector("#mon-loss"), {
+      series: [{ label: t("metric.loss") }, { label: t("metric.eval_loss"), points: true }], yLabel: "loss",
+    });
+    lrChart = lineChart(root.querySelector("#mon-lr"), { series: [{ label: t("metric.learning_rate") }], yLabel: "lr" });
+  }
+}
+
+function redrawCharts() {
+  if (!lossChart) return;
+  const steps = [...metrics.keys()].sort((a, b) => a - b);
+  const rows = steps.map((s) => metrics.get(s));
+  lossChart.setData(steps, [rows.map((m) => m.loss ?? null), rows.map((m) => m.eval_loss ?? null)]);
+  lrChart.setData(steps, [rows.map((m) => m.learning_rate ?? null)]);
+  root.querySelector("#mon-loss").dataset.points = String(rows.filter((m) => m.loss !== undefined && m.loss !== null).length);
+}
+
+function addMetric(m) {
+  metricRecords += 1;
+  if (m.step === undefined || m.step === null) return;
+  const step = Number(m.step);
+  const known = metrics.get(step);
+  metrics.set(step, { ...known, ...m });
+  if (!lossChart) return;
+  const last = Math.max(...metrics.keys());
+  if (step < last || known) { redrawCharts(); return; }
+  lossChart.append(step, [m.loss ?? null, m.eval_loss ?? null]);
+  lrChart.append(step, [m.learning_rate ?? null]);
+  if (m.loss !== undefined && m.loss !== null) {
+    const el = root.querySelector("#mon-loss");
+    el.dataset.points = String(Number(el.dataset.points) + 1);
+  }
+}
+
+function addLogLines(lines) {
+  const fresh = lines.filter((l) => l.id > lastLogId);
+  if (!fresh.length) return;
+  lastLogId = fresh[fresh.length - 1].id;
+  const log = root.querySelector("#mon-log");
+  log.append(document.createTextNode(fresh.map((l) => l.line).join("\n") + "\n"));
+  if (log.childNodes.length > 200) {  // compact text nodes, then keep the last MAX_LOG_LINES lines
+    const all = log.textContent.split("\n");
+    log.textContent = all.slice(-MAX_LOG_LINES - 1).join("\n");
+  }
+  log.dataset.lastId = String(lastLogId);
+  if (root.querySelector("#mon-follow").checked) log.scrollTop = log.scrollHeight;
+}
+
+function renderStatus() {
+  const s = status;
+  const active = Boolean(s && ACTIVE_STATES.has(s.state));
+  root.querySelector("#mon-empty").hidden = Boolean(runId);
+  root.querySelector("#mon-body").hidden = !runId;
+  root.querySelector("#mon-stop").disabled = !active || s.state === "stopping";
+  const state = root.querySelector("#mon-state");
+  state.textContent = s?.state ? t(`state.${s.state}`) : "";
+  state.className = `state state-${s?.state || "none"}`;
+  if (!s || !runId) return;
+  root.querySelector("#mon-run").textContent = runId;
+  const total = s.total_steps || 0;
+  const progress = root.querySelector("#mon-progress");
+  progress.max = total || 1;
+  progress.value = Math.min(s.step || 0, total || 1);
+  progress.dataset.step = String(s.step || 0);
+  const pct = s.progress !== undefined && s.progress !== null ? s.progress : total ? (s.step || 0) / total : 0;
+  root.querySelector("#mon-progress-text").textContent =
+    t("monitor.step_of", { step: s.step ?? 0, total: total || "?", pct: Math.round(pct * 100) });
+  const stats = [
+    ["monitor.epoch", num(s.epoch, 2)], ["monitor.elapsed", duration(s.elapsed_seconds)],
+    ["monitor.eta", active ? duration(s.eta_seconds) : "–"], ["metric.loss", num(s.loss)],
+    ["metric.eval_loss", num(s.eval_loss)], ["metric.learning_rate", num(s.learning_rate)],
+    ["monitor.tokens_per_second", num(s.tokens_per_second, 0)], ["monitor.tokens_seen", num(s.tokens_seen, 0)],
+  ];
+  root.querySelector("#mon-stats").innerHTML = stats.map(([k, v]) =>
+    `<div><dt data-i18n="${k}">${t(k)}</dt><dd>${escapeHtml(v)}</dd></div>`).join("");
+  const err = s.error;
+  showError(err ? [err.message || err, ...(err.log_tail || err.last_lines || [])].join("\n") : "");
+}
+
+function setStatus(next) {
+  status = next;
+  renderStatus();
+  for (const fn of statusListeners) fn(status);
+  const active = Boolean(status && ACTIVE_STATES.has(status.state));
+  if (active && !socket) connect();
+  if (active) schedulePreview();
+  // A finished run sends nothing new; close once its last lines have arrived (the poll takes over).
+  if (!active && socket) setTimeout(() => { if (status && !ACTIVE_STATES.has(status.state)) socket?.close(); }, 2000);
+}
+
+async function loadRun(id) {
+  runId = id;
+  metrics.clear();
+  lastLogId = 0;
+  metricRecords = 0;
+  root.querySelector("#mon-log").textContent = "";
+  const detail = await api(`/trainings/${encodeURIComponent(id)}`).catch(() => null);
+  for (const m of detail?.metrics || []) addMetric(m);
+  redrawCharts();
+  await fetchLogs();
+  refreshPreview();
+}
+
+async function fetchLogs() {
+  for (;;) {
+    const answer = await api(`/logs?since=${lastLogId}&limit=1000`).catch(() => null);
+    const lines = Array.isArray(answer) ? answer : answer?.lines || [];
+    addLogLines(lines);
+    if (lines.length < 1000) return;
+  }
+}
+
+async function refreshStatus() {
+  const s = await api("/status");
+  const id = s?.run_id || null;
+  if (id && id !== runId) await loadRun(id);
+  setStatus(s);
+  return s;
+}
+
+function connect() {
+  socket = new WebSocket(wsUrl("/ws/logs", { since: lastLogId, metrics_since: metricRecords, run_id: runId }));
+  socket.addEventListener("open", () => { reconnectDelay = 500; });
+  socket.addEventListener("message", (msg) => {
+    let ev;
+    try { ev = JSON.parse(msg.data); } catch { return; }
+    if (ev.run_id && runId && ev.run_id !== runId && ev.type !== "status") return;
+    if (ev.type === "log") addLogLines(ev.lines || [ev]);
+    else if (ev.type === "metric") addMetric(ev.metric || ev.data || ev);
+    else if (ev.type === "status") onStatusEvent(ev.status || ev.data || ev);
+  });
+  socket.addEventListener("close", () => {
+    socket = null;
+    // Reconnect while the run is active; otherwise the poll notices the next run.
+    if (status && ACTIVE_STATES.has(status.state)) {
+      setTimeout(() => refreshStatus().catch(() => {}).finally(() => {
+        if (!socket && status && ACTIVE_STATES.has(status.state)) connect();
+      }), reconnectDelay);
+      reconnectDelay = Math.min(reconnectDelay * 2, 8000);
+    }
+  });
+}
+
+function onStatusEvent(s) {
+  if (s.run_id && s.run_id !== runId) {
+    // Another run became current: reload it, then follow it on a fresh socket.
+    socket?.close();
+    refreshStatus().catch(() => {});
+    return;
+  }
+  setStatus({ ...status, ...s });
+}
+
+function schedulePreview() {
+  if (previewTimer) return;
+  previewTimer = setInterval(() => {
+    if (!status || !ACTIVE_STATES.has(status.state)) {
+      clearInterval(previewTimer);
+      previewTimer = null;
+      refreshPreview();
+      return;
+    }
+    if (!root.hidden) refreshPreview();
+  }, PREVIEW_MS);
+}
+
+async function refreshPreview() {
+  const box = root.querySelector("#mon-preview");
+  const data = await api("/livepreview").catch(() => null);
+  renderPreview(box, data);
+}
+
+/** Called after a successful POST /start: show the new run at once. */
+export async function attach() {
+  await refreshStatus();
+}
+
+async function start() {
+  try {
+    await refreshStatus();
+  } catch {
+    /* the training API may be missing or the key not yet given; the poll retries */
+  }
+  pollTimer = setInterval(() => {
+    if (!socket) refreshStatus().catch(() => {});
+  }, POLL_MS);
+}
+
+export function show() {
+  charts();
+  redrawCharts();
+  renderStatus();
+  const log = root.querySelector("#mon-log");
+  if (root.querySelector("#mon-follow").checked) log.scrollTop = log.scrollHeight;
+}
+

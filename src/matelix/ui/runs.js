@@ -1,0 +1,202 @@
+/* Runs view: the history table from /trainings, a run's detail (charts + config) from /trainings/{id},
+   loss curves of several ticked runs overlaid, and Resume / Delete / "Chat with this model". */
+
+import { api } from "./api.js";
+import { COLORS, lineChart } from "./charts.js";
+import { dateTime, duration, escapeHtml, num } from "./format.js";
+import { t } from "./i18n.js";
+import * as monitor from "./monitor.js";
+
+let root, runs = [], selected = null;
+let detailLoss = null, detailLr = null, overlay = null;
+const compare = new Set();
+const metricsCache = new Map();
+
+/** The fields of a /trainings row, whichever of the documented spellings the server uses. */
+export function runSummary(r) {
+  const st = r.status || {};
+  const cfg = r.config || {};
+  return {
+    id: r.run_id, state: r.state ?? st.state, model: r.model ?? cfg.model_dir, dataset: r.dataset ?? cfg.csv_path,
+    finalLoss: r.final_loss ?? st.loss, duration: r.duration_seconds ?? r.duration ?? st.elapsed_seconds,
+    started: r.created_at ?? st.created_at, mode: cfg.train_mode ?? r.train_mode, hasModel: r.has_model,
+  };
+}
+
+export function mount(el) {
+  root = el;
+  root.innerHTML = `
+    <div class="row spread"><h1 data-i18n="runs.title">Runs</h1>
+      <button type="button" id="runs-refresh" data-i18n="common.refresh">Refresh</button></div>
+    <div class="card table-wrap">
+      <table id="runs-table">
+        <caption class="sr-only" data-i18n="runs.title">Runs</caption>
+        <thead><tr>
+          <th scope="col"><span class="sr-only" data-i18n="runs.compare">Compare</span></th>
+          <th scope="col" data-i18n="runs.run">Run</th><th scope="col" data-i18n="runs.state">State</th>
+          <th scope="col" data-i18n="runs.model">Model</th><th scope="col" data-i18n="runs.dataset">Dataset</th>
+          <th scope="col" data-i18n="runs.final_loss">Final loss</th><th scope="col" data-i18n="runs.duration">Duration</th>
+          <th scope="col" data-i18n="runs.started">Started</th></tr></thead>
+        <tbody></tbody>
+      </table>
+      <p id="runs-empty" class="muted" data-i18n="runs.empty" hidden>No runs yet.</p>
+    </div>
+    <div class="card" id="runs-compare-card" hidden>
+      <h2 data-i18n="runs.overlay">Loss curves compared</h2><div id="runs-overlay" class="chart"></div></div>
+    <div class="card" id="runs-detail" hidden>
+      <div class="row spread"><h2 id="runs-detail-title"></h2>
+        <div class="row">
+          <button type="button" id="runs-chat" data-i18n="runs.chat">Chat with this model</button>
+          <button type="button" id="runs-resume" data-i18n="runs.resume">Resume</button>
+          <button type="button" id="runs-delete" class="danger" data-i18n="runs.delete">Delete</button></div></div>
+      <div id="runs-detail-error" class="error" role="alert" hidden></div>
+      <div class="grid2">
+        <div><h3 data-i18n="monitor.loss_chart">Loss</h3><div id="runs-loss" class="chart"></div></div>
+        <div><h3 data-i18n="monitor.lr_chart">Learning rate</h3><div id="runs-lr" class="chart"></div></div>
+      </div>
+      <h3 data-i18n="runs.config">Configuration</h3><dl class="facts config" id="runs-config"></dl>
+    </div>`;
+  root.querySelector("#runs-refresh").addEventListener("click", load);
+  root.querySelector("#runs-resume").addEventListener("click", resume);
+  root.querySelector("#runs-delete").addEventListener("click", remove);
+  root.querySelector("#runs-chat").addEventListener("click", () => {
+    location.hash = `#chat/${encodeURIComponent(selected)}`;
+  });
+  root.querySelector("#runs-table tbody").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-run]");
+    if (!row || event.target.matches("input")) return;
+    openDetail(row.dataset.run);
+  });
+  root.querySelector("#runs-table tbody").addEventListener("keydown", (event) => {
+    const row = event.target.closest("tr[data-run]");
+    if (row && event.target === row && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      openDetail(row.dataset.run);
+    }
+  });
+  root.querySelector("#runs-table tbody").addEventListener("change", (event) => {
+    if (!event.target.matches("input[data-compare]")) return;
+    const id = event.target.dataset.compare;
+    if (event.target.checked) compare.add(id); else compare.delete(id);
+    drawOverlay();
+  });
+  monitor.onStatus((s) => {
+    // A run that changes state (e.g. finishes) changes the table too.
+    const known = runs.find((r) => r.run_id === s?.run_id);
+    if (!root.hidden && s?.state && (!known || runSummary(known).state !== s.state)) load();
+  });
+}
+
+async function load() {
+  runs = await api("/trainings");
+  runs.sort((a, b) => String(b.run_id).localeCompare(String(a.run_id)));
+  const body = root.querySelector("#runs-table tbody");
+  body.innerHTML = runs.map((r) => {
+    const s = runSummary(r);
+    return `<tr data-run="${escapeHtml(s.id)}" tabindex="0" class="${s.id === selected ? "selected" : ""}">
+      <td><input type="checkbox" data-compare="${escapeHtml(s.id)}" ${compare.has(s.id) ? "checked" : ""}
+        aria-label="${escapeHtml(t("runs.compare"))} ${escapeHtml(s.id)}"></td>
+      <td><code>${escapeHtml(s.id)}</code></td>
+      <td><span class="state state-${escapeHtml(s.state || "none")}">${escapeHtml(s.state ? t(`state.${s.state}`) : "–")}</span></td>
+      <td>${escapeHtml(s.model ?? "–")}${s.mode ? ` <small>(${escapeHtml(s.mode)})</small>` : ""}</td>
+      <td>${escapeHtml(s.dataset ?? "–")}</td><td>${num(s.finalLoss)}</td>
+      <td>${duration(s.duration)}</td><td>${dateTime(s.started)}</td></tr>`;
+  }).join("");
+  root.querySelector("#runs-empty").hidden = runs.length > 0;
+  for (const id of [...compare]) if (!runs.some((r) => r.run_id === id)) compare.delete(id);
+  drawOverlay();
+}
+
+async function metricsOf(id, fresh = false) {
+  if (!fresh && metricsCache.has(id)) return metricsCache.get(id);
+  const detail = await api(`/trainings/${encodeURIComponent(id)}`);
+  metricsCache.set(id, detail.metrics || []);
+  return detail;
+}
+
+async function drawOverlay() {
+  const card = root.querySelector("#runs-compare-card");
+  card.hidden = compare.size === 0;
+  if (!compare.size) return;
+  const ids = [...compare];
+  const all = await Promise.all(ids.map(async (id) => {
+    await metricsOf(id);
+    return metricsCache.get(id).filter((m) => m.loss !== undefined && m.loss !== null);
+  }));
+  const steps = [...new Set(all.flatMap((ms) => ms.map((m) => Number(m.step))))].sort((a, b) => a - b);
+  const ys = all.map((ms) => {
+    const byStep = new Map(ms.map((m) => [Number(m.step), m.loss]));
+    return steps.map((s) => byStep.get(s) ?? null);
+  });
+  const series = ids.map((id, i) => ({ label: id, color: COLORS[i % COLORS.length] }));
+  if (!overlay) overlay = lineChart(root.querySelector("#runs-overlay"), { series, yLabel: "loss" });
+  overlay.setSeries(series, steps, ys);
+}
+
+async function openDetail(id) {
+  selected = id;
+  for (const tr of root.querySelectorAll("tr[data-run]")) tr.classList.toggle("selected", tr.dataset.run === id);
+  const box = root.querySelector("#runs-detail");
+  box.hidden = false;
+  root.querySelector("#runs-detail-title").textContent = id;
+  showDetailError("");
+  const detail = await metricsOf(id, true).catch((err) => { showDetailError(err.message); return null; });
+  if (!detail) return;
+  const metrics = detail.metrics || [];
+  const s = runSummary(detail);
+  const active = monitor.ACTIVE_STATES.has(s.state);
+  root.querySelector("#runs-resume").disabled = active || s.state === "completed";
+  root.querySelector("#runs-delete").disabled = active;
+  root.querySelector("#runs-chat").disabled = active || s.hasModel === false;
+  if (!detailLoss) {
+    detailLoss = lineChart(root.querySelector("#runs-loss"), {
+      series: [{ label: t("metric.loss") }, { label: t("metric.eval_loss"), points: true }], yLabel: "loss" });
+    detailLr = lineChart(root.querySelector("#runs-lr"), { series: [{ label: t("metric.learning_rate") }], yLabel: "lr" });
+  }
+  const byStep = new Map();
+  for (const m of metrics) byStep.set(Number(m.step), { ...byStep.get(Number(m.step)), ...m });
+  const steps = [...byStep.keys()].sort((a, b) => a - b);
+  const rows = steps.map((x) => byStep.get(x));
+  detailLoss.setData(steps, [rows.map((m) => m.loss ?? null), rows.map((m) => m.eval_loss ?? null)]);
+  detailLr.setData(steps, [rows.map((m) => m.learning_rate ?? null)]);
+  const cfg = detail.config || {};
+  root.querySelector("#runs-config").innerHTML = Object.entries(cfg).map(([k, v]) =>
+    `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(typeof v === "object" && v !== null ? JSON.stringify(v) : v ?? "–")}</dd>`).join("");
+}
+
+function showDetailError(text) {
+  const box = root.querySelector("#runs-detail-error");
+  box.hidden = !text;
+  box.textContent = text;
+}
+
+async function resume() {
+  try {
+    await api(`/trainings/${encodeURIComponent(selected)}/resume`, { method: "POST" });
+    await monitor.attach();
+    location.hash = "#monitor";
+  } catch (err) {
+    showDetailError(err.message);
+  }
+}
+
+async function remove() {
+  if (!confirm(t("runs.confirm_delete", { id: selected }))) return;
+  try {
+    await api(`/trainings/${encodeURIComponent(selected)}`, { method: "DELETE" });
+    compare.delete(selected);
+    metricsCache.delete(selected);
+    selected = null;
+    root.querySelector("#runs-detail").hidden = true;
+    await load();
+  } catch (err) {
+    showDetailError(err.message);
+  }
+}
+
+export function show() {
+  load().catch((err) => {
+    root.querySelector("#runs-empty").hidden = false;
+    root.querySelector("#runs-empty").textContent = err.message;
+  });
+}

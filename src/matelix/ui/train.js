@@ -1,0 +1,250 @@
+/* Train view: model and dataset pickers (with upload, validation report and rendered preview), full/LoRA
+   presets, the generated TrainConfig form, Start and Stop. */
+
+import { api, ApiError } from "./api.js";
+import { bytes, escapeHtml } from "./format.js";
+import { onLanguageChange, t } from "./i18n.js";
+import * as monitor from "./monitor.js";
+import { samplesHtml } from "./preview.js";
+import { buildForm, fieldsFromOpenApi, PRESETS, revealField } from "./trainform.js";
+
+let root, form = null;
+let loaded = false;
+
+export function mount(el) {
+  root = el;
+  root.innerHTML = `
+    <h1 data-i18n="train.title">Train</h1>
+    <div class="grid2">
+      <div class="card">
+        <h2 data-i18n="train.model">Model</h2>
+        <div class="field" data-field="model_dir">
+          <label for="train-model" data-i18n="train.model_pick">Base model</label>
+          <select id="train-model" aria-describedby="cfg-model_dir-err"></select>
+          <label for="train-model-hub" data-i18n="train.model_hub">…or a Hugging Face model id</label>
+          <input id="train-model-hub" type="text" placeholder="org/model" autocomplete="off" spellcheck="false">
+          <small id="cfg-model_dir-err" class="field-error" role="alert" hidden></small>
+        </div>
+        <h2 data-i18n="train.preset">Preset</h2>
+        <div class="row" role="group" aria-label="Preset" data-i18n-aria="train.preset">
+          <button type="button" class="preset" data-preset="full" data-i18n="train.preset_full">Full fine-tune</button>
+          <button type="button" class="preset" data-preset="lora" data-i18n="train.preset_lora">LoRA</button>
+        </div>
+      </div>
+      <div class="card">
+        <h2 data-i18n="train.dataset">Dataset</h2>
+        <div class="field" data-field="csv_path">
+          <label for="train-dataset" data-i18n="train.dataset_pick">Dataset file</label>
+          <select id="train-dataset" aria-describedby="cfg-csv_path-err"></select>
+          <small id="cfg-csv_path-err" class="field-error" role="alert" hidden></small>
+        </div>
+        <div class="row">
+          <label for="train-upload" class="sr-only" data-i18n="train.upload_file">Dataset file to upload</label>
+          <input id="train-upload" type="file" accept=".csv,.jsonl,.json,.parquet">
+          <button type="button" id="train-upload-btn" data-i18n="train.upload">Upload</button>
+        </div>
+        <div class="row">
+          <button type="button" id="train-validate" data-i18n="train.validate">Validate</button>
+          <button type="button" id="train-preview" data-i18n="train.preview">Preview samples</button>
+        </div>
+        <div id="train-dataset-out" class="dataset-out" aria-live="polite"></div>
+      </div>
+    </div>
+    <form id="train-form" class="card" novalidate>
+      <h2 data-i18n="train.settings">Training settings</h2>
+      <div id="train-fields"><p class="muted" data-i18n="common.loading">Loading…</p></div>
+      <div id="train-error" class="error" role="alert" hidden></div>
+      <div class="row end">
+        <button type="button" id="train-stop" class="danger" data-i18n="train.stop" disabled>Stop</button>
+        <button type="submit" id="train-start" class="primary" data-i18n="train.start">Start training</button>
+      </div>
+    </form>`;
+  root.querySelector("#train-form").addEventListener("submit", (e) => { e.preventDefault(); startRun(); });
+  root.querySelector("#train-stop").addEventListener("click", () => monitor.stopRun());
+  root.querySelector("#train-upload-btn").addEventListener("click", upload);
+  root.querySelector("#train-validate").addEventListener("click", validate);
+  root.querySelector("#train-preview").addEventListener("click", preview);
+  root.querySelector("#train-dataset").addEventListener("change", () => { root.querySelector("#train-dataset-out").replaceChildren(); });
+  for (const b of root.querySelectorAll("[data-preset]")) b.addEventListener("click", () => applyPreset(b.dataset.preset));
+  monitor.onStatus((s) => {
+    const active = Boolean(s && monitor.ACTIVE_STATES.has(s.state));
+    root.querySelector("#train-stop").disabled = !active || s.state === "stopping";
+    root.querySelector("#train-start").disabled = active;
+  });
+  onLanguageChange(() => form?.relabel());
+}
+
+function applyPreset(name) {
+  form?.apply(PRESETS[name]);
+  for (const b of root.querySelectorAll("[data-preset]")) b.setAttribute("aria-pressed", String(b.dataset.preset === name));
+}
+
+async function loadModels() {
+  const models = await api("/available_models");
+  const select = root.querySelector("#train-model");
+  const group = (kind, key) => {
+    const items = models.filter((m) => m.kind === kind);
+    if (!items.length) return "";
+    return `<optgroup label="${escapeHtml(t(key))}">${items.map((m) =>
+      `<option value="${escapeHtml(m.path)}">${escapeHtml(m.name)}</option>`).join("")}</optgroup>`;
+  };
+  const previous = select.value;
+  select.innerHTML = group("local", "train.models_local") + group("run", "train.models_runs");
+  const demo = models.find((m) => m.name === "tiny-demo");
+  if (previous && [...select.options].some((o) => o.value === previous)) select.value = previous;
+  else if (demo) select.value = demo.path;
+}
+
+async function loadDatasets(selectName) {
+  const sets = await api("/available_datasets");
+  const select = root.querySelector("#train-dataset");
+  const previous = selectName || select.value;
+  select.innerHTML = sets.map((d) => `<option value="${escapeHtml(d.name)}">${escapeHtml(d.name)}
+    (${escapeHtml(d.format || "?")}, ${bytes(d.size_bytes)})</option>`).join("");
+  if (previous && sets.some((d) => d.name === previous)) select.value = previous;
+}
+
+async function loadForm() {
+  const openapi = await fetch("/openapi.json").then((r) => r.json()).catch(() => null);
+  const schema = fieldsFromOpenApi(openapi);
+  const box = root.querySelector("#train-fields");
+  if (!schema) {
+    box.innerHTML = `<p class="error">${escapeHtml(t("train.no_api"))}</p>`;
+    root.querySelector("#train-start").disabled = true;
+    return;
+  }
+  form = buildForm(box, schema);
+}
+
+function modelDir() {
+  const hub = root.querySelector("#train-model-hub").value.trim();
+  return hub || root.querySelector("#train-model").value;
+}
+
+function showGeneralError(message) {
+  const box = root.querySelector("#train-error");
+  box.hidden = !message;
+  box.textContent = message || "";
+}
+
+function pickerError(name, message) {
+  const box = root.querySelector(`#cfg-${name}-err`);
+  box.hidden = !message;
+  box.textContent = message || "";
+}
+
+function clearErrors() {
+  form?.clearErrors();
+  pickerError("model_dir", "");
+  pickerError("csv_path", "");
+  showGeneralError("");
+}
+
+/** Puts a server error next to the field its `param` names (or above the buttons when it names none). */
+function showServerError(err) {
+  const param = (err.param || "").replace(/^body\./, "").split(".")[0];
+  if (param === "model_dir" || param === "csv_path") {
+    pickerError(param, err.message);
+    root.querySelector(param === "model_dir" ? "#train-model" : "#train-dataset").focus();
+  } else if (param && form?.has(param)) {
+    form.setError(param, err.message);
+    revealField(root.querySelector("#train-fields"), param);
+  } else {
+    showGeneralError(err.message);
+  }
+}
+
+async function startRun() {
+  clearErrors();
+  if (!form) return;
+  const invalid = form.check();
+  const dataset = root.querySelector("#train-dataset").value;
+  if (!modelDir()) pickerError("model_dir", t("check.required"));
+  if (!dataset) pickerError("csv_path", t("check.required"));
+  if (invalid) { revealField(root.querySelector("#train-fields"), invalid); return; }
+  if (!modelDir() || !dataset) return;
+  const body = { model_dir: modelDir(), csv_path: dataset, ...form.values() };
+  const button = root.querySelector("#train-start");
+  button.disabled = true;
+  try {
+    await api("/start", { method: "POST", body });
+    await monitor.attach();
+    location.hash = "#monitor";
+  } catch (err) {
+    if (err instanceof ApiError) showServerError(err);
+    else showGeneralError(err.message);
+    button.disabled = false;
+  }
+}
+
+async function upload() {
+  const input = root.querySelector("#train-upload");
+  const out = root.querySelector("#train-dataset-out");
+  if (!input.files.length) { input.click(); return; }
+  const data = new FormData();
+  data.append("file", input.files[0]);
+  out.innerHTML = `<p class="muted">${escapeHtml(t("train.uploading"))}</p>`;
+  try {
+    const saved = await api("/datasets/upload", { method: "POST", form: data });
+    await loadDatasets(saved.name);
+    out.innerHTML = `<p class="ok">${escapeHtml(t("train.uploaded", { name: saved.name }))}</p>`;
+    input.value = "";
+  } catch (err) {
+    out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
+  }
+}
+
+function reportHtml(r) {
+  const problems = r.problems || r.issues || [];
+  const stats = r.token_stats || r.tokens || null;
+  const errors = problems.filter((p) => (p.severity || p.level) !== "warning").length;
+  const rows = [
+    ["train.format", r.format ?? r.detected_format], ["train.rows", r.rows], ["train.samples", r.samples ?? r.samples_produced],
+    ["train.problems", problems.length],
+  ];
+  if (stats) rows.push(["train.tokens", ["p50", "p95", "max"].map((k) => `${k} ${stats[k] ?? "–"}`).join(" · ")
+    + (stats.cut !== undefined ? ` · ${t("train.cut")} ${stats.cut}` : "")]);
+  return `<h3>${escapeHtml(t("train.report"))} <span class="${errors ? "bad" : "good"}">${escapeHtml(errors ? t("train.has_errors") : t("train.valid"))}</span></h3>
+    <dl class="facts">${rows.map(([k, v]) => `<dt>${escapeHtml(t(k))}</dt><dd>${escapeHtml(v ?? "–")}</dd>`).join("")}</dl>
+    ${problems.length ? `<ul class="problems">${problems.slice(0, 50).map((p) => `<li class="${escapeHtml(p.severity || p.level || "error")}">
+      ${p.rows?.length ? `<strong>${escapeHtml(t("train.rows_at"))} ${escapeHtml(p.rows.slice(0, 10).join(", "))}${p.rows.length > 10 ? "…" : ""}</strong>: ` : p.row !== undefined ? `<strong>${escapeHtml(t("train.row"))} ${escapeHtml(p.row)}</strong>: ` : ""}${escapeHtml(p.message ?? p)}</li>`).join("")}</ul>` : ""}`;
+}
+
+async function validate() {
+  const out = root.querySelector("#train-dataset-out");
+  const name = root.querySelector("#train-dataset").value;
+  if (!name) return;
+  const body = { name };
+  const mode = root.querySelector("#cfg-template_mode")?.value;
+  if (mode) body.template_mode = mode;
+  const model = modelDir();
+  if (model) body.model = model;
+  out.innerHTML = `<p class="muted">${escapeHtml(t("train.validating"))}</p>`;
+  try {
+    out.innerHTML = reportHtml(await api("/datasets/validate", { method: "POST", body }));
+  } catch (err) {
+    out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
+  }
+}
+
+async function preview() {
+  const out = root.querySelector("#train-dataset-out");
+  const name = root.querySelector("#train-dataset").value;
+  if (!name) return;
+  const params = new URLSearchParams({ n: "5" });
+  const mode = root.querySelector("#cfg-template_mode")?.value;
+  if (mode) params.set("template_mode", mode);
+  try {
+    const answer = await api(`/datasets/${encodeURIComponent(name)}/preview?${params}`);
+    const samples = answer.samples || answer;
+    out.innerHTML = `<h3>${escapeHtml(t("train.preview"))}</h3>${samplesHtml(samples)}`;
+  } catch (err) {
+    out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
+  }
+}
+
+export function show() {
+  if (loaded) { loadModels().catch(() => {}); loadDatasets().catch(() => {}); return; }
+  loaded = true;
+  Promise.all([loadModels(), loadDatasets(), loadForm()]).catch((err) => showGeneralError(err.message));
+}

@@ -1,0 +1,81 @@
+"""Browser fixtures: Debian's Chromium driven by the `playwright` package (never `playwright install`).
+
+Without /usr/bin/chromium the browser tests are skipped, and the terminal summary says so in capitals, so a
+green run without a browser is never mistaken for a tested dashboard.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SKIP_REASON = f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium); it is missing"
+_skipped: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if CHROMIUM.exists():
+        return
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+            _skipped.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _skipped:
+        terminalreporter.section("BROWSER TESTS SKIPPED", sep="!", red=True, bold=True)
+        terminalreporter.write_line(f"{len(_skipped)} dashboard tests did NOT run: {SKIP_REASON}.", red=True, bold=True)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class PageProblems:
+    """Console errors, uncaught exceptions and failed requests seen by a page."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text}"))
+        page.on("pageerror", lambda exc: self.errors.append(f"exception: {exc}"))
+        page.on("requestfailed", lambda req: self._failed(req))
+        page.on("response", lambda res: res.status >= 400 and self.errors.append(f"HTTP {res.status} {res.url}"))
+
+    def _failed(self, request) -> None:
+        # A stream the page itself aborts (chat Stop, a closed page) is not a failure of the lab.
+        if "ERR_ABORTED" not in (request.failure or ""):
+            self.errors.append(f"request failed: {request.url} {request.failure}")
+
+
+@pytest.fixture
+def lab_home(home, tiny_model_dir) -> Path:
+    """A home holding the demo datasets and a copy of the tiny demo model as models/tiny-demo."""
+    from matelix.demo import DEMO_DATASETS, demo_data_path
+
+    for name in DEMO_DATASETS:
+        shutil.copyfile(demo_data_path(name), home / "datasets" / name)
+    shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
+    return home
+
+
+@pytest.fixture
+def page(browser) -> Iterator:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.problems = PageProblems(pg)
+    yield pg
+    context.close()
