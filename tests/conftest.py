@@ -98,3 +98,36 @@ class LiveServer:
 def live_server(settings) -> Iterator[LiveServer]:
     with LiveServer(settings) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def openai_server(tmp_path_factory, tiny_model_dir) -> Iterator[LiveServer]:
+    """A live server per test module with an API key, its home holding a copy of the demo model as
+    `models/tiny-demo` (copied: a link pointing out of home is refused by path confinement)."""
+    import shutil
+
+    home = tmp_path_factory.mktemp("openai-home")
+    for sub in ("datasets", "training_outputs", "models"):
+        (home / sub).mkdir()
+    shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
+    with LiveServer(Settings(home=home, api_key="openai-test-key")) as server:
+        yield server
+
+
+@pytest.fixture
+def openai_client(openai_server):
+    """The official sync `openai` client pointed at `openai_server` (no retries, so errors surface once)."""
+    import openai
+
+    with openai.OpenAI(base_url=openai_server.url + "/v1", api_key=openai_server.settings.api_key,
+                       max_retries=0, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def async_openai_client(openai_server):
+    """The official async `openai` client pointed at `openai_server`."""
+    import openai
+
+    return openai.AsyncOpenAI(base_url=openai_server.url + "/v1", api_key=openai_server.settings.api_key,
+                              max_retries=0, timeout=300)

@@ -1,0 +1,333 @@
+"""The OpenAI wire format: request, response and stream-chunk models for `/v1/*`.
+
+Requests ignore unknown fields (clients send many optional ones), normalise the flexible shapes
+(`content` as a string or text parts, `stop` as a string or list, `prompt` as text or token ids) and
+reject, with a message naming the field, parameters whose meaning this server cannot honour (`tools`,
+`logprobs`, `response_format` other than text, `logit_bias`, `suffix`, `best_of` > n).
+Responses are plain pydantic models serialised to exactly the fields the `openai` SDK reads.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
+
+MAX_N = 16
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_LENGTH = 256
+MAX_PROMPTS = 64
+ROLE_ALIASES = {"developer": "system"}  # newer clients send "developer" for what older ones call "system"
+FinishReason = Literal["stop", "length"]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class SamplingRequest(BaseModel):
+    """Fields shared by chat and text completions (OpenAI names, plus vLLM's `top_k`, `min_p`,
+    `repetition_penalty`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    top_k: int = Field(0, ge=-1, description="0 or -1 = off (vLLM convention).")
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p",
+                     "repetition_penalty", "n", "top_k", mode="before")
+    @classmethod
+    def _null_means_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # Clients send explicit nulls for "use the default"; the default lives on the field.
+        return cls.model_fields[info.field_name].default if value is None else value
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        stops = [value] if isinstance(value, str) else value
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise ValueError("must be a string or a list of strings")
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(stops)}")
+        if any(len(s) > MAX_STOP_LENGTH for s in stops):
+            raise ValueError(f"a stop sequence may be at most {MAX_STOP_LENGTH} characters long")
+        return [s for s in stops if s] or None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value: dict | None) -> dict | None:
+        if value:
+            raise ValueError("logit_bias is not supported by this server; remove it")
+        return None
+
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options_need_stream(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed when stream is true")
+        return value
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    def choice_seed(self, index: int) -> int | None:
+        """Choice `index` samples with `seed + index`, so n choices differ yet the request is reproducible."""
+        return None if self.seed is None else self.seed + index
+
+
+class ChatMessage(BaseModel):
+    """One message; `content` is a string or a list of `{"type": "text", "text": ...}` parts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = ""
+    name: str | None = None
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role_alias(cls, value: Any) -> Any:
+        if value in ("tool", "function"):
+            raise ValueError(f"role '{value}' is not supported (this server does not call tools); "
+                             "use system, user or assistant")
+        return ROLE_ALIASES.get(value, value)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_as_text(cls, value: Any) -> Any:
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError("must be a string or a list of content parts")
+        texts = []
+        for i, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"part {i} has type {kind!r}; only text parts "
+                                 "({\"type\": \"text\", \"text\": ...}) are supported")
+            texts.append(part["text"])
+        return "".join(texts)
+
+
+class ChatCompletionRequest(SamplingRequest):
+    """`POST /v1/chat/completions` body."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("logprobs are not supported by this server; omit logprobs or set it to false")
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _no_top_logprobs(cls, value: int | None) -> int | None:
+        if value:
+            raise ValueError("top_logprobs is not supported by this server; remove it")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_format_only(cls, value: dict | None) -> dict | None:
+        if value is not None and value.get("type", "text") != "text":
+            raise ValueError(f"response_format type {value.get('type')!r} is not supported; "
+                             "only {\"type\": \"text\"}")
+        return value
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, value: list | None, info: ValidationInfo) -> list | None:
+        if value:
+            raise ValueError(f"{info.field_name} are not supported by this server (the model cannot call "
+                             "functions); remove them")
+        return value
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """`max_completion_tokens` wins over the older `max_tokens`."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(SamplingRequest):
+    """`POST /v1/completions` body; `prompt` is a string, a list of strings, token ids or lists of them."""
+
+    prompt: list[str] | list[list[int]] = Field(min_length=1, max_length=MAX_PROMPTS)
+    max_tokens: int | None = Field(16, ge=1)
+    echo: bool = False
+    logprobs: int | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_as_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool)
+                                                     for t in value):
+            return [value]
+        if isinstance(value, list) and all(isinstance(p, str) for p in value):
+            return value
+        if isinstance(value, list) and all(isinstance(p, list) and p and all(isinstance(t, int) for t in p)
+                                           for p in value):
+            return value
+        raise ValueError("must be a string, a list of strings, a list of token ids, or a list of "
+                         "non-empty lists of token ids")
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _null_max_tokens(cls, value: Any) -> Any:
+        return 16 if value is None else value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("logprobs are not supported by this server; remove it")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("suffix (insertion) is not supported by this server; remove it")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of_is_n(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value != info.data.get("n"):
+            raise ValueError("best_of is not supported by this server; omit it or set it equal to n")
+        return value
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+# ---- responses --------------------------------------------------------------------------------------
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens)
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    """A stream delta: only the fields it carries (the last one per choice is `{}`)."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer
+    def _set_fields_only(self) -> dict[str, str]:
+        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: None = None
+    finish_reason: FinishReason | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: FinishReason | None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None

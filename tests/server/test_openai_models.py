@@ -1,0 +1,46 @@
+"""`/v1/models` through the official `openai` SDK: listing, retrieval, unknown ids, a wrong key."""
+
+import openai
+import pytest
+
+DEMO = "models/tiny-demo"
+
+
+def test_models_list_contains_the_demo_model(openai_client):
+    models = openai_client.models.list()
+    ids = [m.id for m in models.data]
+    assert DEMO in ids
+    demo = next(m for m in models.data if m.id == DEMO)
+    assert demo.object == "model" and demo.owned_by and demo.created > 0
+
+
+def test_model_ids_are_never_absolute_paths(openai_client, openai_server):
+    home = str(openai_server.settings.home)
+    for model in openai_client.models.list().data:
+        assert not model.id.startswith("/") and home not in model.id
+
+
+def test_finished_run_is_listed_by_run_id(openai_client, openai_server):
+    run = openai_server.settings.outputs_dir / "tiny_2026-01-01_00-00-00"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert "tiny_2026-01-01_00-00-00" in [m.id for m in openai_client.models.list().data]
+
+
+def test_models_retrieve_by_id_with_a_slash(openai_client):
+    model = openai_client.models.retrieve(DEMO)
+    assert model.id == DEMO and model.object == "model"
+
+
+def test_unknown_model_is_not_found(openai_client):
+    with pytest.raises(openai.NotFoundError) as exc:
+        openai_client.models.retrieve("no-such-model")
+    assert exc.value.code == "model_not_found"
+
+
+def test_wrong_key_is_an_authentication_error(openai_server):
+    client = openai.OpenAI(base_url=openai_server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as exc:
+        client.models.list()
+    assert exc.value.code == "invalid_api_key"
+    assert exc.value.body["type"] == "invalid_request_error"
