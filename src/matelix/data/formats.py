@@ -19,8 +19,6 @@ CHAT_COLUMNS = frozenset({"id", "parent_id", "Assistentin"})
 RECORD_FORMATS = ("messages", "sharegpt", "alpaca")
 FORMATS = ("column", "chat", "dialogplus", *RECORD_FORMATS)
 TEMPLATE_MODES = ("auto", *FORMATS)
-# Enough bytes to hold a CSV header or one JSONL record of any sensible dataset.
-DETECT_READ_BYTES = 1 << 20
 
 
 def format_of_record(record: object) -> str:
@@ -40,9 +38,11 @@ def format_of_header(header: list[str]) -> str:
     return "chat" if CHAT_COLUMNS <= {h.strip() for h in header} else "column"
 
 
-def detect_format(path: Path) -> str:
-    """`chat`, `column`, `messages`, `sharegpt` or `alpaca`, from the header / first record."""
-    suffix = path.suffix.lower()
+def detect_format(path: Path, suffix: str | None = None) -> str:
+    """`chat`, `column`, `messages`, `sharegpt` or `alpaca`, from the header / first record.
+
+    `suffix` overrides the file's own (for a temporary file holding an upload)."""
+    suffix = (suffix or path.suffix).lower()
     if suffix == ".csv":
         with path.open("r", encoding="utf-8-sig", newline="") as fh:
             return format_of_header(next(csv.reader(fh), []))

@@ -18,7 +18,18 @@ from matelix.server.auth import ApiKeyMiddleware
 from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
 from matelix.server.metrics import HttpMetricsMiddleware, Metrics
 from matelix.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from matelix.server.routes import catalog, health, inference, metrics, openai, system, training, trainings, ui
+from matelix.server.routes import (
+    catalog,
+    datasets,
+    health,
+    inference,
+    metrics,
+    openai,
+    system,
+    training,
+    trainings,
+    ui,
+)
 from matelix.settings import Settings
 
 log = logging.getLogger("matelix.server")
@@ -34,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
-    for module in (health, metrics, system, catalog, training, trainings, ui, inference, openai):
+    for module in (health, metrics, system, catalog, datasets, training, trainings, ui, inference, openai):
         app.include_router(module.router)
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
     if settings.static_dir.is_dir():

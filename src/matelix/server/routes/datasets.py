@@ -1,0 +1,188 @@
+"""Datasets: validation report, rendered preview with the trained span marked, and upload.
+
+Every dataset name is confined to `datasets/`; a model named for token statistics is confined to
+`models/` and `training_outputs/`. Heavy libraries load only when a model is named.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+
+from matelix.data import DATASET_SUFFIXES, TEMPLATE_MODES, DatasetError, PreviewSample, ValidationReport
+from matelix.data.formats import detect_format
+from matelix.data.validate import preview_samples, validate_dataset
+from matelix.paths import MAX_NAME_LENGTH, PathRefused, confine
+from matelix.server.deps import SettingsDep
+from matelix.server.errors import ApiError
+from matelix.settings import Settings
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+TemplateMode = Literal[TEMPLATE_MODES]  # type: ignore[valid-type]
+MAX_PREVIEW_SAMPLES = 50
+UPLOAD_CHUNK_BYTES = 1 << 20
+UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ValidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(..., min_length=1, description="Dataset file name under datasets/ (e.g. demo_chat.csv).")
+    template_mode: TemplateMode = Field("auto", description="Format to read the file as; auto = detect.")
+    model: str | None = Field(None, description="Model folder (models/… or a run id) for token statistics.")
+    chunk_size: int = Field(1024, ge=2, le=1 << 20, description="Maximum sequence length for the statistics.")
+    column_name: str = Field("text", min_length=1, description="Text column for the column format.")
+
+
+class PreviewResponse(BaseModel):
+    dataset: str
+    format: str
+    samples: list[PreviewSample]
+
+
+class UploadResponse(BaseModel):
+    name: str = Field(description="File name under datasets/ (use it as `dataset` or `csv_path`).")
+    size_bytes: int
+    format: str
+
+
+def dataset_path(name: str, settings: Settings, param: str = "dataset") -> Path:
+    """The existing dataset file `name` under datasets/ (a leading `datasets/` is accepted too)."""
+    root = settings.datasets_dir
+    try:
+        path = confine(name, [root], base=root)
+        if not path.is_file() and name.startswith("datasets/"):
+            path = confine(name, [root], base=settings.home)
+    except PathRefused as exc:
+        raise ApiError(400, f"{param}: {exc}", param=param, code="path_refused") from exc
+    if not path.is_file():
+        raise ApiError(404, f"{param}: no dataset {name!r} under datasets/", param=param, code="dataset_not_found")
+    return path
+
+
+def load_tokenizer_for(model: str, settings: Settings, template_mode: str):
+    """The tokenizer of a local model, set up as training would set it up (role tokens, pad, template)."""
+    from matelix.data.load import render_mode_of
+    from matelix.data.template import setup_tokenizer
+    from matelix.training.preflight import RunRejected, resolve_model
+
+    try:
+        source, _ = resolve_model(model, settings)
+    except RunRejected as exc:
+        raise ApiError(exc.status, exc.message.replace("model_dir", "model"), param="model", code=exc.code) from exc
+    if not Path(source).is_dir():
+        raise ApiError(400, f"model: {model!r} is not a local model folder", param="model", code="model_not_found")
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=settings.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ApiError(400, f"model: the tokenizer of {model!r} cannot be loaded: {exc}", param="model",
+                       code="tokenizer_error") from exc
+    setup_tokenizer(tokenizer, "dialogplus" if render_mode_of(template_mode) == "dialogplus" else "chat")
+    return tokenizer
+
+
+@router.post("/validate")
+def validate(body: ValidateRequest, settings: SettingsDep) -> ValidationReport:
+    """Validate a dataset: format, rows, samples, every problem by row, token statistics with a model."""
+    path = dataset_path(body.dataset, settings)
+    tokenizer = load_tokenizer_for(body.model, settings, body.template_mode) if body.model else None
+    report = validate_dataset(path, body.template_mode, tokenizer, body.chunk_size, body.column_name)
+    report.file = path.relative_to(settings.datasets_dir.resolve()).as_posix()
+    return report
+
+
+@router.get("/{name:path}/preview")
+def preview(
+    settings: SettingsDep,
+    name: Annotated[str, PathParam(description="Dataset file name under datasets/.")],
+    n: Annotated[int, Query(ge=1, le=MAX_PREVIEW_SAMPLES, description="How many samples.")] = 5,
+    template_mode: Annotated[TemplateMode, Query(description="Format; auto = detect.")] = "auto",
+    model: Annotated[str | None, Query(description="Render with this model's tokenizer and template.")] = None,
+    column_name: Annotated[str, Query(min_length=1)] = "text",
+    train_on_prompt: bool = False,
+) -> PreviewResponse:
+    """The first samples rendered exactly as the model sees them, trained parts marked."""
+    path = dataset_path(name, settings, "name")
+    tokenizer = load_tokenizer_for(model, settings, template_mode) if model else None
+    try:
+        fmt, samples = preview_samples(path, template_mode, tokenizer, n, column_name, train_on_prompt)
+    except DatasetError as exc:
+        raise ApiError(400, str(exc), param="name", code="invalid_dataset") from exc
+    return PreviewResponse(dataset=path.relative_to(settings.datasets_dir.resolve()).as_posix(), format=fmt,
+                           samples=samples)
+
+
+def sanitise_upload_name(raw: str) -> str:
+    """A plain file name: refuses anything with a folder part; odd characters become `_`."""
+    if not raw or "\x00" in raw or "/" in raw or "\\" in raw or raw.strip() in (".", ".."):
+        raise ApiError(400, f"name: {raw!r} is not a plain file name (no folders, no NUL)", param="name",
+                       code="bad_name")
+    name = UNSAFE_NAME_CHARS.sub("_", raw.strip()).lstrip(".")
+    suffix = Path(name).suffix.lower()
+    if suffix not in DATASET_SUFFIXES or not Path(name).stem.strip("._"):
+        raise ApiError(400, f"name: {raw!r} must end in {', '.join(sorted(DATASET_SUFFIXES))}", param="name",
+                       code="bad_name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ApiError(400, "name: file name is too long", param="name", code="bad_name")
+    return name[: -len(suffix)] + suffix
+
+
+@router.post("/upload", status_code=201)
+async def upload(
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="A CSV, JSONL or JSON dataset file.")],
+    name: Annotated[str | None, Form(description="Name to save as (default: the uploaded file's name).")] = None,
+    overwrite: Annotated[bool, Form(description="Replace an existing file of that name.")] = False,
+) -> UploadResponse:
+    """Save an uploaded dataset under datasets/ (sanitised name, size limit, written atomically)."""
+    safe = sanitise_upload_name(name if name is not None else (file.filename or ""))
+    root = settings.datasets_dir
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        target = confine(safe, [root], base=root)
+    except PathRefused as exc:
+        raise ApiError(400, f"name: {exc}", param="name", code="path_refused") from exc
+    if target.exists() and not overwrite:
+        raise ApiError(409, f"name: {safe!r} already exists under datasets/ (send overwrite=true to replace it)",
+                       param="name", code="dataset_exists")
+    limit = settings.max_upload_mb * 1024 * 1024
+    fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".upload-", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await file.read(UPLOAD_CHUNK_BYTES):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"file is larger than the upload limit of {settings.max_upload_mb} MiB",
+                                   param="file", code="request_too_large")
+                out.write(chunk)
+        if size == 0:
+            raise ApiError(400, "file: the uploaded file is empty", param="file", code="invalid_dataset")
+        fmt = _readable_format(tmp, safe)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return UploadResponse(name=safe, size_bytes=size, format=fmt)
+
+
+def _readable_format(tmp: Path, name: str) -> str:
+    """The detected format of the uploaded bytes, read as the file type its name says."""
+    suffix = Path(name).suffix.lower()
+    try:
+        return detect_format(tmp, suffix)
+    except (UnicodeDecodeError, ValueError, csv.Error) as exc:
+        reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise ApiError(400, f"file: {name!r} cannot be read as {suffix}: {reason}", param="file",
+                       code="invalid_dataset") from exc
