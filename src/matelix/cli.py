@@ -3,6 +3,7 @@
     matelix serve [--host H] [--port P] [--home DIR] [--insecure]
     matelix demo-model [--out DIR] [--seed N]
     matelix demo-assets [--home DIR]
+    matelix data validate FILE [--template-mode M] [--model DIR] [--json]
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from matelix.data.console import run_validate
+
+    return run_validate(args.file, args.template_mode, args.model, args.chunk_size, args.column_name, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matelix", description="MaTeLiX Lab: fine-tune and serve causal LMs.")
     parser.add_argument("--version", action="version", version=f"matelix {__version__}")
@@ -79,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     assets = sub.add_parser("demo-assets", help="copy the demo datasets and build the demo model under home")
     assets.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
     assets.set_defaults(func=cmd_demo_assets)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
+                                                                       metavar="DATA_COMMAND")
+    validate = data.add_parser("validate", help="check a dataset file and report every problem by row")
+    validate.add_argument("file", type=Path, help="CSV, JSONL or JSON dataset file")
+    validate.add_argument("--template-mode", default="auto",
+                          help="auto, column, chat, dialogplus, messages, sharegpt or alpaca (default auto)")
+    validate.add_argument("--model", type=Path, help="model folder whose tokenizer measures token lengths")
+    validate.add_argument("--chunk-size", type=int, default=1024, help="maximum sequence length (default 1024)")
+    validate.add_argument("--column-name", default="text", help="text column for the column format")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
+    validate.set_defaults(func=cmd_data_validate)
     return parser
 
 

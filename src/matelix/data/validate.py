@@ -8,9 +8,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from matelix.data.load import check_template_mode, load_dataset
+from matelix.data.load import check_template_mode, load_dataset, render_mode_of
 from matelix.data.render import render_spans, template_style
 from matelix.data.samples import DatasetError, Problem
+from matelix.data.template import setup_tokenizer
 from matelix.data.tokenize import tokenize_samples
 
 # A report stays readable (and a response small) even for a file where every row is broken.
@@ -45,6 +46,15 @@ class ValidationReport(BaseModel):
     errors: list[Problem] = Field(description=f"errors with row numbers (at most {MAX_LISTED_PROBLEMS} listed)")
     warnings: list[Problem] = Field(description=f"warnings with row numbers (at most {MAX_LISTED_PROBLEMS} listed)")
     tokens: TokenStats | None = None
+
+
+def load_tokenizer(model_dir: Path | str, template_mode: str = "auto", *, trust_remote_code: bool = False):
+    """A local model's tokenizer, set up as training sets it up (role tokens, pad token, template)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    setup_tokenizer(tokenizer, "dialogplus" if render_mode_of(template_mode) == "dialogplus" else "chat")
+    return tokenizer
 
 
 def _percentile(sorted_values: list[int], q: float) -> int:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from matelix.data import DATASET_SUFFIXES, TEMPLATE_MODES, DatasetError, PreviewSample, ValidationReport
 from matelix.data.formats import detect_format
-from matelix.data.validate import preview_samples, validate_dataset
+from matelix.data.validate import load_tokenizer, preview_samples, validate_dataset
 from matelix.paths import MAX_NAME_LENGTH, PathRefused, confine
 from matelix.server.deps import SettingsDep
 from matelix.server.errors import ApiError
@@ -71,8 +71,6 @@ def dataset_path(name: str, settings: Settings, param: str = "dataset") -> Path:
 
 def load_tokenizer_for(model: str, settings: Settings, template_mode: str):
     """The tokenizer of a local model, set up as training would set it up (role tokens, pad, template)."""
-    from matelix.data.load import render_mode_of
-    from matelix.data.template import setup_tokenizer
     from matelix.training.preflight import RunRejected, resolve_model
 
     try:
@@ -81,15 +79,11 @@ def load_tokenizer_for(model: str, settings: Settings, template_mode: str):
         raise ApiError(exc.status, exc.message.replace("model_dir", "model"), param="model", code=exc.code) from exc
     if not Path(source).is_dir():
         raise ApiError(400, f"model: {model!r} is not a local model folder", param="model", code="model_not_found")
-    from transformers import AutoTokenizer
-
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=settings.trust_remote_code)
+        return load_tokenizer(source, template_mode, trust_remote_code=settings.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ApiError(400, f"model: the tokenizer of {model!r} cannot be loaded: {exc}", param="model",
                        code="tokenizer_error") from exc
-    setup_tokenizer(tokenizer, "dialogplus" if render_mode_of(template_mode) == "dialogplus" else "chat")
-    return tokenizer
 
 
 @router.post("/validate")
