@@ -87,3 +87,16 @@ def test_split_never_puts_a_thread_on_both_sides():
     assert 0.1 < len(evals) / 200 < 0.35
     assert split_by_group(samples, 0.2, seed=3) == (train, evals)
     assert split_by_group(samples, 0.0, seed=3) == (samples, [])
+
+
+def test_thread_samples_tokenize_exactly_like_their_full_rendered_text(tok):
+    from matelix.data import load_dataset, render_sample
+    from matelix.demo import demo_data_path
+
+    samples = load_dataset(demo_data_path("demo_chat.csv")).samples
+    out = tokenize_samples(samples, tok, template_mode="chat", chunk_size=100_000)
+    assert out.stats["examples"] == len(samples)
+    for sample, ex in zip(samples, out.examples, strict=True):
+        text = render_sample(sample, tok, "chat")
+        assert ex["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
+        assert _trained_text(tok, ex) == sample.messages[-1]["content"] + "\n</s>"

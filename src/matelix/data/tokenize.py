@@ -11,8 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from matelix.data.render import Rendered, render_spans, template_style
+from matelix.data.render import Rendered, eos_of, render_spans, template_style
 from matelix.data.samples import Sample
+from matelix.data.template import ROLE_TOKENS, render_message
 
 IGNORE = -100
 ENCODE_BATCH = 512
@@ -58,6 +59,43 @@ def _slow_ids_and_span(tokenizer, r: Rendered) -> tuple[list[int], int, int]:
     return parts[0] + parts[1] + parts[2], len(parts[0]), len(parts[0]) + len(parts[1])
 
 
+def _messages_tokenize_alone(tokenizer, style: str) -> bool:
+    """True when a MaTeLiX-rendered text tokenizes as the concatenation of its messages tokenized alone.
+
+    Every message starts with a role token; when those are added tokens the tokenizer splits the text at
+    them before anything else, so no token spans two messages. Threads repeat their history in every
+    sample, so tokenizing each distinct message once saves most of the work.
+    """
+    if style not in ("chat", "dialogplus"):
+        return False
+    added = tokenizer.get_added_vocab()
+    return all(token in added for token in ROLE_TOKENS.values())
+
+
+def _spans_by_message(batch: list[Sample], tokenizer, style: str, train_on_prompt: bool,
+                      cache: dict[str, tuple[list[int], int, int]]) -> list[tuple[list[int], int, int]]:
+    """`(ids, a, b)` per sample from cached per-message token ids; `[a, b)` is the final answer's span."""
+    eos = eos_of(tokenizer)
+    mode = "dialogplus" if style == "dialogplus" else "chat"
+    texts = [[render_message(m["role"], m["content"], eos, mode) for m in s.messages] for s in batch]
+    new = list({t for msgs in texts for t in msgs if t not in cache})
+    for text, (ids, enc) in zip(new, _encode(new, tokenizer), strict=True):
+        # The trained part of a message in final position: after `<|Role|>\n`, up to and including EOS.
+        head = text.index("\n") + 1
+        a, b = _token_span(ids, enc, Rendered(text, head, len(text.rstrip("\n"))))
+        cache[text] = (ids, a, b)
+    out = []
+    for msgs in texts:
+        ids: list[int] = []
+        for text in msgs[:-1]:
+            ids += cache[text][0]
+        last_ids, a, b = cache[msgs[-1]]
+        offset = len(ids)
+        ids += last_ids
+        out.append((ids, 0, len(ids)) if train_on_prompt else (ids, offset + a, offset + b))
+    return out
+
+
 def _windows(n: int, a: int, b: int, chunk_size: int) -> list[tuple[int, int]]:
     """Token windows `[s, e)` of at most chunk_size over a text of n tokens with trained tokens `[a, b)`,
     `a >= 1`. Each window holds trained labels at window position >= 1 (position 0 is never predicted)."""
@@ -92,13 +130,18 @@ def tokenize_samples(samples: list[Sample], tokenizer, *, template_mode: str, ch
     out = TokenizedDataset()
     cut = dropped = tokens = trained = 0
     fast = getattr(tokenizer, "is_fast", False) and getattr(tokenizer, "backend_tokenizer", None) is not None
+    by_message = fast and _messages_tokenize_alone(tokenizer, style)
+    cache: dict[str, tuple[list[int], int, int]] = {}
     for lo in range(0, len(samples), ENCODE_BATCH):
         batch = samples[lo:lo + ENCODE_BATCH]
-        rendered = [render_spans(s, tokenizer, style, train_on_prompt=train_on_prompt) for s in batch]
-        if fast:
+        if by_message and all(s.messages for s in batch):
+            spans = _spans_by_message(batch, tokenizer, style, train_on_prompt, cache)
+        elif fast:
+            rendered = [render_spans(s, tokenizer, style, train_on_prompt=train_on_prompt) for s in batch]
             encoded = _encode([r.text for r in rendered], tokenizer)
             spans = [(ids, *_token_span(ids, enc, r)) for (ids, enc), r in zip(encoded, rendered, strict=True)]
         else:
+            rendered = [render_spans(s, tokenizer, style, train_on_prompt=train_on_prompt) for s in batch]
             spans = [_slow_ids_and_span(tokenizer, r) for r in rendered]
         for sample, (ids, a, b) in zip(batch, spans, strict=True):
             a = max(a, 1)
