@@ -27,6 +27,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return create_demo_model(tmp_path_factory.mktemp("models") / "tiny-demo", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A LoRA adapter over the demo model (random non-zero weights, so it changes the output), saved with
+    the tokenizer as a training run would; its base is named `models/tiny-demo` (relative to home)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("adapters") / "tiny-lora"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                      task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, lora)
+    peft_model.peft_config["default"].base_model_name_or_path = "models/tiny-demo"
+    peft_model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def home(tmp_path) -> Path:
     for sub in ("datasets", "training_outputs", "models"):

@@ -98,7 +98,7 @@ class TextStream:
     def push(self, token_id: int) -> tuple[str, bool]:
         return self._stops.push(self._detok.push(token_id))
 
-    def finish(self) -> str:
-        """The remaining text when generation ends for a reason other than a stop string."""
+    def finish(self) -> tuple[str, bool]:
+        """The remaining text when generation ends, and whether it contained a stop string."""
         text, stopped = self._stops.push(self._detok.flush())
-        return text if stopped else text + self._stops.flush()
+        return (text, True) if stopped else (text + self._stops.flush(), False)

@@ -111,6 +111,7 @@ class Engine:
         self._closed = False
         self._close_reason = "model unloaded"
         self.completed = 0
+        self.cancelled = 0
         self._thread = threading.Thread(target=self._run, name=f"matelix-engine-{name}", daemon=True)
         self._thread.start()
 
@@ -329,26 +330,30 @@ class Engine:
     def _emit(self, request: _Request, token: int) -> bool:
         """Record `token` for `request`, send its event; True when the request is finished."""
         request.generated.append(token)
-        finish = None
+        stream = request.stream
+        finish, text = None, ""
         if token in request.stop_ids:
             finish = "stop"
-            text = request.stream.finish() if request.stream else ""
+            text = stream.finish()[0] if stream else ""
         else:
-            text, stopped = request.stream.push(token) if request.stream else ("", False)
+            text, stopped = stream.push(token) if stream else ("", False)
             if stopped:
                 finish = "stop"
             elif len(request.generated) >= request.max_new_tokens:
-                finish = "length"
-                text += request.stream.finish() if request.stream else ""
+                tail, stopped = stream.finish() if stream else ("", False)
+                text += tail
+                finish = "stop" if stopped else "length"
         if request.handle.cancelled and finish is None:
             finish = "cancelled"
         usage = Usage(len(request.prompt_ids), len(request.generated)) if finish else None
         request.handle._push(GenerationEvent(text, (token,), finish, usage))
         if finish:
             self.completed += 1
+            self.cancelled += finish == "cancelled"
         return finish is not None
 
     def _finish(self, request: _Request, reason: str, error: str | None = None) -> None:
+        self.cancelled += reason == "cancelled"
         usage = Usage(len(request.prompt_ids), len(request.generated))
         request.handle._push(GenerationEvent("", (), reason, usage, error))
 

@@ -83,7 +83,8 @@ class LoadedModel:
                 "context_length": self.context_length, "parameters": self.parameter_count(),
                 "memory_bytes": self.memory_bytes(), "kv_cache_bytes": self.engine.kv_cache_bytes(),
                 "active_requests": self.engine.active_count, "queued_requests": self.engine.queued_count,
-                "completed_requests": self.engine.completed, "load_seconds": round(self.load_seconds, 3),
+                "completed_requests": self.engine.completed, "cancelled_requests": self.engine.cancelled,
+                "load_seconds": round(self.load_seconds, 3),
                 "loaded_at": self.loaded_at, "last_used": self.last_used}
 
 
