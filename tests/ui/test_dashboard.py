@@ -68,3 +68,56 @@ def test_api_key_prompt_loads_data_and_returns_on_a_wrong_key(page, make_setting
         page.fill("#key-input", "s3cret")
         page.click("#key-form button[type=submit]")
         page.wait_for_function("document.querySelector('#sys-cpu').textContent.includes('%')")
+
+
+def log_lines_on_server(url: str) -> list[str]:
+    import httpx
+
+    return [item["line"] for item in httpx.get(url + "/logs", params={"since": 0, "limit": 10000}).json()["lines"]]
+
+
+def start_short_run_from_form(page) -> str:
+    """Fill the form for a small, slow-enough run of the demo model and start it; returns the run id."""
+    page.wait_for_selector("#cfg-max_steps")
+    page.select_option("#train-model", "models/tiny-demo")
+    page.select_option("#train-dataset", "demo_chat.csv")
+    page.fill("#cfg-max_steps", "3000")
+    page.fill("#cfg-gradient_accumulation_steps", "1")
+    page.fill("#cfg-chunk_size", "128")
+    page.click("#train-start")
+    page.wait_for_url(re.compile(r"#monitor$"))
+    page.wait_for_function("document.querySelector('#mon-run').textContent.length > 0")
+    return page.text_content("#mon-run")
+
+
+def test_a_run_started_from_the_form_is_watched_live_survives_a_reload_and_stops(page, lab_home):
+    with LiveServer(Settings(home=lab_home)) as server:
+        open_lab(page, server.url + "/#train")
+        run_id = start_short_run_from_form(page)
+
+        # The progress bar moves and the loss chart gains points while the run is active.
+        page.wait_for_function("Number(document.querySelector('#mon-progress').dataset.step) > 0", timeout=120_000)
+        first_step = int(page.get_attribute("#mon-progress", "data-step"))
+        page.wait_for_function(f"Number(document.querySelector('#mon-progress').dataset.step) > {first_step}")
+        page.wait_for_function("Number(document.querySelector('#mon-loss').dataset.points) >= 3")
+        points = int(page.get_attribute("#mon-loss", "data-points"))
+        page.wait_for_function(f"Number(document.querySelector('#mon-loss').dataset.points) > {points}")
+        assert page.is_visible("#mon-loss canvas")
+        assert "running" in page.text_content("#mon-state")
+
+        # Reload mid-run: the same run, its chart history and its log come back, without duplicate lines.
+        before_reload = int(page.get_attribute("#mon-loss", "data-points"))
+        page.reload()
+        page.wait_for_selector("body[data-ready='true']")
+        page.wait_for_function(f"document.querySelector('#mon-run').textContent === '{run_id}'")
+        page.wait_for_function(f"Number(document.querySelector('#mon-loss').dataset.points) >= {before_reload}")
+        page.wait_for_function("Number(document.querySelector('#mon-log').dataset.lastId) > 0")
+        page.wait_for_timeout(1500)  # let the WebSocket deliver a few more lines after the reload
+        shown = page.text_content("#mon-log").splitlines()
+        assert shown == log_lines_on_server(server.url)[:len(shown)]
+
+        # Stop: the run ends as `stopped` and the buttons follow.
+        page.click("#mon-stop")
+        page.wait_for_selector("#mon-state.state-stopped", timeout=120_000)
+        assert page.is_disabled("#mon-stop")
+        assert page.problems.errors == []

@@ -3,6 +3,14 @@
 
 export const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
 
+/** Tick labels that stay readable for learning rates (1e-4) as well as losses and percentages. */
+function tick(v) {
+  if (v === null || v === undefined) return "";
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 0.01 || a >= 1e6)) return v.toExponential(1);
+  return String(Number(v.toPrecision(4)));
+}
+
 /**
  * A chart in `el`. `series`: [{label, color?, points?}] (y series; x is shared).
  * Returns {append(x, ys), setData(xs, ysPerSeries), setSeries(series, xs, ysPerSeries), points(), destroy()}.
@@ -18,7 +26,7 @@ export function lineChart(el, { series, xLabel = "step", yLabel = "", height = 2
       scales: { x: { time }, y: yRange ? { range: yRange } : {} },
       legend: { live: false },
       cursor: { drag: { x: true, y: false } },
-      axes: [{ label: xLabel, size: 40 }, { label: yLabel, size: 60 }],
+      axes: [{ label: xLabel, size: 40 }, { label: yLabel, size: 70, values: (u, splits) => splits.map(tick) }],
       series: [{ label: xLabel }, ...series.map((s, i) => ({
         label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: 2, spanGaps: true,
         points: { show: s.points ?? false, size: 6 },

@@ -18,8 +18,8 @@ export function segmentsHtml(segments) {
 
 export function samplesHtml(samples) {
   return (samples || []).map((s, i) => `
-    <figure class="sample"><figcaption>#${escapeHtml(s.index ?? i + 1)}${s.tokens ? ` · ${escapeHtml(s.tokens)} tokens` : ""}</figcaption>
-      <pre>${segmentsHtml(s.segments ?? s.text ?? s)}</pre></figure>`).join("");
+    <figure class="sample"><figcaption>${escapeHtml(typeof s.index === "string" ? s.index : `#${s.index ?? i + 1}`)}${s.tokens ? ` · ${escapeHtml(s.tokens)} tokens` : ""}</figcaption>
+      <pre class="sample-text">${segmentsHtml(s.segments ?? s.text ?? s)}</pre></figure>`).join("");
 }
 
 const LEGEND = () => `<p class="legend"><mark class="seg trained">${escapeHtml(t("preview.trained"))}</mark>

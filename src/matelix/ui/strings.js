@@ -22,8 +22,9 @@ const en = {
   "train.uploaded": "Uploaded as {name}.", "train.validate": "Validate", "train.validating": "Validating…",
   "train.preview": "Preview samples", "train.report": "Validation report", "train.valid": "no errors",
   "train.has_errors": "has errors", "train.format": "Format", "train.rows": "Rows", "train.samples": "Samples",
-  "train.problems": "Problems", "train.tokens": "Tokens per sample", "train.cut": "cut:", "train.row": "Row",
-  "train.rows_at": "Rows", "train.settings": "Training settings", "train.start": "Start training",
+  "train.errors": "Errors", "train.warnings": "Warnings", "train.tokens": "Tokens per sample",
+  "train.over_chunk": "Longer than chunk_size", "train.over_chunk_value": "{n} samples (chunk_size {chunk}), cut",
+  "train.row": "Row", "train.line": "Line", "train.settings": "Training settings", "train.start": "Start training",
   "train.stop": "Stop", "train.no_api": "The server offers no training API (no TrainConfig in /openapi.json).",
 
   "group.data": "Data", "group.optim": "Optimisation", "group.lora": "LoRA", "group.ngrams": "N-gram vocabulary",
@@ -105,8 +106,9 @@ const de = {
   "train.uploaded": "Hochgeladen als {name}.", "train.validate": "Prüfen", "train.validating": "Prüft…",
   "train.preview": "Beispiele ansehen", "train.report": "Prüfbericht", "train.valid": "keine Fehler",
   "train.has_errors": "hat Fehler", "train.format": "Format", "train.rows": "Zeilen", "train.samples": "Beispiele",
-  "train.problems": "Probleme", "train.tokens": "Tokens pro Beispiel", "train.cut": "gekürzt:", "train.row": "Zeile",
-  "train.rows_at": "Zeilen", "train.settings": "Trainingseinstellungen", "train.start": "Training starten",
+  "train.errors": "Fehler", "train.warnings": "Warnungen", "train.tokens": "Tokens pro Beispiel",
+  "train.over_chunk": "Länger als chunk_size", "train.over_chunk_value": "{n} Beispiele (chunk_size {chunk}), gekürzt",
+  "train.row": "Zeile", "train.line": "Zeile (Datei)", "train.settings": "Trainingseinstellungen", "train.start": "Training starten",
   "train.stop": "Stopp", "train.no_api": "Der Server bietet keine Trainings-API (kein TrainConfig in /openapi.json).",
 
   "group.data": "Daten", "group.optim": "Optimierung", "group.lora": "LoRA", "group.ngrams": "N-Gramm-Vokabular",

@@ -86,7 +86,7 @@ async function loadModels() {
     const items = models.filter((m) => m.kind === kind);
     if (!items.length) return "";
     return `<optgroup label="${escapeHtml(t(key))}">${items.map((m) =>
-      `<option value="${escapeHtml(m.path)}">${escapeHtml(m.name)}</option>`).join("")}</optgroup>`;
+      `<option value="${escapeHtml(m.path)}" data-id="${escapeHtml(m.id)}">${escapeHtml(m.name)}</option>`).join("")}</optgroup>`;
   };
   const previous = select.value;
   select.innerHTML = group("local", "train.models_local") + group("run", "train.models_runs");
@@ -194,30 +194,43 @@ async function upload() {
   }
 }
 
+function problemHtml(p) {
+  const where = p.row !== undefined && p.row !== null ? `${t("train.row")} ${p.row}`
+    : p.line !== undefined && p.line !== null ? `${t("train.line")} ${p.line}` : "";
+  return `<li class="${escapeHtml(p.severity)}">${where ? `<strong>${escapeHtml(where)}</strong>: ` : ""}${escapeHtml(p.message)}</li>`;
+}
+
+/** The /datasets/validate report: counts, token statistics, and every problem with its row. */
 function reportHtml(r) {
-  const problems = r.problems || r.issues || [];
-  const stats = r.token_stats || r.tokens || null;
-  const errors = problems.filter((p) => (p.severity || p.level) !== "warning").length;
-  const rows = [
-    ["train.format", r.format ?? r.detected_format], ["train.rows", r.rows], ["train.samples", r.samples ?? r.samples_produced],
-    ["train.problems", problems.length],
-  ];
-  if (stats) rows.push(["train.tokens", ["p50", "p95", "max"].map((k) => `${k} ${stats[k] ?? "–"}`).join(" · ")
-    + (stats.cut !== undefined ? ` · ${t("train.cut")} ${stats.cut}` : "")]);
-  return `<h3>${escapeHtml(t("train.report"))} <span class="${errors ? "bad" : "good"}">${escapeHtml(errors ? t("train.has_errors") : t("train.valid"))}</span></h3>
+  const rows = [["train.format", r.format], ["train.rows", r.rows], ["train.samples", r.samples],
+    ["train.errors", r.error_count], ["train.warnings", r.warning_count]];
+  const tok = r.tokens;
+  if (tok) {
+    rows.push(["train.tokens", `p50 ${tok.p50} · p95 ${tok.p95} · max ${tok.max}`]);
+    rows.push(["train.over_chunk", t("train.over_chunk_value", { n: tok.over_chunk_size, chunk: tok.chunk_size })]);
+  }
+  const problems = [...(r.errors || []), ...(r.warnings || [])];
+  return `<h3>${escapeHtml(t("train.report"))} <span id="train-report-verdict" class="${r.ok ? "good" : "bad"}">${escapeHtml(r.ok ? t("train.valid") : t("train.has_errors"))}</span></h3>
     <dl class="facts">${rows.map(([k, v]) => `<dt>${escapeHtml(t(k))}</dt><dd>${escapeHtml(v ?? "–")}</dd>`).join("")}</dl>
-    ${problems.length ? `<ul class="problems">${problems.slice(0, 50).map((p) => `<li class="${escapeHtml(p.severity || p.level || "error")}">
-      ${p.rows?.length ? `<strong>${escapeHtml(t("train.rows_at"))} ${escapeHtml(p.rows.slice(0, 10).join(", "))}${p.rows.length > 10 ? "…" : ""}</strong>: ` : p.row !== undefined ? `<strong>${escapeHtml(t("train.row"))} ${escapeHtml(p.row)}</strong>: ` : ""}${escapeHtml(p.message ?? p)}</li>`).join("")}</ul>` : ""}`;
+    ${problems.length ? `<ul class="problems">${problems.map(problemHtml).join("")}</ul>` : ""}`;
+}
+
+/** The id /datasets/* accept for the picked model (local folder or run id); none for a hub id. */
+function modelForData() {
+  if (root.querySelector("#train-model-hub").value.trim()) return null;
+  return root.querySelector("#train-model").selectedOptions[0]?.dataset.id || null;
 }
 
 async function validate() {
   const out = root.querySelector("#train-dataset-out");
   const name = root.querySelector("#train-dataset").value;
   if (!name) return;
-  const body = { name };
-  const mode = root.querySelector("#cfg-template_mode")?.value;
-  if (mode) body.template_mode = mode;
-  const model = modelDir();
+  const body = { dataset: name };
+  for (const field of ["template_mode", "chunk_size", "column_name"]) {
+    const value = root.querySelector(`#cfg-${field}`)?.value;
+    if (value) body[field] = field === "chunk_size" ? Number(value) : value;
+  }
+  const model = modelForData();
   if (model) body.model = model;
   out.innerHTML = `<p class="muted">${escapeHtml(t("train.validating"))}</p>`;
   try {
@@ -232,12 +245,17 @@ async function preview() {
   const name = root.querySelector("#train-dataset").value;
   if (!name) return;
   const params = new URLSearchParams({ n: "5" });
-  const mode = root.querySelector("#cfg-template_mode")?.value;
-  if (mode) params.set("template_mode", mode);
+  for (const field of ["template_mode", "column_name"]) {
+    const value = root.querySelector(`#cfg-${field}`)?.value;
+    if (value) params.set(field, value);
+  }
+  if (root.querySelector("#cfg-train_on_prompt")?.checked) params.set("train_on_prompt", "true");
+  const model = modelForData();
+  if (model) params.set("model", model);
   try {
     const answer = await api(`/datasets/${encodeURIComponent(name)}/preview?${params}`);
-    const samples = answer.samples || answer;
-    out.innerHTML = `<h3>${escapeHtml(t("train.preview"))}</h3>${samplesHtml(samples)}`;
+    out.innerHTML = `<h3>${escapeHtml(t("train.preview"))} <small>(${escapeHtml(answer.format)})</small></h3>
+      ${samplesHtml(answer.samples.map((x) => ({ index: `${t("train.row")} ${x.row}`, segments: x.parts })))}`;
   } catch (err) {
     out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
   }
