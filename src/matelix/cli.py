@@ -4,6 +4,7 @@
     matelix demo-model [--out DIR] [--seed N]
     matelix demo-assets [--home DIR]
     matelix data validate FILE [--template-mode M] [--model DIR] [--json]
+    matelix train CONFIG.yaml|json [--home DIR]
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from matelix.training.foreground import run_foreground
+
+    return run_foreground(args.config, args.home)
+
+
 def cmd_data_validate(args: argparse.Namespace) -> int:
     from matelix.data.console import run_validate
 
@@ -98,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--column-name", default="text", help="text column for the column format")
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(func=cmd_data_validate)
+
+    train = sub.add_parser("train", help="run a training job in the foreground with a progress bar")
+    train.add_argument("config", type=Path, help="TrainConfig as YAML or JSON (see examples/)")
+    train.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

@@ -232,6 +232,14 @@ class JobManager:
         timer.start()
         return rundir
 
+    def kill(self, run_id: str) -> None:
+        """End a worker now (it is marked `killed`); for a stop that must not wait."""
+        rundir = self.rundir(run_id)
+        status = rundir.read_status()
+        if self.alive(rundir, status):
+            self._kill(rundir, status)
+        self.refresh(rundir)
+
     def delete(self, run_id: str) -> None:
         rundir = self.rundir(run_id)
         status = self.refresh(rundir)

@@ -1,0 +1,91 @@
+"""`matelix train CONFIG.yaml|json [--home DIR]`: one run in the foreground with a progress bar.
+
+The worker is the same child process the server starts (so the run folder, logs and status are the same
+and a server can watch it); this command follows its files. Ctrl-C asks for a graceful stop (finish the
+step, save a checkpoint and the model); a second Ctrl-C kills the worker.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from matelix.paths import relative_to_home
+from matelix.settings import Settings
+from matelix.training.config import ConfigFileError, load_config_file
+from matelix.training.jobs import JobManager
+from matelix.training.preflight import RunRejected
+
+POLL_S = 0.5
+EXIT_CODES = {"completed": 0, "stopped": 0}
+
+
+def _postfix(view: dict) -> dict:
+    out = {}
+    if view.get("loss") is not None:
+        out["loss"] = f"{view['loss']:.4f}"
+    if view.get("tokens_per_second"):
+        out["tok/s"] = f"{view['tokens_per_second']:.0f}"
+    if view.get("eta_seconds") is not None:
+        out["eta"] = f"{view['eta_seconds']:.0f}s"
+    if view.get("state") not in (None, "running"):
+        out["state"] = view["state"]
+    return out
+
+
+def run_foreground(config_path: Path, home: Path | None = None) -> int:
+    """Start the run described by `config_path` under `home` and follow it to its end; returns an exit code."""
+    from tqdm import tqdm
+
+    settings = Settings(home=home) if home else Settings()
+    settings.ensure_dirs()
+    try:
+        config = load_config_file(config_path)
+    except ConfigFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("Config:", config.model_dump_json(exclude_defaults=True))
+    jobs = JobManager(settings)
+    try:
+        rundir = jobs.start(config)
+    except RunRejected as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"Run {rundir.run_id} -> {relative_to_home(rundir.path, settings.home)}/ (Ctrl-C stops gracefully)")
+    reader = jobs.log_reader(rundir)
+    since, interrupts = 0, 0
+    view: dict = {}
+    last_shown: tuple | None = None
+    with tqdm(total=None, unit="step", dynamic_ncols=True, desc="train") as bar:
+        while True:
+            try:
+                for line in reader.read(since, 1000):
+                    bar.write(line["line"])
+                    since = line["id"]
+                view = jobs.status_view(rundir)
+                shown = (view.get("total_steps"), view.get("step"), _postfix(view))
+                if shown != last_shown:  # redraw only on change: the output may be a file, not a terminal
+                    last_shown = shown
+                    bar.total = shown[0] or bar.total
+                    bar.n = shown[1] or 0
+                    bar.set_postfix(shown[2], refresh=True)
+                if not view["running"]:
+                    break
+                time.sleep(POLL_S)
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts == 1:
+                    jobs.stop(rundir.run_id)
+                    bar.write("Stopping: finishing the current step, then saving a checkpoint and the model "
+                              "(Ctrl-C again to kill)")
+                else:
+                    bar.write("Killing the worker")
+                    jobs.kill(rundir.run_id)
+        for line in reader.read(since, 100_000):
+            bar.write(line["line"])
+    state = view.get("state")
+    print(f"Run {state}: {relative_to_home(rundir.path, settings.home)}/")
+    if view.get("error"):
+        print(f"error: {view['error'].get('message')}", file=sys.stderr)
+    return EXIT_CODES.get(state, 1)
