@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from tests.conftest import LiveServer
 
 from matelix.settings import Settings
-from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.browser
 
@@ -90,7 +90,7 @@ def start_short_run_from_form(page) -> str:
     return page.text_content("#mon-run")
 
 
-def test_a_run_started_from_the_form_is_watched_live_survives_a_reload_and_stops(page, lab_home):
+def test_a_run_started_from_the_form_is_watched_live_survives_a_reload_stops_and_chats(page, lab_home):
     with LiveServer(Settings(home=lab_home)) as server:
         open_lab(page, server.url + "/#train")
         run_id = start_short_run_from_form(page)
@@ -120,4 +120,26 @@ def test_a_run_started_from_the_form_is_watched_live_survives_a_reload_and_stops
         page.click("#mon-stop")
         page.wait_for_selector("#mon-state.state-stopped", timeout=120_000)
         assert page.is_disabled("#mon-stop")
+
+        # The run is in the history; "Chat with this model" opens Chat with it selected.
+        page.click("#tab-runs")
+        page.click(f"tr[data-run='{run_id}'] td:nth-child(2)")
+        page.wait_for_function("!document.querySelector('#runs-chat').disabled")
+        page.click("#runs-chat")
+        page.wait_for_selector("#view-chat:not([hidden])")
+        page.wait_for_function(f"document.querySelector('#chat-model').value === '{run_id}'")
+
+        # Load it, send a message, receive a streamed reply with its token counts.
+        page.click("#chat-load")
+        page.wait_for_selector("#chat-model-state[data-loaded='true']", timeout=120_000)
+        page.fill("#chat-max_new_tokens", "24")
+        page.fill("#chat-text", "Hallo! Wer bist du?")
+        with page.expect_response("**/chat_stream") as streamed:
+            page.press("#chat-text", "Enter")
+        assert streamed.value.headers["content-type"].startswith("text/event-stream")
+        page.wait_for_function("document.querySelector('#chat-send').disabled === false"
+                               " && document.querySelectorAll('#chat-messages .msg.assistant').length === 1", timeout=120_000)
+        reply = page.text_content("#chat-messages .msg.assistant .text")
+        assert reply.strip()
+        assert "completion tokens" in page.text_content("#chat-messages .msg.assistant .stats")
         assert page.problems.errors == []

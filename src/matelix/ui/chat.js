@@ -104,20 +104,21 @@ async function loadModels() {
   else if (previous && models.some((m) => m.id === previous)) select.value = previous;
 }
 
-/** Whether `id` is among the loaded models of /inference_status (matched by id, path or run name). */
-function isLoaded(statusAnswer, id) {
-  const loaded = statusAnswer?.models ?? statusAnswer?.loaded ?? statusAnswer?.loaded_models ?? [];
-  return loaded.some((m) => [m.id, m.model_dir, m.name, m.path, m.model, m].some((v) =>
-    typeof v === "string" && (v === id || v.endsWith(`/${id}`) || id.endsWith(`/${v}`))));
+/** The entry of /inference_status for `id` (matched by id or path), or undefined when it is not resident. */
+function residentEntry(statusAnswer, id) {
+  return (statusAnswer?.loaded || []).find((m) => m.id === id || m.path === id || m.path?.endsWith(`/${id}`));
 }
 
 async function refreshState() {
   const box = root.querySelector("#chat-model-state");
   try {
     const s = await api("/inference_status");
-    const loaded = isLoaded(s, model());
-    box.textContent = loaded ? t("chat.loaded") : t("chat.not_loaded");
-    box.dataset.loaded = String(loaded);
+    const entry = residentEntry(s, model());
+    const loading = (s.loading || []).includes(model());
+    box.textContent = entry ? [t("chat.loaded"), entry.device, entry.dtype,
+      entry.parameters ? `${num(entry.parameters / 1e6, 1)} M ${t("chat.params_short")}` : null].filter(Boolean).join(" · ")
+      : loading ? t("chat.loading") : t("chat.not_loaded");
+    box.dataset.loaded = String(Boolean(entry));
   } catch (err) {
     box.textContent = err.message;
   }
@@ -214,7 +215,10 @@ async function send() {
     });
   } catch (err) {
     if (err.name === "AbortError") reply.stopped = true;
-    else showError(err.message);
+    else {
+      showError(err.message);
+      if (!reply.content) messages.pop();
+    }
   } finally {
     const seconds = (performance.now() - (firstAt ?? started)) / 1000;
     const generated = reply.usage?.completion_tokens ?? pieces;
@@ -222,6 +226,7 @@ async function send() {
     controller = null;
     save(messages);
     render();
+    refreshState();
     root.querySelector("#chat-send").disabled = false;
     root.querySelector("#chat-stop").disabled = true;
     input.focus();

@@ -75,7 +75,7 @@ const en = {
   "chat.system": "System prompt", "chat.params": "Parameters", "chat.conversation": "Conversation",
   "chat.clear": "Clear", "chat.message": "Message", "chat.placeholder": "Message (Enter sends, Shift+Enter new line)",
   "chat.send": "Send", "chat.stop": "Stop", "chat.stopped": "stopped", "chat.empty": "No messages yet.",
-  "chat.tokens": "{prompt} prompt + {completion} completion tokens", "chat.run": "run",
+  "chat.tokens": "{prompt} prompt + {completion} completion tokens", "chat.run": "run", "chat.params_short": "parameters",
   "chat.role_user": "You", "chat.role_assistant": "Model", "chat.role_system": "System",
 
   "system.title": "System", "system.cpu": "CPU", "system.ram": "RAM", "system.gpu": "GPU",
@@ -159,7 +159,7 @@ const de = {
   "chat.clear": "Leeren", "chat.message": "Nachricht",
   "chat.placeholder": "Nachricht (Enter sendet, Umschalt+Enter neue Zeile)", "chat.send": "Senden",
   "chat.stop": "Stopp", "chat.stopped": "gestoppt", "chat.empty": "Noch keine Nachrichten.",
-  "chat.tokens": "{prompt} Prompt- + {completion} Antwort-Tokens", "chat.run": "Lauf",
+  "chat.tokens": "{prompt} Prompt- + {completion} Antwort-Tokens", "chat.run": "Lauf", "chat.params_short": "Parameter",
   "chat.role_user": "Du", "chat.role_assistant": "Modell", "chat.role_system": "System",
 
   "system.title": "System", "system.cpu": "CPU", "system.ram": "RAM", "system.gpu": "GPU",
