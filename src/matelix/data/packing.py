@@ -9,6 +9,7 @@ as HF Trainer does in training). Each example's first label is -100, so no loss 
 from __future__ import annotations
 
 import bisect
+from itertools import islice
 
 IGNORE = -100
 
@@ -42,7 +43,8 @@ def pack_examples(examples: list[dict], chunk_size: int) -> list[dict]:
         for i in group:
             ex = examples[i]
             input_ids += ex["input_ids"]
-            labels += [IGNORE] + list(ex["labels"][1:])
+            labels.append(IGNORE)
+            labels += islice(ex["labels"], 1, None)
             position_ids += range(len(ex["input_ids"]))
         rows.append({"input_ids": input_ids, "labels": labels, "position_ids": position_ids})
     return rows

@@ -9,6 +9,7 @@ across their boundary.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from matelix.data.render import Rendered, eos_of, render_spans, template_style
@@ -116,19 +117,10 @@ def _windows(n: int, a: int, b: int, chunk_size: int) -> list[tuple[int, int]]:
     return out
 
 
-def tokenize_samples(samples: list[Sample], tokenizer, *, template_mode: str, chunk_size: int = 1024,
-                     train_on_prompt: bool = False) -> TokenizedDataset:
-    """Render and tokenize `samples` with `tokenizer`'s chat template; labels only on trained spans.
-
-    A sample longer than chunk_size keeps the end of its history (left truncation) when its trained span
-    fits, and is split into windows that each keep trained labels when it does not; `stats["cut"]` counts
-    both. A sample with nothing left to train is dropped and counted.
-    """
-    if chunk_size < 2:
-        raise ValueError("chunk_size must be at least 2")
+def token_spans(samples: list[Sample], tokenizer, *, template_mode: str, train_on_prompt: bool = False
+                ) -> Iterator[tuple[Sample, list[int], int, int]]:
+    """`(sample, ids, a, b)` for every sample: the full token ids and the trained token range `[a, b)`."""
     style = template_style(tokenizer, template_mode)
-    out = TokenizedDataset()
-    cut = dropped = tokens = trained = 0
     fast = getattr(tokenizer, "is_fast", False) and getattr(tokenizer, "backend_tokenizer", None) is not None
     by_message = fast and _messages_tokenize_alone(tokenizer, style)
     cache: dict[str, tuple[list[int], int, int]] = {}
@@ -144,19 +136,43 @@ def tokenize_samples(samples: list[Sample], tokenizer, *, template_mode: str, ch
             rendered = [render_spans(s, tokenizer, style, train_on_prompt=train_on_prompt) for s in batch]
             spans = [_slow_ids_and_span(tokenizer, r) for r in rendered]
         for sample, (ids, a, b) in zip(batch, spans, strict=True):
-            a = max(a, 1)
-            windows = _windows(len(ids), a, b, chunk_size) if b > a else []
-            if not windows:
-                dropped += 1
-                continue
-            cut += len(ids) > chunk_size
-            for s, e in windows:
-                lo_t, hi_t = max(a, s + 1), min(b, e)
-                labels = [IGNORE] * (lo_t - s) + ids[lo_t:hi_t] + [IGNORE] * (e - hi_t)
-                out.examples.append({"input_ids": ids[s:e], "labels": labels})
-                out.rows.append(sample.row)
-                tokens += e - s
-                trained += hi_t - lo_t
+            yield sample, ids, a, b
+
+
+def cut_windows(n: int, a: int, b: int, chunk_size: int) -> list[tuple[int, int, int, int]]:
+    """`(s, e, lo, hi)` per example of a sample with n tokens trained on `[a, b)`: the window `[s, e)` and
+    its trained tokens `[lo, hi)`. Empty when nothing can be trained (label 0 is never predicted)."""
+    a = max(a, 1)
+    if b <= a:
+        return []
+    return [(s, e, max(a, s + 1), min(b, e)) for s, e in _windows(n, a, b, chunk_size)]
+
+
+def tokenize_samples(samples: list[Sample], tokenizer, *, template_mode: str, chunk_size: int = 1024,
+                     train_on_prompt: bool = False) -> TokenizedDataset:
+    """Render and tokenize `samples` with `tokenizer`'s chat template; labels only on trained spans.
+
+    A sample longer than chunk_size keeps the end of its history (left truncation) when its trained span
+    fits, and is split into windows that each keep trained labels when it does not; `stats["cut"]` counts
+    both. A sample with nothing left to train is dropped and counted.
+    """
+    if chunk_size < 2:
+        raise ValueError("chunk_size must be at least 2")
+    out = TokenizedDataset()
+    cut = dropped = tokens = trained = 0
+    for sample, ids, a, b in token_spans(samples, tokenizer, template_mode=template_mode,
+                                         train_on_prompt=train_on_prompt):
+        windows = cut_windows(len(ids), a, b, chunk_size)
+        if not windows:
+            dropped += 1
+            continue
+        cut += len(ids) > chunk_size
+        for s, e, lo_t, hi_t in windows:
+            labels = [IGNORE] * (lo_t - s) + ids[lo_t:hi_t] + [IGNORE] * (e - hi_t)
+            out.examples.append({"input_ids": ids[s:e], "labels": labels})
+            out.rows.append(sample.row)
+            tokens += e - s
+            trained += hi_t - lo_t
     out.stats = {"samples": len(samples), "examples": len(out.examples), "cut": cut, "dropped": dropped,
                  "tokens": tokens, "trained_tokens": trained}
     return out

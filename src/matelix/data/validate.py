@@ -12,7 +12,7 @@ from matelix.data.load import check_template_mode, load_dataset, render_mode_of
 from matelix.data.render import render_spans, template_style
 from matelix.data.samples import DatasetError, Problem
 from matelix.data.template import setup_tokenizer
-from matelix.data.tokenize import tokenize_samples
+from matelix.data.tokenize import cut_windows, token_spans
 
 # A report stays readable (and a response small) even for a file where every row is broken.
 MAX_LISTED_PROBLEMS = 1000
@@ -64,14 +64,21 @@ def _percentile(sorted_values: list[int], q: float) -> int:
 
 
 def token_stats(samples, tokenizer, template_mode: str, chunk_size: int) -> TokenStats:
-    """Length percentiles of the full rendered samples, and what chunk_size does to them."""
-    full = tokenize_samples(samples, tokenizer, template_mode=template_mode, chunk_size=1 << 30)
-    lengths = sorted(len(e["input_ids"]) for e in full.examples)
-    cut = tokenize_samples(samples, tokenizer, template_mode=template_mode, chunk_size=chunk_size)
+    """Length percentiles of the full rendered samples, and what chunk_size does to them (one tokenization)."""
+    lengths: list[int] = []
+    over = examples = dropped = tokens = trained = 0
+    for _, ids, a, b in token_spans(samples, tokenizer, template_mode=template_mode):
+        lengths.append(len(ids))
+        windows = cut_windows(len(ids), a, b, chunk_size)
+        over += len(ids) > chunk_size and bool(windows)
+        dropped += not windows
+        examples += len(windows)
+        tokens += sum(e - s for s, e, _, _ in windows)
+        trained += sum(hi - lo for _, _, lo, hi in windows)
+    lengths.sort()
     return TokenStats(chunk_size=chunk_size, p50=_percentile(lengths, 0.5), p95=_percentile(lengths, 0.95),
-                      max=lengths[-1] if lengths else 0, over_chunk_size=cut.stats["cut"],
-                      examples=cut.stats["examples"], dropped=cut.stats["dropped"], tokens=cut.stats["tokens"],
-                      trained_tokens=cut.stats["trained_tokens"])
+                      max=lengths[-1] if lengths else 0, over_chunk_size=over, examples=examples, dropped=dropped,
+                      tokens=tokens, trained_tokens=trained)
 
 
 def validate_dataset(path: Path, template_mode: str = "auto", tokenizer=None, chunk_size: int = 1024,
