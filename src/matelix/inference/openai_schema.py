@@ -19,6 +19,7 @@ MAX_N = 16
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 256
 MAX_PROMPTS = 64
+MAX_CHOICES = 128  # prompts x n of one completions request
 ROLE_ALIASES = {"developer": "system"}  # newer clients send "developer" for what older ones call "system"
 FinishReason = Literal["stop", "length"]
 
@@ -58,6 +59,8 @@ class SamplingRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
+    stop_token_ids: list[int] | None = Field(None, max_length=64, description="vLLM extra: more stop tokens.")
+    ignore_eos: bool = Field(False, description="vLLM extra: keep generating past EOS (benchmarks).")
 
     @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p",
                      "repetition_penalty", "n", "top_k", mode="before")
@@ -97,10 +100,6 @@ class SamplingRequest(BaseModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
-
-    def choice_seed(self, index: int) -> int | None:
-        """Choice `index` samples with `seed + index`, so n choices differ yet the request is reproducible."""
-        return None if self.seed is None else self.seed + index
 
 
 class ChatMessage(BaseModel):
@@ -211,6 +210,15 @@ class CompletionRequest(SamplingRequest):
             return value
         raise ValueError("must be a string, a list of strings, a list of token ids, or a list of "
                          "non-empty lists of token ids")
+
+    @field_validator("prompt")
+    @classmethod
+    def _bounded_choices(cls, value: list, info: ValidationInfo) -> list:
+        n = info.data.get("n") or 1
+        if len(value) * n > MAX_CHOICES:
+            raise ValueError(f"{len(value)} prompts x n={n} asks for {len(value) * n} completions; at most "
+                             f"{MAX_CHOICES} per request")
+        return value
 
     @field_validator("max_tokens", mode="before")
     @classmethod
