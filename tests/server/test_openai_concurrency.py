@@ -1,9 +1,13 @@
-"""Many concurrent streams through the async `openai` client, and cancellation when a client goes away."""
+"""Stream lifecycle: many concurrent streams through the async `openai` client, cancellation when a client
+goes away, and an error after the stream started."""
 
 import asyncio
+import json
 import time
 
 import httpx
+import openai
+import pytest
 from transformers import AutoTokenizer
 
 from matelix.inference.engine import Engine
@@ -71,3 +75,29 @@ def test_client_disconnect_mid_stream_cancels_the_generation(openai_server, monk
     assert handle.cancelled  # cancel() only takes effect on a request that had not finished yet
     status = httpx.get(openai_server.url + "/inference_status", headers=headers).json()
     assert status["active_requests"] == 0 and status["queued_requests"] == 0
+
+
+def test_error_after_the_stream_started_is_an_error_event_then_done(openai_server, openai_client):
+    headers = {"Authorization": f"Bearer {openai_server.settings.api_key}"}
+    body = {"model": DEMO, "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 1500,
+            "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", openai_server.url + "/v1/chat/completions", json=body, headers=headers,
+                      timeout=60) as r:
+        lines = (line for line in r.iter_lines() if line)
+        assert json.loads(next(lines)[len("data: "):])["choices"][0]["delta"]["role"] == "assistant"
+        unloaded = httpx.post(openai_server.url + "/unload_inference", json={"model_dir": DEMO}, headers=headers,
+                              timeout=60)
+        assert unloaded.json()["unloaded"] == [DEMO]
+        rest = list(lines)
+    assert rest[-1] == "data: [DONE]"
+    error = json.loads(rest[-2][len("data: "):])["error"]
+    assert set(error) == {"message", "type", "param", "code"} and "unloaded" in error["message"]
+    # The SDK raises it as an APIError; a new request loads the model again.
+    stream = openai_client.chat.completions.create(model=DEMO, messages=[{"role": "user", "content": "Hallo"}],
+                                                   max_tokens=1500, stream=True, extra_body={"ignore_eos": True})
+    next(iter(stream))
+    httpx.post(openai_server.url + "/unload_inference", json={"model_dir": DEMO}, headers=headers, timeout=60)
+    with pytest.raises(openai.APIError, match="unloaded"):
+        list(stream)
+    assert openai_client.chat.completions.create(model=DEMO, messages=[{"role": "user", "content": "Hallo"}],
+                                                 max_tokens=2).choices[0].finish_reason in ("stop", "length")

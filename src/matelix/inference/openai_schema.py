@@ -117,7 +117,7 @@ class ChatMessage(BaseModel):
         if value in ("tool", "function"):
             raise ValueError(f"role '{value}' is not supported (this server does not call tools); "
                              "use system, user or assistant")
-        return ROLE_ALIASES.get(value, value)
+        return ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
 
     @field_validator("content", mode="before")
     @classmethod

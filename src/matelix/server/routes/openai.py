@@ -282,7 +282,13 @@ def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
 # ----- endpoints ------------------------------------------------------------------------------------
 
 
-@router.post("/chat/completions", response_model=None)
+def documented(model: type) -> dict:
+    """OpenAPI: the JSON body, or with `stream: true` server-sent events of chunks."""
+    return {200: {"model": model, "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                  "description": "The whole response, or with `stream: true` an event stream of chunks."}}
+
+
+@router.post("/chat/completions", response_model=None, responses=documented(ChatCompletion))
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
     """Answer a conversation: a `chat.completion`, or `chat.completion.chunk` events with `stream`."""
     messages = [{"role": m.role, "content": m.content} for m in body.messages]
@@ -299,7 +305,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Cha
     return ChatCompletion(id=cid, created=created, model=body.model, choices=choices, usage=usage)
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=None, responses=documented(Completion))
 async def completions(request: Request, body: CompletionRequest) -> Completion | StreamingResponse:
     """Continue text prompts: a `text_completion`, or `text_completion` chunk events with `stream`."""
     def encode(model: LoadedModel) -> list[list[int]]:
