@@ -1,0 +1,1 @@
+"""Inference: model registry, batching engine, sampling, detokenization, and the OpenAI wire format."""
