@@ -100,3 +100,12 @@ def test_thread_samples_tokenize_exactly_like_their_full_rendered_text(tok):
         text = render_sample(sample, tok, "chat")
         assert ex["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
         assert _trained_text(tok, ex) == sample.messages[-1]["content"] + "\n</s>"
+
+
+def test_a_models_own_template_masks_everything_but_the_answer(tiny_model_dir):
+    own = AutoTokenizer.from_pretrained(tiny_model_dir)
+    own.chat_template = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% if m['role'] == 'assistant' %}"
+                         "{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}")
+    ex = tokenize_samples([_chat("Hallo", "Servus")], own, template_mode="chat").examples[0]
+    assert own.decode(ex["input_ids"]) == "[user]Hallo[assistant]Servus</s>"
+    assert _trained_text(own, ex) == "Servus</s>"

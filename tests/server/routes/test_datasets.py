@@ -144,3 +144,11 @@ def test_upload_refuses_unreadable_content(client, settings):
     r = client.post("/datasets/upload", files={"file": ("e.csv", b"", "text/csv")})
     assert r.status_code == 400
     assert list(settings.datasets_dir.iterdir()) == []
+
+
+def test_a_symlink_out_of_datasets_is_refused(client, settings):
+    (settings.home / "secret.csv").write_text("text\ngeheim\n", encoding="utf-8")
+    (settings.datasets_dir / "link.csv").symlink_to(settings.home / "secret.csv")
+    r = client.post("/datasets/validate", json={"dataset": "link.csv"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "path_refused"
+    assert client.get("/datasets/link.csv/preview").status_code == 400
