@@ -53,3 +53,12 @@ def test_setup_keeps_a_models_own_template_unless_forced(tiny_model_dir):
     assert tok.chat_template == "{{ 'own' }}"
     setup_tokenizer(tok, "dialogplus", force_template=True)
     assert tok.chat_template == matelix_chat_template("dialogplus")
+
+
+def test_dialogplus_setup_replaces_the_matelix_chat_template(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert tok.chat_template == matelix_chat_template("chat")
+    setup_tokenizer(tok, "dialogplus")
+    assert tok.chat_template == matelix_chat_template("dialogplus")
+    setup_tokenizer(tok, "chat")
+    assert tok.chat_template == matelix_chat_template("chat")

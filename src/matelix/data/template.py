@@ -49,7 +49,8 @@ def render_message(role: str, content: str, eos: str, mode: TemplateMode = "chat
 def setup_tokenizer(tokenizer, mode: TemplateMode = "chat", *, force_template: bool = False) -> list[str]:
     """Add role tokens (special, never split) and a distinct pad token; install the MaTeLiX template.
 
-    The template is installed when the tokenizer has none, or when `force_template` is set.
+    The template is installed when the tokenizer has none, when it has the other MaTeLiX template (so a
+    `dialogplus` run saves the dialogplus template it trained with), or when `force_template` is set.
     Returns the tokens that were added (the caller resizes embeddings when this is non-empty).
     """
     vocab = tokenizer.get_vocab()
@@ -62,7 +63,9 @@ def setup_tokenizer(tokenizer, mode: TemplateMode = "chat", *, force_template: b
         tokenizer.add_special_tokens({"extra_special_tokens": roles}, replace_extra_special_tokens=False)
     if needs_pad:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-    if force_template or not getattr(tokenizer, "chat_template", None):
+    current = getattr(tokenizer, "chat_template", None)
+    ours = current in (matelix_chat_template("chat"), matelix_chat_template("dialogplus"))
+    if force_template or not current or ours:
         tokenizer.chat_template = matelix_chat_template(mode)
     return new_specials
 
