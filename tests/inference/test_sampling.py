@@ -1,0 +1,72 @@
+"""Sampling parameters and per-row sampling: validation, warpers, penalties, seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from matelix.inference.sampling import InvalidSamplingParams, RowSampler, SamplingParams, sample_rows
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -1), ("min_p", 1.5),
+    ("repetition_penalty", 0.0), ("presence_penalty", 2.5), ("frequency_penalty", -3.0),
+    ("max_new_tokens", 0), ("max_new_tokens", True), ("seed", "7"), ("stop", ("",)),
+    ("stop", tuple(str(i) for i in range(17))), ("temperature", float("nan")),
+])
+def test_out_of_range_values_name_the_field(field, value):
+    with pytest.raises(InvalidSamplingParams) as err:
+        SamplingParams(**{field: value}).validate()
+    assert err.value.param == field
+
+
+def draws(logits: list[float], n: int = 300, **kw) -> set[int]:
+    sampler = RowSampler(SamplingParams(seed=0, **kw), [], len(logits), torch.device("cpu"))
+    return {sampler.sample(torch.tensor(logits)) for _ in range(n)}
+
+
+def test_top_k_top_p_and_min_p_restrict_the_candidates():
+    logits = [4.0, 3.9, 3.8, 0.0, -1.0, -2.0]
+    assert draws(logits, top_k=2) <= {0, 1}
+    assert draws(logits, top_p=0.5) <= {0, 1}
+    assert draws(logits, min_p=0.5) <= {0, 1, 2}
+    assert len(draws(logits, temperature=5.0)) > 3
+
+
+def test_repetition_penalty_matches_transformers():
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    logits = torch.tensor([1.0, -2.0, 3.0, 0.5, -0.5])
+    prompt = [1, 2]
+    ours = RowSampler(SamplingParams(temperature=0, repetition_penalty=1.5), prompt, 5, torch.device("cpu"))
+    expected = RepetitionPenaltyLogitsProcessor(1.5)(torch.tensor([prompt]), logits.clone()[None])[0]
+    assert torch.allclose(ours.process(logits.clone()), expected)
+
+
+def test_presence_and_frequency_penalties_count_generated_tokens():
+    sampler = RowSampler(SamplingParams(temperature=0, presence_penalty=1.0, frequency_penalty=0.5), [0], 3,
+                         torch.device("cpu"))
+    for token in (2, 2, 1):
+        sampler.observe(token)
+    out = sampler.process(torch.zeros(3))
+    assert out.tolist() == [0.0, -1.5, -2.0]
+
+
+def test_greedy_rows_take_the_argmax_and_seeded_rows_repeat():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+
+    def batch():
+        return [RowSampler(SamplingParams(temperature=0), [], 50, cpu),
+                RowSampler(SamplingParams(temperature=1.0, seed=3), [], 50, cpu),
+                RowSampler(SamplingParams(temperature=1.0, seed=3), [], 50, cpu)]
+
+    first = sample_rows(logits.clone(), batch())
+    assert first[0] == int(logits[0].argmax())
+    assert sample_rows(logits.clone(), batch()) == first
+
+
+def test_choices_get_consecutive_seeds():
+    params = SamplingParams(seed=10)
+    assert [params.for_choice(i).seed for i in range(3)] == [10, 11, 12]
+    assert SamplingParams().for_choice(2).seed is None
