@@ -81,6 +81,18 @@ def test_preview_in_a_subfolder_and_in_column_mode(client, datasets):
     assert client.get("/datasets/sub/broken.csv/preview").status_code == 200
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    ("text\nGrüße\n".encode("latin-1"), "line 2 is not valid UTF-8"),
+    (b'text\n"gut"\n"schlecht"x\n', "bad CSV quoting in data row 2 (line 3)"),
+    (b"id,Benutzer\n1,x\n", "missing column 'text'"),
+])
+def test_validate_an_unreadable_file_is_a_400_naming_the_place(client, settings, content, message):
+    (settings.datasets_dir / "bad.csv").write_bytes(content)
+    r = client.post("/datasets/validate", json={"dataset": "bad.csv"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_dataset"
+    assert message in r.json()["error"]["message"]
+
+
 def test_preview_errors_are_4xx(client, datasets, settings):
     (settings.datasets_dir / "bad.csv").write_bytes("text\nGrüße\n".encode("latin-1"))
     r = client.get("/datasets/bad.csv/preview")

@@ -92,6 +92,8 @@ def validate(body: ValidateRequest, settings: SettingsDep) -> ValidationReport:
     path = dataset_path(body.dataset, settings)
     tokenizer = load_tokenizer_for(body.model, settings, body.template_mode) if body.model else None
     report = validate_dataset(path, body.template_mode, tokenizer, body.chunk_size, body.column_name)
+    if report.format is None:  # not readable at all (encoding, quoting, missing columns): a bad request
+        raise ApiError(400, report.errors[0].message, param="dataset", code="invalid_dataset")
     report.file = path.relative_to(settings.datasets_dir.resolve()).as_posix()
     return report
 
