@@ -52,8 +52,10 @@ def test_max_completion_tokens_wins_over_max_tokens():
 
 
 def test_explicit_nulls_mean_the_defaults():
-    r = chat(temperature=None, top_p=None, n=None, presence_penalty=None)
-    assert (r.temperature, r.top_p, r.n, r.presence_penalty) == (1.0, 1.0, 1, 0.0)
+    r = chat(temperature=None, top_p=None, n=None, presence_penalty=None, stream=None, stop=None, seed=None,
+             max_tokens=None, top_k=None)
+    assert (r.temperature, r.top_p, r.n, r.presence_penalty, r.stream, r.top_k) == (1.0, 1.0, 1, 0.0, False, 0)
+    assert CompletionRequest(model="m", prompt="x", echo=None, stream=None).echo is False
 
 
 def test_unknown_fields_are_ignored_and_harmless_known_ones_accepted():

@@ -63,7 +63,7 @@ class SamplingRequest(BaseModel):
     ignore_eos: bool = Field(False, description="vLLM extra: keep generating past EOS (benchmarks).")
 
     @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p",
-                     "repetition_penalty", "n", "top_k", mode="before")
+                     "repetition_penalty", "n", "top_k", "stream", "ignore_eos", mode="before")
     @classmethod
     def _null_means_default(cls, value: Any, info: ValidationInfo) -> Any:
         # Clients send explicit nulls for "use the default"; the default lives on the field.
@@ -210,6 +210,11 @@ class CompletionRequest(SamplingRequest):
             return value
         raise ValueError("must be a string, a list of strings, a list of token ids, or a list of "
                          "non-empty lists of token ids")
+
+    @field_validator("echo", mode="before")
+    @classmethod
+    def _null_echo(cls, value: Any) -> Any:
+        return False if value is None else value
 
     @field_validator("prompt")
     @classmethod
