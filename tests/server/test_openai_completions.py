@@ -110,7 +110,8 @@ def test_invalid_or_unsupported_values_are_bad_requests(openai_client, kw, param
     assert exc.value.param == param
 
 
-def test_prompt_longer_than_the_context_is_a_bad_request(openai_client):
+def test_prompt_longer_than_the_context_is_a_bad_request_naming_the_prompt(openai_client):
     with pytest.raises(openai.BadRequestError) as exc:
-        complete(openai_client, prompt="Wal " * 3000)
+        complete(openai_client, prompt=["Hallo", "Wal " * 3000])
     assert exc.value.code == "context_length_exceeded" and exc.value.param == "prompt"
+    assert exc.value.body["message"].startswith("prompt 1: ")

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from matelix import catalog
-from matelix.inference.engine import EngineClosed, PromptTooLong
+from matelix.inference.engine import EngineClosed, PromptTooLong, RequestRejected
 from matelix.inference.handle import GenerationEvent, RequestHandle, interleave
 from matelix.inference.loading import LoadedModel
 from matelix.inference.openai_schema import (
@@ -134,8 +134,14 @@ async def submit(request: Request, body: SamplingRequest, prompts: Callable[[Loa
             loaded = await registry.acquire(body.model, prefer_resident=False)
             # Without a limit a completion may fill the context; the engine clips to what is left.
             params = sampling_params(body, max_new_tokens or loaded.context_length)
-            for ids in prompts(loaded):
-                handles += loaded.engine.submit_many(ids, params, body.n)
+            encoded = prompts(loaded)
+            for i, ids in enumerate(encoded):
+                try:
+                    handles += loaded.engine.submit_many(ids, params, body.n)
+                except RequestRejected as exc:
+                    if len(encoded) > 1:  # say which prompt of the list
+                        exc.args = (f"prompt {i}: {exc}",)
+                    raise
             return loaded, handles
         except EngineClosed as exc:  # unloaded between acquire and submit: acquire once more
             _cancel(handles)
