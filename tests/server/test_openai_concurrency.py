@@ -56,8 +56,9 @@ def test_client_disconnect_mid_stream_cancels_the_generation(openai_server, monk
     submit_many = Engine.submit_many
 
     def recording_submit_many(self, *args, **kw):
-        handles.extend(submit_many(self, *args, **kw))
-        return handles[-1:]
+        submitted = submit_many(self, *args, **kw)
+        handles.extend(submitted)
+        return submitted
 
     monkeypatch.setattr(Engine, "submit_many", recording_submit_many)
     headers = {"Authorization": f"Bearer {openai_server.settings.api_key}"}
