@@ -77,7 +77,7 @@ def test_available_models_lists_local_models_and_finished_runs(client, home):
     assert {(m["id"], m["kind"]) for m in models} == {("models/m1", "local"), ("m1_2026-01-01_00-00-00", "run")}
     runs = client.get("/trainings").json()
     assert [r["run_id"] for r in runs] == ["m1_2026-01-01_00-00-00"]
-    assert runs[0]["config"] == {"model_dir": "models/m1"}
+    assert runs[0]["has_model"] is True
 
 
 def test_index_serves_packaged_ui_unless_user_static_exists(make_settings, home):
