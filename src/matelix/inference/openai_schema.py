@@ -43,22 +43,24 @@ class SamplingRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=MAX_N)
-    stop: list[str] | None = None
-    seed: int | None = None
+    model: str = Field(min_length=1, description="A model id from GET /v1/models.")
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (clipped to the context).")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    n: int = Field(1, ge=1, le=MAX_N, description="Choices per prompt; choice j samples with seed + j.")
+    stop: list[str] | None = Field(None, description=f"A string or up to {MAX_STOP_SEQUENCES}; never part of "
+                                                     "the returned text.")
+    seed: int | None = Field(None, description="Same seed + prompt + parameters → same text.")
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    top_k: int = Field(0, ge=-1, description="0 or -1 = off (vLLM convention).")
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    logit_bias: dict[str, float] | None = None
-    user: str | None = None
+    top_k: int = Field(0, ge=-1, description="vLLM extra: keep the k most likely tokens; 0 or -1 = off.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="vLLM extra: drop tokens below min_p x the top one.")
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="vLLM extra, transformers semantics.")
+    stream: bool = Field(False, description="Send server-sent events of chunks, then `data: [DONE]`.")
+    stream_options: StreamOptions | None = Field(None, description="Only with stream: include_usage adds a "
+                                                                   "final usage chunk.")
+    logit_bias: dict[str, float] | None = Field(None, description="Not supported: non-empty → 400.")
+    user: str | None = Field(None, description="Accepted and ignored.")
     stop_token_ids: list[int] | None = Field(None, max_length=64, description="vLLM extra: more stop tokens.")
     ignore_eos: bool = Field(False, description="vLLM extra: keep generating past EOS (benchmarks).")
 
