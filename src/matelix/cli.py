@@ -5,6 +5,7 @@
     matelix demo-assets [--home DIR]
     matelix data validate FILE [--template-mode M] [--model DIR] [--json]
     matelix train CONFIG.yaml|json [--home DIR]
+    matelix ngrams mine DATASET --model DIR [--top-k N] [--json]
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return run_validate(args.file, args.template_mode, args.model, args.chunk_size, args.column_name, args.json)
 
 
+def cmd_ngrams_mine(args: argparse.Namespace) -> int:
+    from matelix.training.ngram_console import run_mine
+    from matelix.training.ngrams import NgramOptions
+
+    opts = NgramOptions(max_len=args.max_len, top_k=args.top_k, min_count=args.min_count, min_chars=args.min_chars,
+                        max_samples=args.max_samples)
+    return run_mine(args.dataset, args.model, opts, template_mode=args.template_mode, column_name=args.column_name,
+                    as_json=args.json, shown=args.show)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matelix", description="MaTeLiX Lab: fine-tune and serve causal LMs.")
     parser.add_argument("--version", action="version", version=f"matelix {__version__}")
@@ -105,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--column-name", default="text", help="text column for the column format")
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     validate.set_defaults(func=cmd_data_validate)
+
+    ngrams = sub.add_parser("ngrams", help="n-gram vocabulary tools").add_subparsers(
+        dest="ngrams_command", required=True, metavar="NGRAMS_COMMAND")
+    mine = ngrams.add_parser("mine", help="show the phrases use_ngrams would add and the compression they give")
+    mine.add_argument("dataset", type=Path, help="CSV, JSONL or JSON dataset file")
+    mine.add_argument("--model", type=Path, required=True, help="model folder whose tokenizer is extended")
+    mine.add_argument("--top-k", type=int, default=1500, help="most phrases added (default 1500)")
+    mine.add_argument("--max-len", type=int, default=12,
+                      help="longest phrase in tokens (default 12; at least 32 for code-heavy data)")
+    mine.add_argument("--min-count", type=int, default=2,
+                      help="least occurrences of a phrase (default 2; runs use ngram_min_count)")
+    mine.add_argument("--min-chars", type=int, default=4, help="shortest phrase in characters (default 4)")
+    mine.add_argument("--max-samples", type=int, default=20_000, help="samples mined at most (default 20000)")
+    mine.add_argument("--template-mode", default="auto",
+                      help="auto, column, chat, dialogplus, messages, sharegpt or alpaca (default auto)")
+    mine.add_argument("--column-name", default="text", help="text column for the column format")
+    mine.add_argument("--show", type=int, default=30, help="phrases listed (default 30)")
+    mine.add_argument("--json", action="store_true", help="print totals and every phrase as JSON")
+    mine.set_defaults(func=cmd_ngrams_mine)
 
     train = sub.add_parser("train", help="run a training job in the foreground with a progress bar")
     train.add_argument("config", type=Path, help="TrainConfig as YAML or JSON (see examples/)")

@@ -1,0 +1,334 @@
+"""N-gram vocabulary optimisation: mine frequent phrases of the training texts and add them as tokens.
+
+    totals = apply_ngrams(tokenizer, model, texts, config, run_dir, log)
+
+1. Encode the (rendered) texts and count token-id n-grams of lengths 2..ngram_max (longer for code) with
+   `ngram_count` — special tokens split the counting, so no phrase contains a role/eos/pad token.
+2. Rank candidates by the tokens they save, count × (n − 1), greedily: a candidate inside an already chosen
+   phrase only keeps the occurrences the longer phrase does not cover. Each phrase is the raw text span of
+   an occurrence (spaces and newlines included) and must encode back to exactly its token ids.
+3. Add the phrases to a scratch copy of the tokenizer as plain added tokens (matched on the raw text, not
+   stripped, not special, so `decode(encode(text)) == text`), re-encode the texts and keep only phrases that
+   are used at least `ngram_min_count` times and not clearly more often than mined (a phrase used more often
+   matches inside words it was never part of). Freed slots are refilled from the remaining candidates.
+4. Add the survivors to the real tokenizer, grow the model with mean-initialised rows
+   (`embeddings.resize_with_mean_init`) and write `ngram_token_map.json` with the measured totals.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import AddedToken, Tokenizer
+
+from matelix.training.embeddings import resize_with_mean_init
+from matelix.training.ngram_count import (
+    Boundaries,
+    OccurrenceIndex,
+    count_ngrams,
+    layout,
+    looks_like_code,
+)
+from matelix.training.rundir import write_json_atomic
+
+MAP_FILE = "ngram_token_map.json"
+CODE_NGRAM_MAX = 32  # code repeats long spans (indentation + keywords + punctuation); prose rarely does
+TRIAL_ROUNDS = 3
+OVERUSE = 1.1  # a phrase used > 10% more often than mined matches where it was no n-gram
+_WORD = re.compile(r"\w")
+_LINE_BREAKS = re.compile(r"\n+")
+
+
+@dataclass(frozen=True)
+class NgramOptions:
+    """The mining knobs (`TrainConfig.ngram_*`)."""
+
+    max_len: int = 12
+    top_k: int = 1500
+    min_count: int = 8
+    min_chars: int = 4
+    max_samples: int = 20_000
+
+    @classmethod
+    def from_config(cls, config) -> NgramOptions:
+        """Read `ngram_*` fields from any config object; missing fields keep the defaults."""
+        names = {"max_len": "ngram_max", "top_k": "ngram_top_k", "min_count": "ngram_min_count",
+                 "min_chars": "ngram_min_chars", "max_samples": "ngram_max_samples"}
+        return cls(**{k: getattr(config, v, getattr(cls, k)) for k, v in names.items()})
+
+
+@dataclass
+class Phrase:
+    """A mined phrase: its raw text, the token ids it replaces, how often it was mined and used."""
+
+    text: str
+    source_ids: list[int]
+    mined: int  # occurrences left to it by the phrases chosen before it
+    occurrences: int  # all occurrences as this token sequence
+    used: int = 0
+    token_id: int = -1
+
+    @property
+    def savings(self) -> int:
+        return self.used * (len(self.source_ids) - 1)
+
+
+@dataclass
+class MineResult:
+    """Chosen phrases and the measured token counts of the mined texts before and after adding them."""
+
+    phrases: list[Phrase]
+    texts: int
+    tokens_before: int
+    tokens_after: int
+    max_len: int
+    code_heavy: bool
+    seconds: float
+
+    @property
+    def saved_pct(self) -> float:
+        return 100.0 * (1 - self.tokens_after / self.tokens_before) if self.tokens_before else 0.0
+
+    def totals(self) -> dict:
+        return {"texts": self.texts, "added_tokens": len(self.phrases), "tokens_before": self.tokens_before,
+                "tokens_after": self.tokens_after, "saved_tokens": self.tokens_before - self.tokens_after,
+                "saved_pct": round(self.saved_pct, 2), "max_len": self.max_len, "code_heavy": self.code_heavy,
+                "seconds": round(self.seconds, 2)}
+
+
+def _sample(texts: Sequence[str], max_samples: int) -> list[str]:
+    """At most `max_samples` texts, evenly spread over the dataset (deterministic)."""
+    texts = [t for t in texts if t]
+    if len(texts) <= max_samples:
+        return texts
+    return [texts[i] for i in np.linspace(0, len(texts) - 1, max_samples).astype(int)]
+
+
+def _reserved_strings(tokenizer) -> list[str]:
+    """Contents of tokens a phrase must never touch: special and previously added tokens."""
+    reserved = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+    return [s for s in reserved if s]
+
+
+def _touches_reserved(phrase: str, reserved: list[str]) -> bool:
+    """True when the phrase contains a reserved string or could fuse with one next to it in raw text
+    (an added token matching the leftmost-longest way would then swallow the start of a role token)."""
+    for s in reserved:
+        if s in phrase:
+            return True
+        for k in range(1, len(s)):
+            if phrase.endswith(s[:k]) or phrase.startswith(s[-k:]):
+                return True
+    return False
+
+
+def _lines_ok(phrase: str, code: bool) -> bool:
+    """Line breaks at a phrase's edges (with the indentation around them) are fine; one inside joins two
+    lines: never in prose, at most one in code (the end of a line into the start of the next)."""
+    return len(_LINE_BREAKS.findall(phrase.strip())) <= (1 if code else 0)
+
+
+def _non_overlapping(pos: np.ndarray, n: int) -> np.ndarray:
+    """Greedy left-to-right occurrences that do not overlap each other (runs like repeated spaces)."""
+    if pos.size < 2 or np.all(np.diff(pos) >= n):
+        return pos
+    kept, last = [], -n
+    for p in pos.tolist():
+        if p >= last + n:
+            kept.append(p)
+            last = p
+    return np.asarray(kept, dtype=np.int64)
+
+
+class _Candidates:
+    """Candidates in lazy-greedy order of the tokens they would still save.
+
+    The corpus positions replaced by chosen phrases are marked covered; a candidate only counts the
+    occurrences that touch no covered position. So substrings, shifted windows of one long repeated passage
+    and other near-duplicates of a chosen phrase lose their worth instead of filling the vocabulary.
+    """
+
+    def __init__(self, counts, texts: list[str], offsets: list[np.ndarray], starts: np.ndarray,
+                 tokenizer, opts: NgramOptions, code: bool):
+        self.counts, self.texts, self.offsets, self.starts = counts, texts, offsets, starts
+        self.index = OccurrenceIndex(counts.ids)
+        self.covered = np.zeros(counts.ids.size, dtype=bool)
+        self.backend = tokenizer.backend_tokenizer
+        self.opts, self.code = opts, code
+        self.reserved = _reserved_strings(tokenizer)
+        self.added = set(tokenizer.get_added_vocab())
+        self.heap = list(zip((-counts.score).tolist(), range(counts.count.size), strict=True))
+        heapq.heapify(self.heap)
+        self.seen: set[str] = set()
+
+    def _span(self, k: int) -> tuple[str, str, str]:
+        """Candidate k's raw text at its first occurrence, with the characters just before and after it."""
+        pos = int(self.counts.position[k])
+        t = int(np.searchsorted(self.starts, pos, side="right")) - 1
+        first, last = pos - self.starts[t], pos - self.starts[t] + int(self.counts.length[k]) - 1
+        text, a, b = self.texts[t], self.offsets[t][first, 0], self.offsets[t][last, 1]
+        return text[a:b], text[a - 1:a], text[b:b + 1]
+
+    def _acceptable(self, ids: list[int], phrase: str, before: str, after: str) -> bool:
+        inside_word = bool(_WORD.match(phrase[:1]) and _WORD.match(before)) or bool(
+            _WORD.match(phrase[-1:]) and _WORD.match(after))
+        return (len(phrase) >= self.opts.min_chars and not inside_word and "\ufffd" not in phrase
+                and phrase not in self.seen and phrase not in self.added and _lines_ok(phrase, self.code)
+                and not _touches_reserved(phrase, self.reserved)
+                and self.backend.encode(phrase, add_special_tokens=False).ids == ids and self._decodes(phrase))
+
+    def _decodes(self, phrase: str) -> bool:
+        """Whether the phrase as an added token decodes to itself: its content goes through the decoder,
+        and a byte-level decoder maps a token's characters through its byte alphabet when all of them are
+        in it, so e.g. `Gemüse,` would come back garbled."""
+        decoder = self.backend.decoder
+        return decoder is None or decoder.decode([phrase]) == phrase
+
+    def _free(self, ids: list[int]) -> np.ndarray:
+        """Non-overlapping occurrences of `ids` that touch no covered position."""
+        pos = self.index.find(ids)
+        pos = pos[~self.covered[pos[:, None] + np.arange(len(ids))].any(axis=1)]
+        return _non_overlapping(pos, len(ids))
+
+    def take(self, n: int) -> list[Phrase]:
+        """The next `n` acceptable phrases in order of the tokens they still save."""
+        chosen: list[Phrase] = []
+        while self.heap and len(chosen) < n:
+            neg_score, k = heapq.heappop(self.heap)
+            ids = self.counts.tokens(k)
+            free = self._free(ids)
+            if free.size < self.opts.min_count:
+                continue
+            if free.size * (len(ids) - 1) < -neg_score:  # worth less than queued: re-queue at its true worth
+                heapq.heappush(self.heap, (-free.size * (len(ids) - 1), k))
+                continue
+            phrase, before, after = self._span(k)
+            if not self._acceptable(ids, phrase, before, after):
+                continue
+            self.seen.add(phrase)
+            chosen.append(Phrase(phrase, ids, int(free.size), int(self.counts.count[k])))
+            self.covered[free[:, None] + np.arange(len(ids))] = True
+        return chosen
+
+
+def _added_token(phrase: str):
+    """Matched on raw text, never stripped, not special (kept by `skip_special_tokens`). A phrase that starts
+    and ends inside a word must not match in the middle of a longer word."""
+    whole_word = bool(_WORD.match(phrase[0]) and _WORD.match(phrase[-1]))
+    return AddedToken(phrase, single_word=whole_word, lstrip=False, rstrip=False, normalized=False,
+                      special=False)
+
+
+def _trial(tokenizer, texts: list[str], phrases: list[Phrase], *, verify: bool = False) -> tuple[int, set[int]]:
+    """Encode `texts` with the phrases added to a scratch tokenizer and set each phrase's use count.
+
+    Returns the total token count and, with `verify`, the indices of phrases used in a text that no longer
+    decodes to itself (texts the unchanged tokenizer cannot round-trip either are not held against them).
+    """
+    scratch = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    scratch.add_tokens([_added_token(p.text) for p in phrases])
+    index_of = {scratch.token_to_id(p.text): i for i, p in enumerate(phrases)}
+    encoded = scratch.encode_batch_fast(texts, add_special_tokens=False)
+    flat = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encoded]) if encoded else np.zeros(0, int)
+    used = np.bincount(flat, minlength=scratch.get_vocab_size(with_added_tokens=True))
+    for token_id, i in index_of.items():
+        phrases[i].used = int(used[token_id])
+    broken: set[int] = set()
+    if verify:
+        decoded = scratch.decode_batch([e.ids for e in encoded], skip_special_tokens=False)
+        backend = tokenizer.backend_tokenizer
+        for text, enc, back in zip(texts, encoded, decoded, strict=True):
+            if back != text and backend.decode(backend.encode(text, add_special_tokens=False).ids,
+                                               skip_special_tokens=False) == text:
+                broken.update(index_of[i] for i in enc.ids if i in index_of)
+    return int(flat.size), broken
+
+
+def mine(tokenizer, texts: Sequence[str], opts: NgramOptions, log: Callable[[str], None] = print) -> MineResult:
+    """Choose up to `opts.top_k` phrases for `texts` and measure the token counts they give (no changes)."""
+    started = time.perf_counter()
+    texts = _sample(texts, opts.max_samples)
+    code = looks_like_code(texts)
+    max_len = max(opts.max_len, CODE_NGRAM_MAX) if code else opts.max_len
+    log(f"n-grams: encoding {len(texts)} texts ({sum(map(len, texts)) / 1e6:.2f} M characters,"
+        f" {'code-heavy, ' if code else ''}phrases up to {max_len} tokens)")
+    encoded = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    offsets = [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2) for e in encoded]
+    lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)  # +1: separator
+    special_ids = set(tokenizer.all_special_ids) | {tokenizer.convert_tokens_to_ids(t)
+                                                    for t in tokenizer.get_added_vocab()}
+    ids = layout((e.ids for e in encoded), special_ids)
+    tokens_before = int(lengths.sum())
+    backend = tokenizer.backend_tokenizer
+    token_texts = [backend.decode([i], skip_special_tokens=False) for i in range(backend.get_vocab_size())]
+    counts = count_ngrams(ids, max_len, opts.min_count, Boundaries.of(ids, token_texts),
+                          max_inner_breaks=1 if code else 0)
+    log(f"n-grams: {tokens_before} tokens, {counts.count.size} frequent n-grams")
+
+    candidates = _Candidates(counts, texts, offsets, starts, tokenizer, opts, code)
+    kept: list[Phrase] = []
+    tokens_after = tokens_before
+    for round_no in range(1, TRIAL_ROUNDS + 1):
+        fresh = candidates.take(opts.top_k - len(kept))
+        if not fresh:
+            break
+        trial = kept + fresh
+        tokens_after, _ = _trial(tokenizer, texts, trial)
+        kept = [p for p in trial if opts.min_count <= p.used <= OVERUSE * p.occurrences + 1]
+        log(f"n-grams: round {round_no}: {len(trial)} phrases tried, {len(kept)} kept,"
+            f" {tokens_before} → {tokens_after} tokens")
+        if len(kept) == len(trial):
+            break
+    while kept:  # the final measurement, which also proves every text still decodes to itself
+        tokens_after, broken = _trial(tokenizer, texts, kept, verify=True)
+        if not broken:
+            break
+        log(f"n-grams: {len(broken)} phrases dropped: texts using them did not decode to themselves")
+        kept = [p for i, p in enumerate(kept) if i not in broken]
+    else:
+        tokens_after = tokens_before
+    kept.sort(key=lambda p: -p.savings)
+    return MineResult(kept, len(texts), tokens_before, tokens_after, max_len, code,
+                      time.perf_counter() - started)
+
+
+def add_phrases(tokenizer, model, phrases: list[Phrase]) -> None:
+    """Add the phrases to the tokenizer and grow the model with rows initialised from their source tokens."""
+    tokenizer.add_tokens([_added_token(p.text) for p in phrases])
+    for p in phrases:
+        p.token_id = tokenizer.convert_tokens_to_ids(p.text)
+    if model is not None:
+        rows = model.get_input_embeddings().weight.shape[0]
+        resize_with_mean_init(model, max(len(tokenizer), rows), {p.token_id: p.source_ids for p in phrases})
+
+
+def token_map(result: MineResult, vocab_before: int, vocab_after: int) -> dict:
+    """The content of `ngram_token_map.json`."""
+    return {
+        "totals": {**result.totals(), "vocab_before": vocab_before, "vocab_after": vocab_after},
+        "tokens": [{"phrase": p.text, "id": p.token_id if p.token_id >= 0 else None, "original_ids": p.source_ids, "count": p.used,
+                    "occurrences": p.occurrences, "estimated_savings": p.savings} for p in result.phrases],
+    }
+
+
+def apply_ngrams(tokenizer, model, texts: list[str], config, run_dir: Path,
+                 log: Callable[[str], None] = print) -> dict:
+    """Mine `texts`, add the phrases to `tokenizer` and `model` in place, write `run_dir/ngram_token_map.json`.
+
+    Call before tokenising the training data (and before wrapping the model in LoRA). Returns the totals.
+    """
+    result = mine(tokenizer, texts, NgramOptions.from_config(config), log)
+    vocab_before = len(tokenizer)
+    add_phrases(tokenizer, model, result.phrases)
+    data = token_map(result, vocab_before, len(tokenizer))
+    write_json_atomic(Path(run_dir) / MAP_FILE, data)
+    log(f"n-grams: added {len(result.phrases)} tokens; {result.tokens_before} → {result.tokens_after} tokens"
+        f" on {result.texts} texts (−{result.saved_pct:.1f}%) in {result.seconds:.1f}s")
+    return data["totals"]

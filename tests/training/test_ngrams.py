@@ -1,0 +1,174 @@
+"""N-gram vocabulary optimisation: exact counting, phrase choice, lossless encoding with the new tokens,
+mean-initialised rows, the token map and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from matelix.data import load_dataset, render_sample
+from matelix.data.template import ROLE_TOKENS
+from matelix.data.validate import load_tokenizer
+from matelix.demo import demo_data_path
+from matelix.training.ngram_count import OccurrenceIndex, count_ngrams, layout
+from matelix.training.ngrams import MAP_FILE, NgramOptions, apply_ngrams, mine
+
+DEMO_OPTS = dict(ngram_max=12, ngram_top_k=1500, ngram_min_count=2, ngram_min_chars=4, ngram_max_samples=20_000)
+
+
+def _texts(name: str, tokenizer) -> list[str]:
+    loaded = load_dataset(demo_data_path(name))
+    return [render_sample(s, tokenizer, loaded.render_mode) for s in loaded.samples]
+
+
+@pytest.fixture
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
+
+
+def test_counts_match_a_brute_force_counter_of_tuples():
+    rng = random.Random(0)
+    seqs = [[rng.choice([1, 2, 3, 4, 5, 6]) for _ in range(rng.randint(0, 40))] for _ in range(60)]
+    counts = count_ngrams(layout(seqs), max_len=6, min_count=3, closed_only=False)
+    got = {tuple(counts.tokens(k)): int(counts.count[k]) for k in range(counts.count.size)}
+    expected = Counter(tuple(s[i:i + n]) for s in seqs for n in range(2, 7) for i in range(len(s) - n + 1))
+    assert got == {k: c for k, c in expected.items() if c >= 3}
+
+
+def test_closed_counting_drops_ngrams_always_inside_a_longer_one():
+    counts = count_ngrams(layout([[7, 1, 2, 3, 8], [9, 1, 2, 3, 4], [1, 2, 5]]), max_len=5, min_count=2)
+    got = {tuple(counts.tokens(k)): int(counts.count[k]) for k in range(counts.count.size)}
+    assert got == {(1, 2): 3, (1, 2, 3): 2}  # (2, 3) always follows 1: only (1, 2, 3) is kept
+
+
+def test_special_tokens_split_ngrams():
+    counts = count_ngrams(layout([[1, 2, 99, 1, 2, 99]] * 3, excluded_ids=[99]), max_len=4, min_count=2)
+    assert all(99 not in counts.tokens(k) for k in range(counts.count.size))
+
+
+def test_occurrence_index_finds_every_position():
+    ids = layout([[1, 2, 1, 2, 1], [2, 1, 2]])
+    index = OccurrenceIndex(ids)
+    assert index.find([1, 2]).tolist() == [0, 2, 7]
+    assert index.find([2, 1, 2]).tolist() == [1, 6]
+    assert index.find([5]).tolist() == []
+
+
+def test_mining_the_code_heavy_demo_text_saves_at_least_15_percent(tokenizer):
+    result = mine(tokenizer, _texts("demo_text.csv", tokenizer), NgramOptions(min_count=2), log=lambda s: None)
+    assert result.code_heavy and result.max_len >= 32
+    assert result.saved_pct >= 15, result.totals()
+    backend = tokenizer.backend_tokenizer
+    for p in result.phrases:
+        assert len(p.text) >= 4 and p.used >= 2
+        assert backend.encode(p.text, add_special_tokens=False).ids == p.source_ids
+        assert not any(role in p.text for role in ROLE_TOKENS.values()) and "</s>" not in p.text
+
+
+def test_prose_phrases_stay_within_a_line(tokenizer):
+    result = mine(tokenizer, _texts("demo_chat.csv", tokenizer), NgramOptions(min_count=2), log=lambda s: None)
+    assert not result.code_heavy and result.saved_pct > 0
+    for p in result.phrases:
+        assert "\n" not in p.text.strip(), p.text
+
+
+@pytest.mark.parametrize("name", ["demo_text.csv", "demo_chat.csv"])
+def test_every_dataset_text_round_trips_and_uses_the_new_tokens(tiny_model_dir, tmp_path, name):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    texts = _texts(name, tokenizer)
+    vocab_before = len(tokenizer)
+    role_ids = {tokenizer.convert_tokens_to_ids(t) for t in ROLE_TOKENS.values()}
+
+    totals = apply_ngrams(tokenizer, model, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
+
+    assert totals["added_tokens"] > 0 and len(tokenizer) == vocab_before + totals["added_tokens"]
+    used_new = 0
+    n_tokens = 0
+    for text in texts:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert tokenizer.decode(ids) == text
+        assert tokenizer.decode(ids, skip_special_tokens=False) == text
+        used_new += sum(i >= vocab_before for i in ids)
+        n_tokens += len(ids)
+        for role in ROLE_TOKENS.values():  # role tokens still encode as one id each
+            assert text.count(role) == sum(i == tokenizer.convert_tokens_to_ids(role) for i in ids)
+    assert used_new > 0 and role_ids.isdisjoint(range(vocab_before, len(tokenizer)))
+    assert n_tokens == totals["tokens_after"] < totals["tokens_before"]
+
+
+def test_token_map_and_mean_initialised_rows(tiny_model_dir, tmp_path):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    emb_before = model.get_input_embeddings().weight.detach().clone()
+    head_before = model.get_output_embeddings().weight.detach().clone()
+
+    apply_ngrams(tokenizer, model, _texts("demo_text.csv", tokenizer), SimpleNamespace(**DEMO_OPTS), tmp_path,
+                 log=lambda s: None)
+
+    data = json.loads((tmp_path / MAP_FILE).read_text(encoding="utf-8"))
+    assert data["totals"]["tokens_after"] < data["totals"]["tokens_before"]
+    assert data["totals"]["vocab_after"] == len(tokenizer) == model.get_input_embeddings().weight.shape[0]
+    assert [f.name for f in tmp_path.iterdir()] == [MAP_FILE]  # no temp file left behind
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    for entry in data["tokens"]:
+        assert tokenizer.convert_tokens_to_ids(entry["phrase"]) == entry["id"]
+        assert tokenizer.decode([entry["id"]]) == entry["phrase"]
+        assert entry["estimated_savings"] == entry["count"] * (len(entry["original_ids"]) - 1)
+        src = entry["original_ids"]
+        torch.testing.assert_close(emb[entry["id"]], emb_before[src].mean(dim=0))
+        torch.testing.assert_close(head[entry["id"]], head_before[src].mean(dim=0))
+
+
+def test_saved_tokenizer_loads_with_plain_transformers_and_encodes_with_the_phrases(tiny_model_dir, tmp_path):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = _texts("demo_text.csv", tokenizer)
+    apply_ngrams(tokenizer, None, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
+    tokenizer.save_pretrained(tmp_path / "tok")
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    for text in texts:
+        assert reloaded.encode(text, add_special_tokens=False) == tokenizer.encode(text, add_special_tokens=False)
+        assert reloaded.decode(reloaded.encode(text, add_special_tokens=False)) == text
+
+
+def test_a_phrase_that_is_a_whole_word_does_not_match_inside_a_longer_word(tokenizer, tmp_path):
+    texts = ["print(value)\n"] * 10 + ["reprint(value)\n"]
+    result = mine(tokenizer, texts, NgramOptions(min_count=2, min_chars=3), log=lambda s: None)
+    before = tokenizer.encode("reprint(x)", add_special_tokens=False)
+    apply_ngrams(tokenizer, None, texts, SimpleNamespace(ngram_min_count=2, ngram_min_chars=3), tmp_path,
+                 log=lambda s: None)
+    assert any(p.text.startswith("print") for p in result.phrases)
+    assert tokenizer.encode("reprint(x)", add_special_tokens=False) == before
+
+
+def test_cli_prints_the_compression_of_the_demo_text(tiny_model_dir, capsys):
+    from matelix.cli import main
+
+    assert main(["ngrams", "mine", str(demo_data_path("demo_text.csv")), "--model", str(tiny_model_dir),
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"]["saved_pct"] >= 15 and data["tokens"]
+    assert main(["ngrams", "mine", str(demo_data_path("demo_text.csv")), "--model", str(tiny_model_dir),
+                 "--top-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "tokens ->" in out and "5 added phrases" in out
+
+
+def test_cli_rejects_a_missing_model_folder(tmp_path, capsys):
+    from matelix.cli import main
+
+    assert main(["ngrams", "mine", str(demo_data_path("demo_text.csv")), "--model", str(tmp_path / "nope")]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+
+
+def test_empty_corpus_adds_nothing(tokenizer, tmp_path):
+    totals = apply_ngrams(tokenizer, None, [], SimpleNamespace(), tmp_path, log=lambda s: None)
+    assert totals["added_tokens"] == 0 and totals["tokens_before"] == totals["tokens_after"] == 0
+    assert np.isclose(totals["saved_pct"], 0)
