@@ -16,8 +16,8 @@ from fastapi.staticfiles import StaticFiles
 from matelix import __version__
 from matelix.server.auth import ApiKeyMiddleware
 from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
-from matelix.server.metrics import HttpMetricsMiddleware, Metrics
-from matelix.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from matelix.server.metrics import Metrics
+from matelix.server.middleware import AccessMiddleware, BodyLimitMiddleware
 from matelix.server.routes import (
     catalog,
     datasets,
@@ -50,8 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
-    # Order matters (last added is outermost): request id > metrics > CORS > API key > body limit > routes,
-    # so even a 401 or 413 carries a request id and a CORS preflight is answered before the key check.
+    # Order matters (last added is outermost): access (request id, log, metrics) > CORS > API key >
+    # body limit > routes, so even a 401 or 413 carries a request id and a CORS preflight is answered
+    # before the key check.
     mib = 1024 * 1024
     app.add_middleware(BodyLimitMiddleware, limits={"": settings.max_request_mb * mib,
                                                     UPLOAD_PATH: settings.max_upload_mb * mib})
@@ -59,7 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
     psutil.cpu_percent(interval=None)  # prime: the first reading is always 0.0
     return app

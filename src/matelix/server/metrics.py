@@ -1,7 +1,6 @@
 """Prometheus metrics (`GET /metrics`, protected like every other route).
 
-HTTP traffic is counted by a pure ASGI middleware, labelled with the matched route *template* (so
-`/trainings/{run_id}` is one series, not one per run). Generation figures are recorded by the inference
+HTTP traffic is counted by the access middleware (`server/middleware.py`) by route template. Generation figures are recorded by the inference
 routes through `Metrics.record_generation`. Gauges that mirror live state (queue depth, active requests,
 loaded models, training progress) are read at scrape time from providers registered on the app, so the
 metrics never drift from what the engine and the run directory say.
@@ -9,7 +8,6 @@ metrics never drift from what the engine and the run directory say.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -68,34 +66,9 @@ class Metrics:
         if ttft_s is not None:
             self.ttft.labels(model).observe(ttft_s)
 
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class HttpMetricsMiddleware:
-    """Counts every HTTP request by method, route template and final status."""
-
-    def __init__(self, app, metrics: Metrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - start)

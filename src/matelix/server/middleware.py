@@ -1,7 +1,8 @@
 """Pure ASGI middleware (no response buffering, so token streams stay live):
 
-* `RequestIdMiddleware` — an `X-Request-ID` on every response (the client's own when it sent a sane one)
-  and one access-log line per request: method, path, status, duration, request id.
+* `AccessMiddleware` — an `X-Request-ID` on every response (the client's own when it sent a sane one),
+  one access-log line per request (method, path, status, duration, request id), and the request counted
+  in the Prometheus metrics by its route *template* (so `/trainings/{run_id}` is one series).
 * `BodyLimitMiddleware` — refuses request bodies over a size limit with 413 in the common error shape,
   by `Content-Length` up front or by counting a chunked body as it arrives.
 """
@@ -15,14 +16,16 @@ import time
 import uuid
 
 from matelix.server.errors import error_body
+from matelix.server.metrics import Metrics
 
 access_log = logging.getLogger("matelix.access")
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-class RequestIdMiddleware:
-    def __init__(self, app):
+class AccessMiddleware:
+    def __init__(self, app, metrics: Metrics):
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -44,8 +47,11 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            access_log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status,
-                            (time.perf_counter() - start) * 1000, request_id)
+            seconds = time.perf_counter() - start
+            access_log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status, seconds * 1000,
+                            request_id)
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe_request(scope["method"], template, status, seconds)
 
 
 class BodyLimitMiddleware:
