@@ -66,9 +66,32 @@ def _preview_prompt_ids(tokenizer, config, render_mode: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def training_arguments(config, placement, output_dir: Path, *, evaluate: bool):
+    """The Trainer settings of a run (shared with bench/train_throughput.py)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs, max_steps=config.max_steps or -1,
+        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm, seed=config.seed, logging_steps=config.logging_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if evaluate else "no", eval_steps=config.eval_steps or config.save_steps,
+        bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
+        use_cpu=placement.device == "cpu", report_to="none", disable_tqdm=True,
+        # Packed rows carry position_ids the model needs; the default would drop them as "unused".
+        remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="sequential", dataloader_num_workers=0,
+        ddp_backend=("gloo" if placement.device == "cpu" else "nccl") if config.nproc > 1 else None,
+        ddp_find_unused_parameters=False if config.nproc > 1 else None,
+    )
+
+
 def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     """Run the whole job; returns the final state (`completed` or `stopped`)."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, Trainer, set_seed
     from transformers.utils import logging as hf_logging
 
     from matelix.settings import Settings
@@ -116,23 +139,7 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     log(f"Model: {n_params:,} parameters")
 
     evaluate = bool(examples.eval)
-    args = TrainingArguments(
-        output_dir=str(rundir.path), per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs, max_steps=config.max_steps or -1,
-        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm, seed=config.seed, logging_steps=config.logging_steps,
-        save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
-        eval_strategy="steps" if evaluate else "no", eval_steps=config.eval_steps or config.save_steps,
-        bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
-        use_cpu=placement.device == "cpu", report_to="none", disable_tqdm=True,
-        # Packed rows carry position_ids the model needs; the default would drop them as "unused".
-        remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
-        train_sampling_strategy="sequential", dataloader_num_workers=0,
-        ddp_backend=("gloo" if placement.device == "cpu" else "nccl") if config.nproc > 1 else None,
-        ddp_find_unused_parameters=False if config.nproc > 1 else None,
-    )
+    args = training_arguments(config, placement, rundir.path, evaluate=evaluate)
     recorder = RecordingCollator(examples.collator)
     status_cb = StatusCallback(rundir, stop, is_main=is_main, started_at=time.time(), log=log)
     callbacks = [status_cb]
