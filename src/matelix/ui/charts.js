@@ -26,7 +26,11 @@ export function lineChart(el, { series, xLabel = "step", yLabel = "", height = 2
       scales: { x: { time }, y: yRange ? { range: yRange } : {} },
       legend: { live: false },
       cursor: { drag: { x: true, y: false } },
-      axes: [{ label: xLabel, size: 40 }, { label: yLabel, size: 70, values: (u, splits) => splits.map(tick) }],
+      axes: [
+        time ? { space: 90, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600], values: (u, splits) => splits.map((v) => new Date(v * 1000).toLocaleTimeString()) }
+          : { label: xLabel, size: 40 },
+        { label: yLabel, size: 70, values: (u, splits) => splits.map(tick) },
+      ],
       series: [{ label: xLabel }, ...series.map((s, i) => ({
         label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: 2, spanGaps: true,
         points: { show: s.points ?? false, size: 6 },

@@ -195,7 +195,7 @@ async function send() {
   root.querySelector("#chat-send").disabled = true;
   root.querySelector("#chat-stop").disabled = false;
   const started = performance.now();
-  let firstAt = null, pieces = 0;
+  let pieces = 0;
   const textBox = () => root.querySelector("#chat-messages li.msg:last-child .text");
   try {
     const res = await api("/chat_stream", { method: "POST", body, signal: controller.signal, raw: true,
@@ -204,7 +204,6 @@ async function send() {
       if (ev.error) throw new Error(ev.error.message || String(ev.error));
       const delta = ev.text ?? ev.delta ?? ev.content ?? ev.token ?? "";
       if (delta) {
-        firstAt ??= performance.now();
         pieces += 1;
         reply.content += delta;
         textBox().textContent = reply.content;
@@ -220,7 +219,7 @@ async function send() {
       if (!reply.content) messages.pop();
     }
   } finally {
-    const seconds = (performance.now() - (firstAt ?? started)) / 1000;
+    const seconds = (performance.now() - started) / 1000;  // whole request: prefill + decode
     const generated = reply.usage?.completion_tokens ?? pieces;
     if (generated && seconds > 0) reply.tokensPerSecond = generated / seconds;
     controller = null;
