@@ -172,3 +172,44 @@ def test_empty_corpus_adds_nothing(tokenizer, tmp_path):
     totals = apply_ngrams(tokenizer, None, [], SimpleNamespace(), tmp_path, log=lambda s: None)
     assert totals["added_tokens"] == 0 and totals["tokens_before"] == totals["tokens_after"] == 0
     assert np.isclose(totals["saved_pct"], 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("train_mode", ["full", "lora"])
+def test_a_run_with_ngrams_trains_the_new_rows_and_saves_a_model_plain_transformers_can_use(
+        home, tiny_model_dir, tmp_path, train_mode):
+    import shutil
+
+    from matelix.training.foreground import run_foreground
+
+    shutil.copytree(tiny_model_dir, home / "models" / "tiny")
+    shutil.copy(demo_data_path("demo_text.csv"), home / "datasets" / "code.csv")
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({
+        "model_dir": "models/tiny", "csv_path": "datasets/code.csv", "train_mode": train_mode, "max_steps": 3,
+        "chunk_size": 128, "gradient_accumulation_steps": 1, "per_device_train_batch_size": 2,
+        "learning_rate": 1e-2, "save_steps": 1000, "preview_steps": 0, "use_ngrams": True,
+        "ngram_min_count": 2}))
+    assert run_foreground(config, home) == 0
+    (run,) = list((home / "training_outputs").iterdir())
+    token_map = json.loads((run / MAP_FILE).read_text(encoding="utf-8"))
+    assert token_map["totals"]["added_tokens"] > 0
+    assert "n-grams: added" in (run / "training.log").read_text(encoding="utf-8")
+
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    model = AutoModelForCausalLM.from_pretrained(run)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    vocab_before = token_map["totals"]["vocab_before"]
+    assert len(tokenizer) == token_map["totals"]["vocab_after"] == model.get_input_embeddings().weight.shape[0]
+    text = _texts("demo_text.csv", tokenizer)[4]
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert any(i >= vocab_before for i in ids) and tokenizer.decode(ids) == text
+    # at least one new row moved away from its mean initialisation: the new rows were trained and saved
+    emb, base_emb = model.get_input_embeddings().weight, base.get_input_embeddings().weight
+    moved = [not torch.allclose(emb[e["id"]], base_emb[e["original_ids"]].mean(dim=0), atol=1e-6)
+             for e in token_map["tokens"]]
+    assert any(moved)
+    prompt = tokenizer("import numpy as np\n", return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+    assert isinstance(tokenizer.decode(out[0]), str)

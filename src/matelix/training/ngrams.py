@@ -39,7 +39,8 @@ from matelix.training.rundir import write_json_atomic
 
 MAP_FILE = "ngram_token_map.json"
 CODE_NGRAM_MAX = 32  # code repeats long spans (indentation + keywords + punctuation); prose rarely does
-TRIAL_ROUNDS = 3
+TRIAL_ROUNDS = 3  # encode-and-prune passes; each refills the slots freed by the one before
+POSITION_CACHE = 20_000_000  # occurrence positions kept between looks at a candidate (8 bytes each)
 OVERUSE = 1.1  # a phrase used > 10% more often than mined matches where it was no n-gram
 _WORD = re.compile(r"\w")
 _LINE_BREAKS = re.compile(r"\n+")
@@ -154,9 +155,11 @@ class _Candidates:
     and other near-duplicates of a chosen phrase lose their worth instead of filling the vocabulary.
     """
 
-    def __init__(self, counts, texts: list[str], offsets: list[np.ndarray], starts: np.ndarray,
-                 tokenizer, opts: NgramOptions, code: bool):
-        self.counts, self.texts, self.offsets, self.starts = counts, texts, offsets, starts
+    def __init__(self, counts, texts: list[str], starts: np.ndarray, tokenizer, opts: NgramOptions, code: bool):
+        self.counts, self.texts, self.starts = counts, texts, starts
+        self.offsets: dict[int, np.ndarray] = {}  # text index -> (T, 2) character offsets, encoded on demand
+        self.positions: dict[int, np.ndarray] = {}  # candidate -> free occurrences when last looked at
+        self.cached = 0
         self.index = OccurrenceIndex(counts.ids)
         self.covered = np.zeros(counts.ids.size, dtype=bool)
         self.backend = tokenizer.backend_tokenizer
@@ -172,6 +175,9 @@ class _Candidates:
         pos = int(self.counts.position[k])
         t = int(np.searchsorted(self.starts, pos, side="right")) - 1
         first, last = pos - self.starts[t], pos - self.starts[t] + int(self.counts.length[k]) - 1
+        if t not in self.offsets:
+            enc = self.backend.encode(self.texts[t], add_special_tokens=False)
+            self.offsets[t] = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
         text, a, b = self.texts[t], self.offsets[t][first, 0], self.offsets[t][last, 1]
         return text[a:b], text[a - 1:a], text[b:b + 1]
 
@@ -190,10 +196,16 @@ class _Candidates:
         decoder = self.backend.decoder
         return decoder is None or decoder.decode([phrase]) == phrase
 
-    def _free(self, ids: list[int]) -> np.ndarray:
-        """Non-overlapping occurrences of `ids` that touch no covered position."""
-        pos = self.index.find(ids)
+    def _free(self, k: int, ids: list[int]) -> np.ndarray:
+        """Non-overlapping occurrences of candidate k that touch no covered position. Covered positions only
+        grow, so the positions found at an earlier look are filtered again instead of searched anew."""
+        pos = self.positions.get(k)
+        if pos is None:
+            pos = self.index.find(ids)
         pos = pos[~self.covered[pos[:, None] + np.arange(len(ids))].any(axis=1)]
+        if self.cached + pos.size <= POSITION_CACHE:
+            self.positions[k] = pos
+            self.cached += pos.size
         return _non_overlapping(pos, len(ids))
 
     def take(self, n: int) -> list[Phrase]:
@@ -202,7 +214,7 @@ class _Candidates:
         while self.heap and len(chosen) < n:
             neg_score, k = heapq.heappop(self.heap)
             ids = self.counts.tokens(k)
-            free = self._free(ids)
+            free = self._free(k, ids)
             if free.size < self.opts.min_count:
                 continue
             if free.size * (len(ids) - 1) < -neg_score:  # worth less than queued: re-queue at its true worth
@@ -250,6 +262,14 @@ def _trial(tokenizer, texts: list[str], phrases: list[Phrase], *, verify: bool =
     return int(flat.size), broken
 
 
+def _length_progress(log: Callable[[str], None]):
+    def progress(n: int, found: int) -> None:
+        if n % 4 == 0:  # every length would flood a run's log with up to 32 lines
+            log(f"n-grams: length {n}: {found} frequent")
+
+    return progress
+
+
 def mine(tokenizer, texts: Sequence[str], opts: NgramOptions, log: Callable[[str], None] = print) -> MineResult:
     """Choose up to `opts.top_k` phrases for `texts` and measure the token counts they give (no changes)."""
     started = time.perf_counter()
@@ -258,41 +278,41 @@ def mine(tokenizer, texts: Sequence[str], opts: NgramOptions, log: Callable[[str
     max_len = max(opts.max_len, CODE_NGRAM_MAX) if code else opts.max_len
     log(f"n-grams: encoding {len(texts)} texts ({sum(map(len, texts)) / 1e6:.2f} M characters,"
         f" {'code-heavy, ' if code else ''}phrases up to {max_len} tokens)")
-    encoded = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-    offsets = [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2) for e in encoded]
+    backend = tokenizer.backend_tokenizer
+    encoded = backend.encode_batch_fast(texts, add_special_tokens=False)
     lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)  # +1: separator
     special_ids = set(tokenizer.all_special_ids) | {tokenizer.convert_tokens_to_ids(t)
                                                     for t in tokenizer.get_added_vocab()}
     ids = layout((e.ids for e in encoded), special_ids)
+    del encoded
     tokens_before = int(lengths.sum())
-    backend = tokenizer.backend_tokenizer
     token_texts = [backend.decode([i], skip_special_tokens=False) for i in range(backend.get_vocab_size())]
     counts = count_ngrams(ids, max_len, opts.min_count, Boundaries.of(ids, token_texts),
-                          max_inner_breaks=1 if code else 0)
-    log(f"n-grams: {tokens_before} tokens, {counts.count.size} frequent n-grams")
+                          max_inner_breaks=1 if code else 0, progress=_length_progress(log))
+    log(f"n-grams: {tokens_before} tokens, {counts.count.size} candidate phrases")
 
-    candidates = _Candidates(counts, texts, offsets, starts, tokenizer, opts, code)
+    candidates = _Candidates(counts, texts, starts, tokenizer, opts, code)
     kept: list[Phrase] = []
-    tokens_after = tokens_before
+    tokens_after: int | None = None  # measured for exactly `kept`
     for round_no in range(1, TRIAL_ROUNDS + 1):
         fresh = candidates.take(opts.top_k - len(kept))
-        if not fresh:
+        if not fresh and tokens_after is not None:
             break
         trial = kept + fresh
-        tokens_after, _ = _trial(tokenizer, texts, trial)
-        kept = [p for p in trial if opts.min_count <= p.used <= OVERUSE * p.occurrences + 1]
-        log(f"n-grams: round {round_no}: {len(trial)} phrases tried, {len(kept)} kept,"
-            f" {tokens_before} → {tokens_after} tokens")
-        if len(kept) == len(trial):
+        if not trial:
             break
-    while kept:  # the final measurement, which also proves every text still decodes to itself
-        tokens_after, broken = _trial(tokenizer, texts, kept, verify=True)
-        if not broken:
-            break
-        log(f"n-grams: {len(broken)} phrases dropped: texts using them did not decode to themselves")
+        tokens, broken = _trial(tokenizer, texts, trial, verify=True)
+        kept = [p for i, p in enumerate(trial)
+                if i not in broken and opts.min_count <= p.used <= OVERUSE * p.occurrences + 1]
+        tokens_after = tokens if len(kept) == len(trial) else None
+        log(f"n-grams: round {round_no}: {len(trial)} phrases tried, {len(kept)} kept"
+            f" ({len(broken)} broke decoding), {tokens_before} → {tokens} tokens")
+    while kept and tokens_after is None:  # measure the final set; every text must still decode to itself
+        tokens, broken = _trial(tokenizer, texts, kept, verify=True)
         kept = [p for i, p in enumerate(kept) if i not in broken]
-    else:
+        tokens_after = tokens if not broken else None
+    if not kept:
         tokens_after = tokens_before
     kept.sort(key=lambda p: -p.savings)
     return MineResult(kept, len(texts), tokens_before, tokens_after, max_len, code,
