@@ -241,3 +241,16 @@ def test_async_iteration_yields_the_same_events(tiny_lm, make_engine):
     ids = encode(tokenizer, PROMPTS[2])
     result = asyncio.run(engine.submit(ids, greedy(16)).result())
     assert result.token_ids == reference(tiny_lm, ids, 16)
+
+
+def test_close_with_drain_lets_running_requests_finish(tiny_lm, make_engine):
+    engine = make_engine()
+    tokenizer, _ = tiny_lm
+    handle = engine.submit(encode(tokenizer, PROMPTS[0]), greedy(12, ignore_eos=True))
+    events = iter(handle)
+    next(events)
+    engine.close("model evicted", drain_s=120)
+    last = list(events)[-1]
+    assert last.finish_reason == "length" and last.usage.completion_tokens == 12
+    with pytest.raises(EngineClosed):
+        engine.submit([5, 6], greedy(2))

@@ -10,7 +10,8 @@ API (token ids in, events out; no HTTP, no chat templates):
         if event.finished: event.finish_reason, event.usage   # "stop" | "length" | "cancelled" | "error"
     handle.cancel()                     # leaves the batch at the next step
     handles = engine.submit_many(prompt_ids, params, n=2)    # n choices, seeds seed, seed+1, ...
-    engine.close()                      # ends in-flight requests with finish_reason "error"
+    engine.close(drain_s=30)            # refuse new requests, let running ones finish (up to 30 s), end
+                                        # the rest with finish_reason "error"
 
 `submit` validates synchronously and raises `RequestRejected` (a ValueError with `.param`) for an empty
 prompt, a prompt that leaves no room in the context (`PromptTooLong`), token ids outside the vocabulary or
@@ -35,6 +36,7 @@ import inspect
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,6 +112,7 @@ class Engine:
         self._mask: torch.Tensor | None = None  # (B, T) 1 = real token, 0 = left padding
         self._closed = False
         self._close_reason = "model unloaded"
+        self._drain_deadline = 0.0
         self.completed = 0
         self.cancelled = 0
         self._thread = threading.Thread(target=self._run, name=f"matelix-engine-{name}", daemon=True)
@@ -154,14 +157,16 @@ class Engine:
         return sum(t.numel() * t.element_size() for layer in cache.layers
                    for t in (layer.keys, layer.values) if t is not None)
 
-    def close(self, reason: str = "model unloaded", timeout: float = 30.0) -> None:
-        """Stop the worker; queued and running requests end with finish_reason "error" and `reason`."""
+    def close(self, reason: str = "model unloaded", *, drain_s: float = 0.0, timeout: float = 30.0) -> None:
+        """Stop accepting requests; let queued and running ones finish for up to `drain_s` seconds, then end
+        the rest with finish_reason "error" and `reason`, and stop the worker."""
         with self._cond:
             self._closed = True
             self._close_reason = reason
+            self._drain_deadline = time.monotonic() + drain_s
             self._cond.notify()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+            self._thread.join(timeout + drain_s)
 
     # ----- validation ---------------------------------------------------------------------------
 
@@ -202,7 +207,8 @@ class Engine:
                 with self._cond:
                     while not self._closed and not self._pending and not self._rows:
                         self._cond.wait()
-                    if self._closed:
+                    if self._closed and (not (self._pending or self._rows)
+                                         or time.monotonic() >= self._drain_deadline):
                         break
                     newcomers = self._take_newcomers()
                 try:

@@ -6,8 +6,9 @@ API for route adapters (all coroutines run on the server's event loop):
     loaded = await registry.acquire(model_ref, device)  # -> LoadedModel (loads once, concurrent callers wait)
     loaded.id, loaded.tokenizer, loaded.engine, loaded.context_length, loaded.stop_token_ids
     ids = loaded.render_chat(messages, system)          # or loaded.encode(text)
-    handle = loaded.engine.submit(ids, SamplingParams(...))
+    handles = registry.admission.submit(loaded, [ids], SamplingParams(...), n=1)  # limits, 429, metrics
     await registry.unload(model_ref)                    # None = all; in-flight requests end with "error"
+    # LRU eviction (max_loaded_models) lets the evicted model's running requests finish first (≤ 30 s).
     registry.status()                                   # dict for /inference_status
 
 `model_ref` may be (checked in this order):
@@ -33,6 +34,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from matelix.catalog import is_model_dir, list_run_dirs, read_json
+from matelix.inference.admission import AdmissionGate
 from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.settings import Settings
@@ -40,6 +42,8 @@ from matelix.settings import Settings
 log = logging.getLogger("matelix.inference")
 
 DEMO_MODEL = "models/tiny-demo"
+# An evicted model finishes its running requests for up to this long before they are ended.
+EVICTION_DRAIN_S = 30.0
 UNFINISHED_STATES = frozenset({"queued", "starting", "running", "stopping"})
 HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
@@ -67,6 +71,7 @@ class ModelRegistry:
         self.settings = settings
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._loading: dict[str, asyncio.Task] = {}
+        self.admission = AdmissionGate(settings)  # every adapter submits through it
 
     # ----- resolution (quick disk checks, safe on the event loop) -------------------------------
 
@@ -194,14 +199,14 @@ class ModelRegistry:
             victim = next((k for k in self._loaded if k != protect), None)
             if victim is None:
                 return
-            await self._unload_one(victim, "model evicted to make room for another")
+            await self._unload_one(victim, "model evicted to make room for another", EVICTION_DRAIN_S)
 
-    async def _unload_one(self, model_id: str, reason: str) -> None:
+    async def _unload_one(self, model_id: str, reason: str, drain_s: float = 0.0) -> None:
         loaded = self._loaded.pop(model_id, None)
         if loaded is None:
             return
         log.info("unloading model %s (%s)", model_id, reason)
-        await asyncio.to_thread(_release, loaded, reason)
+        await asyncio.to_thread(_release, loaded, reason, drain_s)
 
     async def unload(self, ref: str | None = None) -> list[str]:
         """Unload `ref` (None = every resident model); returns the ids unloaded."""
@@ -224,9 +229,9 @@ class ModelRegistry:
                 "queued_requests": sum(m["queued_requests"] for m in models)}
 
 
-def _release(loaded: LoadedModel, reason: str) -> None:
-    """Stop the engine (its requests end with `reason`) and free the weights."""
-    loaded.engine.close(reason)
+def _release(loaded: LoadedModel, reason: str, drain_s: float) -> None:
+    """Stop the engine (requests still running after `drain_s` end with `reason`) and free the weights."""
+    loaded.engine.close(reason, drain_s=drain_s)
     device = loaded.device
     loaded.engine.model = None
     loaded.model = None
@@ -242,4 +247,7 @@ def get_registry(app) -> ModelRegistry:
     registry = getattr(app.state, "model_registry", None)
     if registry is None:
         registry = app.state.model_registry = ModelRegistry(app.state.settings)
+        metrics = getattr(app.state, "metrics", None)
+        if metrics is not None:
+            registry.admission.on_finished = metrics.record_generation
     return registry
