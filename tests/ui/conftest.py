@@ -1,18 +1,19 @@
 """Browser fixtures: Debian's Chromium driven by the `playwright` package (never `playwright install`).
 
-Without /usr/bin/chromium the browser tests are skipped, and the terminal summary says so in capitals, so a
+`MATELIX_TEST_CHROMIUM` points at another Chromium binary. Without one the browser tests are skipped, and the terminal summary says so in capitals, so a
 green run without a browser is never mistaken for a tested dashboard.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("MATELIX_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SKIP_REASON = f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium); it is missing"

@@ -70,6 +70,87 @@ def test_api_key_prompt_loads_data_and_returns_on_a_wrong_key(page, make_setting
         page.wait_for_function("document.querySelector('#sys-cpu').textContent.includes('%')")
 
 
+def test_german_is_the_default_for_a_german_browser(browser, live_server):
+    context = browser.new_context(locale="de-DE")
+    page = context.new_page()
+    open_lab(page, live_server.url)
+    assert page.text_content("#tab-train") == "Training"
+    assert page.get_attribute("html", "lang") == "de"
+    context.close()
+
+
+def test_every_view_fits_a_narrow_phone_screen(page, live_server):
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_lab(page, live_server.url)
+    for view in VIEWS:
+        page.click(f"#tab-{view}")
+        page.wait_for_selector(f"#view-{view}:not([hidden])")
+        page.wait_for_timeout(300)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, view
+
+
+def test_the_key_dialog_opened_from_the_top_bar_can_be_cancelled(page, live_server):
+    open_lab(page, live_server.url)
+    page.click("#key-button")
+    page.wait_for_selector("#key-dialog[open]")
+    page.click("#key-cancel")
+    assert not page.is_visible("#key-dialog")
+    assert page.evaluate("localStorage.getItem('matelix.apiKey')") is None
+
+
+def test_tabs_are_reachable_with_the_keyboard(page, live_server):
+    open_lab(page, live_server.url + "/#train")
+    page.focus("#tab-train")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_selector("#view-monitor:not([hidden])")
+    assert page.evaluate("document.activeElement.id") == "tab-monitor"
+    assert page.get_attribute("#tab-monitor", "aria-selected") == "true"
+
+
+def test_form_checks_mirror_the_server_and_server_errors_land_next_to_their_field(page, lab_home):
+    with LiveServer(Settings(home=lab_home)) as server:
+        open_lab(page, server.url + "/#train")
+        page.wait_for_selector("#cfg-learning_rate")
+        requests = []
+        page.on("request", lambda r: r.url.endswith("/start") and requests.append(r))
+
+        page.fill("#cfg-learning_rate", "-1")
+        page.click("#train-start")
+        assert page.text_content("#cfg-learning_rate-err") == "Input should be greater than 0"
+        assert page.get_attribute("#cfg-learning_rate", "aria-invalid") == "true"
+        assert requests == []  # caught before asking the server
+
+        page.fill("#cfg-learning_rate", "0.0004")
+        page.fill("#train-model-hub", "../../etc")
+        page.click("#train-start")
+        page.wait_for_selector("#cfg-model_dir-err:not([hidden])")
+        assert "model_dir" in page.text_content("#cfg-model_dir-err")
+        assert len(requests) == 1
+
+
+def test_upload_validate_and_preview_a_dataset(page, lab_home, tmp_path):
+    upload = tmp_path / "my data.csv"
+    upload.write_text("text\nErste Zeile zum Lernen.\nZweite Zeile zum Lernen.\n", encoding="utf-8")
+    with LiveServer(Settings(home=lab_home)) as server:
+        open_lab(page, server.url + "/#train")
+        page.wait_for_selector("#train-dataset option", state="attached")
+        page.set_input_files("#train-upload", str(upload))
+        page.click("#train-upload-btn")
+        page.wait_for_selector("#train-dataset-out .ok")
+        name = page.eval_on_selector("#train-dataset", "el => el.value")
+        assert name.endswith(".csv") and "data" in name
+        assert (lab_home / "datasets" / name).read_text(encoding="utf-8") == upload.read_text(encoding="utf-8")
+
+        page.click("#train-validate")
+        page.wait_for_selector("#train-report-verdict.good")
+        assert "column" in page.text_content("#train-dataset-out")
+
+        page.click("#train-preview")
+        page.wait_for_selector("#train-dataset-out .sample mark.trained")
+        assert "Erste Zeile" in page.text_content("#train-dataset-out")
+        assert page.problems.errors == []
+
+
 def log_lines_on_server(url: str) -> list[str]:
     import httpx
 

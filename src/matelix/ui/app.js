@@ -1,7 +1,7 @@
 /* Dashboard entry point: tabs (hash routing, so a reload keeps the view), language switch, API key
    dialog, and the five views, each a module with mount(root) and optional show()/hide(). */
 
-import { onKeyRequired, requestKey } from "./api.js";
+import { onKeyRequired, setApiKey } from "./api.js";
 import { applyI18n, initLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import * as chat from "./chat.js";
 import * as monitor from "./monitor.js";
@@ -45,24 +45,39 @@ function tabKeyboard(event) {
   location.hash = next.getAttribute("href");
 }
 
-function keyDialog(rejected) {
+/** Asks for the key. Asked by a 401 it cannot be dismissed (nothing works without it); opened from the
+    top bar it can be cancelled, which rejects the promise. */
+function keyDialog(rejected, cancellable = false) {
   const dialog = document.getElementById("key-dialog");
+  const form = document.getElementById("key-form");
   const input = document.getElementById("key-input");
+  const cancel = document.getElementById("key-cancel");
   document.getElementById("key-error").hidden = !rejected;
+  cancel.hidden = !cancellable;
   input.value = "";
-  return new Promise((resolve) => {
-    const form = document.getElementById("key-form");
-    const done = (event) => {
+  return new Promise((resolve, reject) => {
+    const finish = () => {
+      form.removeEventListener("submit", submit);
+      dialog.removeEventListener("cancel", onCancel);
+      cancel.removeEventListener("click", onCancel);
+      dialog.close();
+    };
+    const submit = (event) => {
       event.preventDefault();
       const key = input.value.trim();
       if (!key) return;
-      form.removeEventListener("submit", done);
-      dialog.close();
+      finish();
       resolve(key);
     };
-    form.addEventListener("submit", done);
-    // Without a key nothing works, so Escape does not dismiss the prompt.
-    dialog.addEventListener("cancel", (event) => event.preventDefault(), { once: true });
+    const onCancel = (event) => {
+      event.preventDefault();
+      if (!cancellable) return;
+      finish();
+      reject(new Error("cancelled"));
+    };
+    form.addEventListener("submit", submit);
+    dialog.addEventListener("cancel", onCancel);
+    cancel.addEventListener("click", onCancel);
     if (!dialog.open) dialog.showModal();
     input.focus();
   });
@@ -84,7 +99,8 @@ function main() {
   onLanguageChange(() => { document.documentElement.lang = language(); applyI18n(document); });
   onKeyRequired(keyDialog);
   monitor.onStatus(runBadge);
-  document.getElementById("key-button").addEventListener("click", () => requestKey(false).then(() => location.reload()));
+  document.getElementById("key-button").addEventListener("click", () => keyDialog(false, true)
+    .then((key) => { setApiKey(key); location.reload(); }, () => {}));
   for (const [name, view] of Object.entries(VIEWS)) view.mount(document.getElementById(`view-${name}`));
   document.querySelector(".tabs").addEventListener("keydown", tabKeyboard);
   applyI18n(document);

@@ -104,11 +104,12 @@ async function load() {
   }).join("");
   root.querySelector("#runs-empty").hidden = runs.length > 0;
   for (const id of [...compare]) if (!runs.some((r) => r.run_id === id)) compare.delete(id);
+  metricsCache.clear();  // runs may have grown since they were drawn
   drawOverlay();
 }
 
-async function metricsOf(id, fresh = false) {
-  if (!fresh && metricsCache.has(id)) return metricsCache.get(id);
+/** A run's detail from the server; its metrics are cached for the overlay. */
+async function detailOf(id) {
   const detail = await api(`/trainings/${encodeURIComponent(id)}`);
   metricsCache.set(id, detail.metrics || []);
   return detail;
@@ -120,7 +121,7 @@ async function drawOverlay() {
   if (!compare.size) return;
   const ids = [...compare];
   const all = await Promise.all(ids.map(async (id) => {
-    await metricsOf(id);
+    if (!metricsCache.has(id)) await detailOf(id);
     return metricsCache.get(id).filter((m) => m.loss !== undefined && m.loss !== null);
   }));
   const steps = [...new Set(all.flatMap((ms) => ms.map((m) => Number(m.step))))].sort((a, b) => a - b);
@@ -140,7 +141,7 @@ async function openDetail(id) {
   box.hidden = false;
   root.querySelector("#runs-detail-title").textContent = id;
   showDetailError("");
-  const detail = await metricsOf(id, true).catch((err) => { showDetailError(err.message); return null; });
+  const detail = await detailOf(id).catch((err) => { showDetailError(err.message); return null; });
   if (!detail) return;
   const metrics = detail.metrics || [];
   const s = runSummary(detail);

@@ -6,7 +6,7 @@ const en = {
   "nav.system": "System", "lang.label": "Language",
   "auth.button": "API key", "auth.title": "API key required",
   "auth.hint": "This lab is protected by an API key. It is kept in this browser only.",
-  "auth.wrong": "The key was rejected. Try again.", "auth.label": "API key", "auth.save": "Save",
+  "auth.wrong": "The key was rejected. Try again.", "auth.label": "API key", "auth.save": "Save", "auth.cancel": "Cancel",
   "common.loading": "Loading…", "common.refresh": "Refresh", "common.yes": "yes", "common.no": "no",
 
   "state.queued": "queued", "state.starting": "starting", "state.running": "running", "state.stopping": "stopping",
@@ -90,7 +90,7 @@ const de = {
   "auth.button": "API-Schlüssel", "auth.title": "API-Schlüssel erforderlich",
   "auth.hint": "Dieses Lab ist mit einem API-Schlüssel geschützt. Er wird nur in diesem Browser gespeichert.",
   "auth.wrong": "Der Schlüssel wurde abgelehnt. Bitte erneut versuchen.", "auth.label": "API-Schlüssel",
-  "auth.save": "Speichern",
+  "auth.save": "Speichern", "auth.cancel": "Abbrechen",
   "common.loading": "Lädt…", "common.refresh": "Aktualisieren", "common.yes": "ja", "common.no": "nein",
 
   "state.queued": "wartet", "state.starting": "startet", "state.running": "läuft", "state.stopping": "stoppt",
