@@ -333,8 +333,9 @@ def token_map(result: MineResult, vocab_before: int, vocab_after: int) -> dict:
     """The content of `ngram_token_map.json`."""
     return {
         "totals": {**result.totals(), "vocab_before": vocab_before, "vocab_after": vocab_after},
-        "tokens": [{"phrase": p.text, "id": p.token_id if p.token_id >= 0 else None, "original_ids": p.source_ids, "count": p.used,
-                    "occurrences": p.occurrences, "estimated_savings": p.savings} for p in result.phrases],
+        "tokens": [{"phrase": p.text, "id": p.token_id if p.token_id >= 0 else None, "original_ids": p.source_ids,
+                    "count": p.used, "occurrences": p.occurrences, "mined_count": p.mined,
+                    "estimated_savings": p.savings} for p in result.phrases],
     }
 
 
