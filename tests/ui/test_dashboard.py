@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from tests.conftest import LiveServer
 
@@ -152,8 +153,6 @@ def test_upload_validate_and_preview_a_dataset(page, lab_home, tmp_path):
 
 
 def log_lines_on_server(url: str) -> list[str]:
-    import httpx
-
     return [item["line"] for item in httpx.get(url + "/logs", params={"since": 0, "limit": 10000}).json()["lines"]]
 
 
@@ -223,4 +222,19 @@ def test_a_run_started_from_the_form_is_watched_live_survives_a_reload_stops_and
         reply = page.text_content("#chat-messages .msg.assistant .text")
         assert reply.strip()
         assert "completion tokens" in page.text_content("#chat-messages .msg.assistant .stats")
+
+        # Resume from Runs: the same run continues where it stopped, its chart keeps its history.
+        stopped_at = int(httpx.get(server.url + "/status").json()["step"])
+        page.click("#tab-runs")
+        page.click(f"tr[data-run='{run_id}'] td:nth-child(2)")
+        page.wait_for_function("!document.querySelector('#runs-resume').disabled")
+        page.click("#runs-resume")
+        page.wait_for_url(re.compile(r"#monitor$"))
+        page.wait_for_function(f"Number(document.querySelector('#mon-progress').dataset.step) > {stopped_at}",
+                               timeout=120_000)
+        assert int(page.get_attribute("#mon-loss", "data-points")) > stopped_at // 2
+        page.click("#mon-stop")
+        page.wait_for_selector("#mon-state.state-stopped", timeout=120_000)
+        shown = page.text_content("#mon-log").splitlines()
+        assert shown == log_lines_on_server(server.url)[:len(shown)]
         assert page.problems.errors == []

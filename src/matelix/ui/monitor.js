@@ -180,7 +180,10 @@ function setStatus(next) {
   if (active && !socket) connect();
   if (active) schedulePreview();
   // A finished run sends nothing new; close once its last lines have arrived (the poll takes over).
-  if (!active && socket) setTimeout(() => { if (status && !ACTIVE_STATES.has(status.state)) socket?.close(); }, 2000);
+  if (!active && socket) {
+    const ws = socket;
+    setTimeout(() => { if (socket === ws && status && !ACTIVE_STATES.has(status.state)) { socket = null; ws.close(); } }, 2000);
+  }
 }
 
 async function loadRun(id) {
@@ -205,26 +208,37 @@ async function fetchLogs() {
   }
 }
 
-async function refreshStatus() {
+async function refreshStatus({ reload = false } = {}) {
   const s = await api("/status");
   const id = s?.run_id || null;
-  if (id && id !== runId) await loadRun(id);
+  // A resumed run keeps its id but drops metrics after its checkpoint: rebuild it from the server.
+  const resumed = id === runId && status && !ACTIVE_STATES.has(status.state) && ACTIVE_STATES.has(s.state);
+  if (id && (id !== runId || resumed || reload)) {
+    const old = socket;
+    socket = null;
+    old?.close();
+    await loadRun(id);
+  }
   setStatus(s);
   return s;
 }
 
 function connect() {
-  socket = new WebSocket(wsUrl("/ws/logs", { since: lastLogId, metrics_since: metricRecords, run_id: runId }));
-  socket.addEventListener("open", () => { reconnectDelay = 500; });
-  socket.addEventListener("message", (msg) => {
+  const ws = new WebSocket(wsUrl("/ws/logs", { since: lastLogId, metrics_since: metricRecords, run_id: runId }));
+  socket = ws;
+  // Events of a socket that was replaced (run reloaded) are dropped: its replacement starts from fresh ids.
+  ws.addEventListener("open", () => { reconnectDelay = 500; });
+  ws.addEventListener("message", (msg) => {
+    if (socket !== ws) return;
     let ev;
     try { ev = JSON.parse(msg.data); } catch { return; }
     if (ev.run_id && runId && ev.run_id !== runId && ev.type !== "status") return;
     if (ev.type === "log") addLogLines(ev.lines || [ev]);
-    else if (ev.type === "metric") addMetric(ev.metric || ev.data || ev);
-    else if (ev.type === "status") onStatusEvent(ev.status || ev.data || ev);
+    else if (ev.type === "metric") addMetric(ev);
+    else if (ev.type === "status") onStatusEvent(ev);
   });
-  socket.addEventListener("close", () => {
+  ws.addEventListener("close", () => {
+    if (socket !== ws) return;
     socket = null;
     // Reconnect while the run is active; otherwise the poll notices the next run.
     if (status && ACTIVE_STATES.has(status.state)) {
@@ -239,8 +253,7 @@ function connect() {
 function onStatusEvent(s) {
   if (s.run_id && s.run_id !== runId) {
     // Another run became current: reload it, then follow it on a fresh socket.
-    socket?.close();
-    refreshStatus().catch(() => {});
+    refreshStatus({ reload: true }).catch(() => {});
     return;
   }
   setStatus({ ...status, ...s });
@@ -265,9 +278,9 @@ async function refreshPreview() {
   renderPreview(box, data);
 }
 
-/** Called after a successful POST /start: show the new run at once. */
+/** Called after a successful start or resume: show that run at once, rebuilt from the server. */
 export async function attach() {
-  await refreshStatus();
+  await refreshStatus({ reload: true });
 }
 
 async function start() {
