@@ -213,3 +213,45 @@ def test_a_run_with_ngrams_trains_the_new_rows_and_saves_a_model_plain_transform
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
     assert isinstance(tokenizer.decode(out[0]), str)
+
+
+def _metaspace_tokenizer():
+    """A SentencePiece-style tokenizer (`▁` for spaces, byte fallback) with the MaTeLiX role tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from matelix.data.template import setup_tokenizer
+    from matelix.demo.model import demo_texts
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first"),
+                                     decoders.ByteFallback(), decoders.Fuse()])
+    tok.train_from_iterator(demo_texts(), trainer=trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+        initial_alphabet=[f"<0x{i:02X}>" for i in range(256)]))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                 clean_up_tokenization_spaces=False)
+    setup_tokenizer(hf, "chat")
+    return hf
+
+
+def test_sentencepiece_style_tokenizer_keeps_every_text_exact(tmp_path):
+    tokenizer = _metaspace_tokenizer()
+    texts = _texts("demo_chat.csv", tokenizer)
+    assert all(tokenizer.decode(tokenizer.encode(t, add_special_tokens=False)) == t for t in texts)
+    totals = apply_ngrams(tokenizer, None, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
+    assert totals["added_tokens"] > 0 and totals["saved_pct"] > 10
+    for text in texts:
+        assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+
+
+def test_streaming_detokenizer_yields_the_text_token_by_token(tokenizer, tmp_path):
+    from matelix.inference.detokenize import IncrementalDetokenizer
+
+    texts = _texts("demo_chat.csv", tokenizer)
+    apply_ngrams(tokenizer, None, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
+    for text in texts[:20]:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        stream = IncrementalDetokenizer(tokenizer, skip_special_tokens=False)
+        assert "".join(stream.push(i) for i in ids) + stream.flush() == text

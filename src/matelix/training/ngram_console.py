@@ -18,7 +18,7 @@ def format_result(result, shown: int) -> str:
     lines = [f"{t['texts']} texts: {t['tokens_before']:,} tokens -> {t['tokens_after']:,} tokens with "
              f"{t['added_tokens']} added phrases (-{t['saved_pct']:.1f}%), phrases up to {t['max_len']} tokens"
              f"{' (code-heavy)' if t['code_heavy'] else ''}, mined in {t['seconds']:.1f}s"]
-    if result.phrases:
+    if result.phrases and shown > 0:
         lines.append(f"{'saves':>7} {'uses':>6} {'tokens':>6}  phrase")
         for p in result.phrases[:shown]:
             lines.append(f"{p.savings:>7} {p.used:>6} {len(p.source_ids):>6}  {p.text!r}")

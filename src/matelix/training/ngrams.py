@@ -43,6 +43,7 @@ TRIAL_ROUNDS = 3  # encode-and-prune passes; each refills the slots freed by the
 POSITION_CACHE = 20_000_000  # occurrence positions kept between looks at a candidate (8 bytes each)
 OVERUSE = 1.1  # a phrase used > 10% more often than mined matches where it was no n-gram
 _WORD = re.compile(r"\w")
+_PROBE = "a"  # an ordinary token text every decoder passes through unchanged
 _LINE_BREAKS = re.compile(r"\n+")
 
 
@@ -190,11 +191,12 @@ class _Candidates:
                 and self.backend.encode(phrase, add_special_tokens=False).ids == ids and self._decodes(phrase))
 
     def _decodes(self, phrase: str) -> bool:
-        """Whether the phrase as an added token decodes to itself: its content goes through the decoder,
-        and a byte-level decoder maps a token's characters through its byte alphabet when all of them are
-        in it, so e.g. `Gemüse,` would come back garbled."""
+        """Whether the phrase as an added token decodes to itself after another token. Its content goes
+        through the decoder: a byte-level decoder maps a token's characters through its byte alphabet when
+        all of them are in it (`Gemüse,` would come back garbled); a SentencePiece-style decoder strips the
+        leading space of a text's first token only, hence the token in front."""
         decoder = self.backend.decoder
-        return decoder is None or decoder.decode([phrase]) == phrase
+        return decoder is None or decoder.decode([_PROBE, phrase]) == decoder.decode([_PROBE]) + phrase
 
     def _free(self, k: int, ids: list[int]) -> np.ndarray:
         """Non-overlapping occurrences of candidate k that touch no covered position. Covered positions only
@@ -262,6 +264,17 @@ def _trial(tokenizer, texts: list[str], phrases: list[Phrase], *, verify: bool =
     return int(flat.size), broken
 
 
+def _token_texts(backend) -> list[str]:
+    """Each token id's text as it reads in running text (after another token, so a SentencePiece-style
+    decoder keeps its leading space)."""
+    strings = [backend.id_to_token(i) or "" for i in range(backend.get_vocab_size())]
+    decoder = backend.decoder
+    if decoder is None:
+        return strings
+    head = decoder.decode([_PROBE])
+    return [decoder.decode([_PROBE, s])[len(head):] for s in strings]
+
+
 def _length_progress(log: Callable[[str], None]):
     def progress(n: int, found: int) -> None:
         if n % 4 == 0:  # every length would flood a run's log with up to 32 lines
@@ -287,7 +300,7 @@ def mine(tokenizer, texts: Sequence[str], opts: NgramOptions, log: Callable[[str
     ids = layout((e.ids for e in encoded), special_ids)
     del encoded
     tokens_before = int(lengths.sum())
-    token_texts = [backend.decode([i], skip_special_tokens=False) for i in range(backend.get_vocab_size())]
+    token_texts = _token_texts(backend)
     counts = count_ngrams(ids, max_len, opts.min_count, Boundaries.of(ids, token_texts),
                           max_inner_breaks=1 if code else 0, progress=_length_progress(log))
     log(f"n-grams: {tokens_before} tokens, {counts.count.size} candidate phrases")
