@@ -3,12 +3,20 @@
 
 export const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
 
-/** Tick labels that stay readable for learning rates (1e-4) as well as losses and percentages. */
-function tick(v) {
-  if (v === null || v === undefined) return "";
+/** One tick label with `p` significant digits (exponent form for learning-rate-sized values). */
+function tick(v, p) {
   const a = Math.abs(v);
-  if (a !== 0 && (a < 0.01 || a >= 1e6)) return v.toExponential(1);
-  return String(Number(v.toPrecision(4)));
+  if (a !== 0 && (a < 0.01 || a >= 1e6)) return v.toExponential(p - 1);
+  return String(Number(v.toPrecision(p)));
+}
+
+/** Tick labels with just enough digits that neighbours differ (a learning rate moves in the 4th digit). */
+function ticks(splits) {
+  for (let p = 2; p <= 8; p++) {
+    const out = splits.map((v) => (v === null || v === undefined ? "" : tick(v, p)));
+    if (new Set(out).size === out.length) return out;
+  }
+  return splits.map(String);
 }
 
 /**
@@ -29,7 +37,7 @@ export function lineChart(el, { series, xLabel = "step", yLabel = "", height = 2
       axes: [
         time ? { space: 90, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600], values: (u, splits) => splits.map((v) => new Date(v * 1000).toLocaleTimeString()) }
           : { label: xLabel, size: 40 },
-        { label: yLabel, size: 70, values: (u, splits) => splits.map(tick) },
+        { label: yLabel, size: 70, values: (u, splits) => ticks(splits) },
       ],
       series: [{ label: xLabel }, ...series.map((s, i) => ({
         label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: 2, spanGaps: true,

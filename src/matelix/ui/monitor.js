@@ -169,7 +169,7 @@ function renderStatus() {
   root.querySelector("#mon-stats").innerHTML = stats.map(([k, v]) =>
     `<div><dt data-i18n="${k}">${t(k)}</dt><dd>${escapeHtml(v)}</dd></div>`).join("");
   const err = s.error;
-  showError(err ? [err.message || err, ...(err.log_tail || err.last_lines || [])].join("\n") : "");
+  showError(err ? [err.message || err, ...(err.last_lines || [])].join("\n") : "");
 }
 
 function setStatus(next) {

@@ -50,11 +50,13 @@ export function mount(el) {
           <button type="button" id="runs-resume" data-i18n="runs.resume">Resume</button>
           <button type="button" id="runs-delete" class="danger" data-i18n="runs.delete">Delete</button></div></div>
       <div id="runs-detail-error" class="error" role="alert" hidden></div>
+      <dl class="stats" id="runs-detail-stats"></dl>
       <div class="grid2">
         <div><h3 data-i18n="monitor.loss_chart">Loss</h3><div id="runs-loss" class="chart"></div></div>
         <div><h3 data-i18n="monitor.lr_chart">Learning rate</h3><div id="runs-lr" class="chart"></div></div>
       </div>
-      <h3 data-i18n="runs.config">Configuration</h3><dl class="facts config" id="runs-config"></dl>
+      <details class="group"><summary data-i18n="runs.config">Configuration</summary>
+        <dl class="config" id="runs-config"></dl></details>
     </div>`;
   root.querySelector("#runs-refresh").addEventListener("click", load);
   root.querySelector("#runs-resume").addEventListener("click", resume);
@@ -160,9 +162,19 @@ async function openDetail(id) {
   const rows = steps.map((x) => byStep.get(x));
   detailLoss.setData(steps, [rows.map((m) => m.loss ?? null), rows.map((m) => m.eval_loss ?? null)]);
   detailLr.setData(steps, [rows.map((m) => m.learning_rate ?? null)]);
+  const stats = [
+    ["runs.state", s.state ? t(`state.${s.state}`) : "–"],
+    ["runs.steps", `${detail.step ?? "–"} / ${detail.total_steps ?? "–"}`], ["runs.final_loss", num(s.finalLoss)],
+    ["metric.eval_loss", num(detail.eval_loss)], ["runs.duration", duration(s.duration)],
+    ["runs.checkpoints", String(detail.checkpoints?.length ?? 0)],
+  ];
+  root.querySelector("#runs-detail-stats").innerHTML = stats.map(([k, v]) =>
+    `<div><dt>${escapeHtml(t(k))}</dt><dd>${escapeHtml(v)}</dd></div>`).join("");
+  const error = detail.status?.error;
+  if (error) showDetailError([error.message || error, ...(error.last_lines || [])].join("\n"));
   const cfg = detail.config || {};
   root.querySelector("#runs-config").innerHTML = Object.entries(cfg).map(([k, v]) =>
-    `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(typeof v === "object" && v !== null ? JSON.stringify(v) : v ?? "–")}</dd>`).join("");
+    `<div><dt>${escapeHtml(k)}</dt><dd>${escapeHtml(typeof v === "object" && v !== null ? JSON.stringify(v) : v ?? "–")}</dd></div>`).join("");
 }
 
 function showDetailError(text) {

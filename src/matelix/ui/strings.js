@@ -67,7 +67,8 @@ const en = {
   "runs.title": "Runs", "runs.compare": "Compare", "runs.run": "Run", "runs.state": "State", "runs.model": "Model",
   "runs.dataset": "Dataset", "runs.final_loss": "Final loss", "runs.duration": "Duration", "runs.started": "Started",
   "runs.empty": "No runs yet.", "runs.overlay": "Loss curves compared", "runs.chat": "Chat with this model",
-  "runs.resume": "Resume", "runs.delete": "Delete", "runs.config": "Configuration",
+  "runs.resume": "Resume", "runs.delete": "Delete", "runs.config": "Configuration", "runs.steps": "Steps",
+  "runs.checkpoints": "Checkpoints",
   "runs.confirm_delete": "Delete run {id} with its checkpoints and model?",
 
   "chat.title": "Chat", "chat.model": "Model", "chat.load": "Load", "chat.unload": "Unload",
@@ -150,7 +151,8 @@ const de = {
   "runs.title": "Läufe", "runs.compare": "Vergleichen", "runs.run": "Lauf", "runs.state": "Status", "runs.model": "Modell",
   "runs.dataset": "Datensatz", "runs.final_loss": "End-Loss", "runs.duration": "Dauer", "runs.started": "Gestartet",
   "runs.empty": "Noch keine Läufe.", "runs.overlay": "Loss-Kurven im Vergleich", "runs.chat": "Mit diesem Modell chatten",
-  "runs.resume": "Fortsetzen", "runs.delete": "Löschen", "runs.config": "Konfiguration",
+  "runs.resume": "Fortsetzen", "runs.delete": "Löschen", "runs.config": "Konfiguration", "runs.steps": "Schritte",
+  "runs.checkpoints": "Checkpoints",
   "runs.confirm_delete": "Lauf {id} mit Checkpoints und Modell löschen?",
 
   "chat.title": "Chat", "chat.model": "Modell", "chat.load": "Laden", "chat.unload": "Entladen",
