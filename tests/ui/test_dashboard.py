@@ -42,6 +42,20 @@ def test_system_view_shows_live_usage_and_hardware(page, live_server):
     assert page.problems.errors == []
 
 
+def test_system_view_shows_each_gpu_the_server_reports(page, live_server):
+    # This machine has no GPU, so the page is served a /sysstatus body of the documented shape with one.
+    gpu = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "gpu_util_percent": 87.0, "gpu_mem_used": 40960.0,
+           "gpu_mem_total": 81559.0, "gpu_temperature": 61.0}
+    body = {"ram_used": 2048, "ram_total": 24000, "ram_percent": 8.5, "cpu_percent": 42.0,
+            "gpu_util_percent": 87.0, "gpu_mem_used": 40960.0, "gpu_mem_total": 81559.0, "gpu_temperature": 61.0,
+            "gpus": [gpu], "platform": "Linux"}
+    page.route("**/sysstatus", lambda route: route.fulfill(json=body))
+    open_lab(page, live_server.url + "/#system")
+    page.wait_for_selector("#sys-gpus .gpu")
+    text = page.text_content("#sys-gpus")
+    assert "NVIDIA H100" in text and "87 %" in text and "40.0 GiB / 79.6 GiB" in text and "61 °C" in text
+
+
 def test_language_switch_relabels_the_page(page, live_server):
     open_lab(page, live_server.url)
     assert page.text_content("#tab-runs") == "Runs"
