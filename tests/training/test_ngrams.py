@@ -175,9 +175,9 @@ def test_empty_corpus_adds_nothing(tokenizer, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("train_mode", ["full", "lora"])
-def test_a_run_with_ngrams_trains_the_new_rows_and_saves_a_model_plain_transformers_can_use(
-        home, tiny_model_dir, tmp_path, train_mode):
+@pytest.mark.parametrize(("train_mode", "merge"), [("full", True), ("lora", True), ("lora", False)])
+def test_a_run_with_ngrams_trains_the_new_rows_and_saves_a_model_transformers_can_use(
+        home, tiny_model_dir, tmp_path, train_mode, merge):
     import shutil
 
     from matelix.training.foreground import run_foreground
@@ -189,7 +189,7 @@ def test_a_run_with_ngrams_trains_the_new_rows_and_saves_a_model_plain_transform
         "model_dir": "models/tiny", "csv_path": "datasets/code.csv", "train_mode": train_mode, "max_steps": 3,
         "chunk_size": 128, "gradient_accumulation_steps": 1, "per_device_train_batch_size": 2,
         "learning_rate": 1e-2, "save_steps": 1000, "preview_steps": 0, "use_ngrams": True,
-        "ngram_min_count": 2}))
+        "ngram_min_count": 2, "merge_lora_on_save": merge}))
     assert run_foreground(config, home) == 0
     (run,) = list((home / "training_outputs").iterdir())
     token_map = json.loads((run / MAP_FILE).read_text(encoding="utf-8"))
@@ -197,7 +197,12 @@ def test_a_run_with_ngrams_trains_the_new_rows_and_saves_a_model_plain_transform
     assert "n-grams: added" in (run / "training.log").read_text(encoding="utf-8")
 
     tokenizer = AutoTokenizer.from_pretrained(run)
-    model = AutoModelForCausalLM.from_pretrained(run)
+    if merge:
+        model = AutoModelForCausalLM.from_pretrained(run)
+    else:  # an adapter over the original base: peft's loader resizes the base to the tokenizer first
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(run).merge_and_unload()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     vocab_before = token_map["totals"]["vocab_before"]
     assert len(tokenizer) == token_map["totals"]["vocab_after"] == model.get_input_embeddings().weight.shape[0]
