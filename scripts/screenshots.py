@@ -55,7 +55,7 @@ def wait_steps(page, steps: int) -> None:
 
 def stop_and_wait(page) -> None:
     page.click("#mon-stop")
-    page.wait_for_selector("#mon-state.state-stopped", timeout=300_000)
+    page.wait_for_selector("#mon-state.state-stopped[data-running='false']", timeout=300_000)
 
 
 def start_from_form(page, steps: int, preset: str) -> None:

@@ -184,7 +184,7 @@ def start_short_run_from_form(page) -> str:
     return page.text_content("#mon-run")
 
 
-def test_a_run_started_from_the_form_is_watched_live_survives_a_reload_stops_and_chats(page, lab_home):
+def test_a_run_from_the_form_is_watched_live_survives_a_reload_stops_chats_resumes_and_is_deleted(page, lab_home):
     with LiveServer(Settings(home=lab_home)) as server:
         open_lab(page, server.url + "/#train")
         run_id = start_short_run_from_form(page)
@@ -212,7 +212,7 @@ def test_a_run_started_from_the_form_is_watched_live_survives_a_reload_stops_and
 
         # Stop: the run ends as `stopped` and the buttons follow.
         page.click("#mon-stop")
-        page.wait_for_selector("#mon-state.state-stopped", timeout=120_000)
+        page.wait_for_selector("#mon-state.state-stopped[data-running='false']", timeout=120_000)
         assert page.is_disabled("#mon-stop")
 
         # The run is in the history; "Chat with this model" opens Chat with it selected.
@@ -248,7 +248,16 @@ def test_a_run_started_from_the_form_is_watched_live_survives_a_reload_stops_and
                                timeout=120_000)
         assert int(page.get_attribute("#mon-loss", "data-points")) > stopped_at // 2
         page.click("#mon-stop")
-        page.wait_for_selector("#mon-state.state-stopped", timeout=120_000)
+        page.wait_for_selector("#mon-state.state-stopped[data-running='false']", timeout=120_000)
         shown = page.text_content("#mon-log").splitlines()
         assert shown == log_lines_on_server(server.url)[:len(shown)]
+
+        # Delete it from Runs (after confirming): gone from the table and from disk.
+        page.click("#tab-runs")
+        page.click(f"tr[data-run='{run_id}'] td:nth-child(2)")
+        page.wait_for_function("!document.querySelector('#runs-delete').disabled")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#runs-delete")
+        page.wait_for_selector(f"tr[data-run='{run_id}']", state="detached")
+        assert not (lab_home / "training_outputs" / run_id).exists()
         assert page.problems.errors == []

@@ -86,7 +86,7 @@ function keyDialog(rejected, cancellable = false) {
 /** The top bar shows the active run's state and step from any view. */
 function runBadge(status) {
   const badge = document.getElementById("run-badge");
-  const active = Boolean(status && monitor.ACTIVE_STATES.has(status.state));
+  const active = monitor.isLive(status);
   badge.hidden = !active;
   if (active) badge.textContent = `${t(`state.${status.state}`)} · ${status.step ?? 0}/${status.total_steps ?? "?"}`;
 }

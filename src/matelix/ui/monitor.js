@@ -9,6 +9,16 @@ import { t } from "./i18n.js";
 import { renderPreview } from "./preview.js";
 
 export const ACTIVE_STATES = new Set(["queued", "starting", "running", "stopping"]);
+
+/** A run is live while its state says so or its worker process has not exited yet (`running`). */
+export function isLive(s) {
+  return Boolean(s && (s.running || ACTIVE_STATES.has(s.state)));
+}
+
+/** Whether a Stop request makes sense (the worker is not already finishing). */
+export function canStop(s) {
+  return Boolean(s && ACTIVE_STATES.has(s.state) && s.state !== "stopping");
+}
 const MAX_LOG_LINES = 5000;
 const POLL_MS = 4000;
 const PREVIEW_MS = 5000;
@@ -143,13 +153,14 @@ function addLogLines(lines) {
 
 function renderStatus() {
   const s = status;
-  const active = Boolean(s && ACTIVE_STATES.has(s.state));
+  const active = isLive(s);
   root.querySelector("#mon-empty").hidden = Boolean(runId);
   root.querySelector("#mon-body").hidden = !runId;
-  root.querySelector("#mon-stop").disabled = !active || s.state === "stopping";
+  root.querySelector("#mon-stop").disabled = !canStop(s);
   const state = root.querySelector("#mon-state");
   state.textContent = s?.state ? t(`state.${s.state}`) : "";
   state.className = `state state-${s?.state || "none"}`;
+  state.dataset.running = String(Boolean(s?.running));
   if (!s || !runId) return;
   root.querySelector("#mon-run").textContent = runId;
   const total = s.total_steps || 0;
@@ -176,13 +187,13 @@ function setStatus(next) {
   status = next;
   renderStatus();
   for (const fn of statusListeners) fn(status);
-  const active = Boolean(status && ACTIVE_STATES.has(status.state));
+  const active = isLive(status);
   if (active && !socket) connect();
   if (active) schedulePreview();
   // A finished run sends nothing new; close once its last lines have arrived (the poll takes over).
   if (!active && socket) {
     const ws = socket;
-    setTimeout(() => { if (socket === ws && status && !ACTIVE_STATES.has(status.state)) { socket = null; ws.close(); } }, 2000);
+    setTimeout(() => { if (socket === ws && !isLive(status)) { socket = null; ws.close(); } }, 2000);
   }
 }
 
@@ -212,7 +223,7 @@ async function refreshStatus({ reload = false } = {}) {
   const s = await api("/status");
   const id = s?.run_id || null;
   // A resumed run keeps its id but drops metrics after its checkpoint: rebuild it from the server.
-  const resumed = id === runId && status && !ACTIVE_STATES.has(status.state) && ACTIVE_STATES.has(s.state);
+  const resumed = id === runId && status && !isLive(status) && ACTIVE_STATES.has(s.state);
   if (id && (id !== runId || resumed || reload)) {
     const old = socket;
     socket = null;
@@ -241,9 +252,9 @@ function connect() {
     if (socket !== ws) return;
     socket = null;
     // Reconnect while the run is active; otherwise the poll notices the next run.
-    if (status && ACTIVE_STATES.has(status.state)) {
+    if (isLive(status)) {
       setTimeout(() => refreshStatus().catch(() => {}).finally(() => {
-        if (!socket && status && ACTIVE_STATES.has(status.state)) connect();
+        if (!socket && isLive(status)) connect();
       }), reconnectDelay);
       reconnectDelay = Math.min(reconnectDelay * 2, 8000);
     }
@@ -262,7 +273,7 @@ function onStatusEvent(s) {
 function schedulePreview() {
   if (previewTimer) return;
   previewTimer = setInterval(() => {
-    if (!status || !ACTIVE_STATES.has(status.state)) {
+    if (!isLive(status)) {
       clearInterval(previewTimer);
       previewTimer = null;
       refreshPreview();

@@ -7,7 +7,7 @@ import { dateTime, duration, escapeHtml, num } from "./format.js";
 import { t } from "./i18n.js";
 import * as monitor from "./monitor.js";
 
-let root, runs = [], selected = null;
+let root, runs = [], selected = null, lastSeen = null;
 let detailLoss = null, detailLr = null, overlay = null;
 const compare = new Set();
 const metricsCache = new Map();
@@ -83,9 +83,13 @@ export function mount(el) {
     drawOverlay();
   });
   monitor.onStatus((s) => {
-    // A run that changes state (e.g. finishes) changes the table too.
-    const known = runs.find((r) => r.run_id === s?.run_id);
-    if (!root.hidden && s?.state && (!known || runSummary(known).state !== s.state)) load();
+    // A run that changes state (or whose worker exits) changes the table and its open detail.
+    const key = s?.run_id ? `${s.run_id}:${s.state}:${Boolean(s.running)}` : null;
+    if (!key || key === lastSeen) return;
+    lastSeen = key;
+    if (root.hidden) return;
+    load();
+    if (selected === s.run_id) openDetail(selected);
   });
 }
 
@@ -147,7 +151,7 @@ async function openDetail(id) {
   if (!detail) return;
   const metrics = detail.metrics || [];
   const s = runSummary(detail);
-  const active = monitor.ACTIVE_STATES.has(s.state);
+  const active = monitor.isLive(detail);
   root.querySelector("#runs-resume").disabled = active || s.state === "completed";
   root.querySelector("#runs-delete").disabled = active;
   root.querySelector("#runs-chat").disabled = active || s.hasModel === false;
@@ -208,7 +212,7 @@ async function remove() {
 }
 
 export function show() {
-  load().catch((err) => {
+  load().then(() => { if (selected) openDetail(selected); }).catch((err) => {
     root.querySelector("#runs-empty").hidden = false;
     root.querySelector("#runs-empty").textContent = err.message;
   });

@@ -67,9 +67,8 @@ export function mount(el) {
   root.querySelector("#train-dataset").addEventListener("change", () => { root.querySelector("#train-dataset-out").replaceChildren(); });
   for (const b of root.querySelectorAll("[data-preset]")) b.addEventListener("click", () => applyPreset(b.dataset.preset));
   monitor.onStatus((s) => {
-    const active = Boolean(s && monitor.ACTIVE_STATES.has(s.state));
-    root.querySelector("#train-stop").disabled = !active || s.state === "stopping";
-    root.querySelector("#train-start").disabled = active;
+    root.querySelector("#train-stop").disabled = !monitor.canStop(s);
+    root.querySelector("#train-start").disabled = monitor.isLive(s);
   });
   onLanguageChange(() => form?.relabel());
 }
