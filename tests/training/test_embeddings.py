@@ -67,3 +67,18 @@ def test_peft_wrapped_model_is_resized_through_its_base(tmp_path):
     assert model.get_input_embeddings().weight.shape[0] == old + 1
     torch.testing.assert_close(model.get_input_embeddings().weight[old], emb_before[[7, 8]].mean(dim=0))
     assert model.get_output_embeddings().weight.shape[0] == old + 1
+
+
+def test_padded_embedding_rows_given_to_new_tokens_are_initialised_from_their_sources(tmp_path):
+    model = _model(tmp_path, tied=False)
+    padded = model.get_input_embeddings().weight.shape[0]
+    resize_with_mean_init(model, padded + 4)  # an embedding larger than the tokenizer, as some models ship
+    emb_before = model.get_input_embeddings().weight.detach().clone()
+    head_before = model.get_output_embeddings().weight.detach().clone()
+
+    resize_with_mean_init(model, padded + 4, {padded + 1: [5, 6]})  # the new token reuses a padding row
+
+    assert model.get_input_embeddings().weight.shape[0] == padded + 4
+    torch.testing.assert_close(model.get_input_embeddings().weight[padded + 1], emb_before[[5, 6]].mean(dim=0))
+    torch.testing.assert_close(model.get_output_embeddings().weight[padded + 1], head_before[[5, 6]].mean(dim=0))
+    torch.testing.assert_close(model.get_input_embeddings().weight[padded + 2], emb_before[padded + 2])

@@ -260,3 +260,14 @@ def test_streaming_detokenizer_yields_the_text_token_by_token(tokenizer, tmp_pat
         ids = tokenizer.encode(text, add_special_tokens=False)
         stream = IncrementalDetokenizer(tokenizer, skip_special_tokens=False)
         assert "".join(stream.push(i) for i in ids) + stream.flush() == text
+
+
+def test_phrases_never_contain_or_fuse_with_role_and_special_token_text(tokenizer):
+    from matelix.training.ngrams import _ReservedText
+
+    reserved = _ReservedText(tokenizer)
+    assert reserved.touched_by("x\n<|Benutzer|>\n")
+    assert reserved.touched_by("Antwort\n<|")  # would swallow the start of a following role token
+    assert reserved.touched_by("tin|>\nHallo")
+    assert reserved.touched_by("ende</")
+    assert not reserved.touched_by(" = np.asarray(")

@@ -24,12 +24,12 @@ def _is_tied(model) -> bool:
         head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr())
 
 
-def _fill_rows(weight: torch.Tensor, old_rows: int, sources: dict[int, list[int]]) -> None:
-    """Set rows old_rows.. of `weight` (V, H) to the mean of their source rows, else the mean of all old rows."""
+def _fill_rows(weight: torch.Tensor, old_rows: int, rows: list[int], sources: dict[int, list[int]]) -> None:
+    """Set `rows` of `weight` (V, H) to the mean of their source rows, else to the mean of all old rows."""
     with torch.no_grad():
         old = weight[:old_rows].float()
         fallback = old.mean(dim=0)
-        for new_id in range(old_rows, weight.shape[0]):
+        for new_id in rows:
             ids = [i for i in sources.get(new_id, ()) if 0 <= i < old_rows]
             row = old[ids].mean(dim=0) if ids else fallback
             weight[new_id] = row.to(weight.dtype)
@@ -38,16 +38,19 @@ def _fill_rows(weight: torch.Tensor, old_rows: int, sources: dict[int, list[int]
 def resize_with_mean_init(model, new_vocab_size: int, sources: dict[int, list[int]] | None = None) -> None:
     """Resize token embeddings (and an untied head) to `new_vocab_size`; mean-initialise the new rows.
 
-    `sources` maps a new token id to the old token ids it replaces. Shrinking or keeping the size only
-    resizes. Works on a plain transformers model or a peft-wrapped one (resize before wrapping in LoRA
-    when possible: a wrapper's saved-module copies are not resized by transformers).
+    `sources` maps a new token id to the old token ids it replaces. Ids in `sources` below the old size are
+    initialised too: models whose embedding is padded beyond their tokenizer give new tokens rows that
+    exist already but were never trained. Works on a plain transformers model or a peft-wrapped one
+    (resize before wrapping in LoRA when possible: a wrapper's saved-module copies are not resized by
+    transformers).
     """
     base = _base_model(model)
     old_rows = base.get_input_embeddings().weight.shape[0]
     base.resize_token_embeddings(new_vocab_size, mean_resizing=False)
-    if new_vocab_size <= old_rows:
-        return
     sources = sources or {}
-    _fill_rows(base.get_input_embeddings().weight, old_rows, sources)
+    rows = sorted({*range(old_rows, new_vocab_size), *(i for i in sources if 0 <= i < new_vocab_size)})
+    if not rows:
+        return
+    _fill_rows(base.get_input_embeddings().weight, old_rows, rows, sources)
     if not _is_tied(base):
-        _fill_rows(base.get_output_embeddings().weight, old_rows, sources)
+        _fill_rows(base.get_output_embeddings().weight, old_rows, rows, sources)

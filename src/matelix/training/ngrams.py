@@ -2,15 +2,18 @@
 
     totals = apply_ngrams(tokenizer, model, texts, config, run_dir, log)
 
-1. Encode the (rendered) texts and count token-id n-grams of lengths 2..ngram_max (longer for code) with
-   `ngram_count` — special tokens split the counting, so no phrase contains a role/eos/pad token.
-2. Rank candidates by the tokens they save, count × (n − 1), greedily: a candidate inside an already chosen
-   phrase only keeps the occurrences the longer phrase does not cover. Each phrase is the raw text span of
-   an occurrence (spaces and newlines included) and must encode back to exactly its token ids.
+1. Encode the (rendered) texts and count the frequent closed token-id n-grams of lengths 2..ngram_max
+   (32 for code-heavy texts) with `ngram_count`; special tokens split the counting, so no phrase holds a
+   role/eos/pad token, and windows that join lines are never counted.
+2. Choose greedily by the tokens a phrase would still save: free occurrences × (n − 1), where occurrences
+   already replaced by a chosen phrase do not count, so substrings, shifted windows of a long repeated
+   passage and near-duplicates of a chosen phrase lose their worth. A phrase is the raw text span of an
+   occurrence (spaces and newlines included), must not start or end inside a word, must encode back to
+   exactly its token ids and decode to itself as an added token.
 3. Add the phrases to a scratch copy of the tokenizer as plain added tokens (matched on the raw text, not
-   stripped, not special, so `decode(encode(text)) == text`), re-encode the texts and keep only phrases that
-   are used at least `ngram_min_count` times and not clearly more often than mined (a phrase used more often
-   matches inside words it was never part of). Freed slots are refilled from the remaining candidates.
+   stripped, not special), re-encode the texts, keep phrases used at least `ngram_min_count` times and not
+   clearly more often than they occur as n-grams (they would match inside words they never belonged to),
+   check that every text still decodes to itself, and refill the freed slots (a few rounds).
 4. Add the survivors to the real tokenizer, grow the model with mean-initialised rows
    (`embeddings.resize_with_mean_init`) and write `ngram_token_map.json` with the measured totals.
 """
@@ -112,22 +115,25 @@ def _sample(texts: Sequence[str], max_samples: int) -> list[str]:
     return [texts[i] for i in np.linspace(0, len(texts) - 1, max_samples).astype(int)]
 
 
-def _reserved_strings(tokenizer) -> list[str]:
-    """Contents of tokens a phrase must never touch: special and previously added tokens."""
-    reserved = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
-    return [s for s in reserved if s]
+class _ReservedText:
+    """Texts of special and earlier added tokens, which a phrase must never contain or fuse with: next to
+    one in raw text, a phrase ending in its first characters would be matched first (leftmost-longest) and
+    swallow the start of, say, a role token."""
 
+    def __init__(self, tokenizer):
+        strings = sorted({s for s in [*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()] if s},
+                         key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, strings))) if strings else None
+        self.prefixes = {s[:k] for s in strings for k in range(1, len(s))}
+        self.suffixes = {s[-k:] for s in strings for k in range(1, len(s))}
+        self.longest = len(strings[0]) if strings else 0
 
-def _touches_reserved(phrase: str, reserved: list[str]) -> bool:
-    """True when the phrase contains a reserved string or could fuse with one next to it in raw text
-    (an added token matching the leftmost-longest way would then swallow the start of a role token)."""
-    for s in reserved:
-        if s in phrase:
-            return True
-        for k in range(1, len(s)):
-            if phrase.endswith(s[:k]) or phrase.startswith(s[-k:]):
-                return True
-    return False
+    def touched_by(self, phrase: str) -> bool:
+        if self.pattern is None:
+            return False
+        return bool(self.pattern.search(phrase)) or any(
+            phrase[-k:] in self.prefixes or phrase[:k] in self.suffixes
+            for k in range(1, min(self.longest, len(phrase) + 1)))
 
 
 def _lines_ok(phrase: str, code: bool) -> bool:
@@ -165,8 +171,7 @@ class _Candidates:
         self.covered = np.zeros(counts.ids.size, dtype=bool)
         self.backend = tokenizer.backend_tokenizer
         self.opts, self.code = opts, code
-        self.reserved = _reserved_strings(tokenizer)
-        self.added = set(tokenizer.get_added_vocab())
+        self.reserved = _ReservedText(tokenizer)
         self.heap = list(zip((-counts.score).tolist(), range(counts.count.size), strict=True))
         heapq.heapify(self.heap)
         self.seen: set[str] = set()
@@ -186,8 +191,9 @@ class _Candidates:
         inside_word = bool(_WORD.match(phrase[:1]) and _WORD.match(before)) or bool(
             _WORD.match(phrase[-1:]) and _WORD.match(after))
         return (len(phrase) >= self.opts.min_chars and not inside_word and "\ufffd" not in phrase
-                and phrase not in self.seen and phrase not in self.added and _lines_ok(phrase, self.code)
-                and not _touches_reserved(phrase, self.reserved)
+                and phrase not in self.seen and self.backend.token_to_id(phrase) is None
+                and _lines_ok(phrase, self.code)
+                and not self.reserved.touched_by(phrase)
                 and self.backend.encode(phrase, add_special_tokens=False).ids == ids and self._decodes(phrase))
 
     def _decodes(self, phrase: str) -> bool:
@@ -201,9 +207,11 @@ class _Candidates:
     def _free(self, k: int, ids: list[int]) -> np.ndarray:
         """Non-overlapping occurrences of candidate k that touch no covered position. Covered positions only
         grow, so the positions found at an earlier look are filtered again instead of searched anew."""
-        pos = self.positions.get(k)
+        pos = self.positions.pop(k, None)
         if pos is None:
             pos = self.index.find(ids)
+        else:
+            self.cached -= pos.size
         pos = pos[~self.covered[pos[:, None] + np.arange(len(ids))].any(axis=1)]
         if self.cached + pos.size <= POSITION_CACHE:
             self.positions[k] = pos
@@ -233,7 +241,7 @@ class _Candidates:
 
 def _added_token(phrase: str):
     """Matched on raw text, never stripped, not special (kept by `skip_special_tokens`). A phrase that starts
-    and ends inside a word must not match in the middle of a longer word."""
+    and ends with a word character must not match inside a longer word (`print` in `reprint`)."""
     whole_word = bool(_WORD.match(phrase[0]) and _WORD.match(phrase[-1]))
     return AddedToken(phrase, single_word=whole_word, lstrip=False, rstrip=False, normalized=False,
                       special=False)
