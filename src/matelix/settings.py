@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     max_request_mb: int = Field(16, ge=1, description="Largest request body in MiB (uploads excepted).")
     max_loaded_models: int = Field(1, ge=1, description="Models kept resident for inference (LRU eviction).")
     stop_timeout_s: float = Field(120.0, gt=0, description="Grace period for a stopping training worker.")
+    max_concurrent_generations: int = Field(
+        64, ge=1, le=1024, description="Generations decoded at once per model (the engine's batch size).")
+    max_queued_generations: int = Field(
+        256, ge=0, description="Generations waiting beyond those running, server-wide; more → 429 + Retry-After.")
+    max_messages: int = Field(1024, ge=1, description="Most messages in one chat request.")
+    max_message_chars: int = Field(200_000, ge=1, description="Longest message content or text prompt, in characters.")
+    max_new_tokens: int = Field(32768, ge=1, description="Largest max_tokens / max_new_tokens a request may ask for.")
+    max_n: int = Field(16, ge=1, le=16, description="Most choices (n) per prompt in one /v1 request (at most 16).")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

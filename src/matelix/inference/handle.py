@@ -15,9 +15,14 @@ request has `finished == True` and carries `finish_reason` and `usage`:
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+
+log = logging.getLogger("matelix.inference")
 
 FinishReason = str  # "stop" | "length" | "cancelled" | "error"
 
@@ -76,6 +81,12 @@ class RequestHandle:
         self._wake: asyncio.Event | None = None
         self._cancelled = False
         self._finished = False
+        self.submitted_at = time.monotonic()
+        self.first_token_at: float | None = None
+        """`time.monotonic()` when the first token was generated (time to first token = difference)."""
+        self._final: GenerationEvent | None = None
+        self._done_callbacks: list[Callable[[RequestHandle, GenerationEvent], None]] = []
+        self._done_lock = threading.Lock()
 
     @property
     def cancelled(self) -> bool:
@@ -92,12 +103,33 @@ class RequestHandle:
             self._cancelled = True
             self._on_cancel()
 
+    def add_done_callback(self, callback: Callable[[RequestHandle, GenerationEvent], None]) -> None:
+        """Call `callback(handle, final_event)` once the request ends (at once if it already has); it runs
+        on the engine thread, so it must be quick and thread-safe."""
+        with self._done_lock:
+            final = self._final
+            if final is None:
+                self._done_callbacks.append(callback)
+        if final is not None:
+            callback(self, final)
+
     def _push(self, event: GenerationEvent) -> None:
         """Called by the engine thread."""
         if self._finished:
             return
+        if event.token_ids and self.first_token_at is None:
+            self.first_token_at = time.monotonic()
         self._finished = event.finished
         self._events.put(event)
+        if event.finished:
+            with self._done_lock:
+                self._final, callbacks = event, self._done_callbacks
+                self._done_callbacks = []
+            for callback in callbacks:
+                try:
+                    callback(self, event)
+                except Exception:  # an observer must never break the engine's step
+                    log.exception("done callback of %s failed", self.id)
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
             try:

@@ -146,7 +146,8 @@ def load_model(source: ModelSource, device: str, settings: Settings,
     def text_stream(params, prompt_ids):
         return TextStream(tokenizer, params.stop, prompt_ids, skip_special_tokens=params.skip_special_tokens)
 
-    engine = Engine(model, context_length=context, stop_token_ids=stops, text_stream=text_stream, name=source.id)
+    engine = Engine(model, context_length=context, stop_token_ids=stops, text_stream=text_stream, name=source.id,
+                    max_batch_size=settings.max_concurrent_generations)
     return LoadedModel(id=source.id, source=source, tokenizer=tokenizer, model=model, engine=engine,
                        device=device, dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
                        context_length=context, stop_token_ids=stops,

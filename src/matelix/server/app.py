@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from matelix import __version__
+from matelix.server import gauges
 from matelix.server.auth import ApiKeyMiddleware
 from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
 from matelix.server.metrics import Metrics
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Fine-tune causal LMs (full/LoRA), watch them learn, serve them (OpenAI-compatible).")
     app.state.settings = settings
     app.state.metrics = Metrics()
+    gauges.register(app)
     install_error_handlers(app)
     for module in (health, metrics, system, catalog, datasets, training, trainings, ui, inference, openai):
         app.include_router(module.router)

@@ -34,8 +34,11 @@ class ErrorResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": desc}
     for code, desc in ((400, "Bad request"), (401, "Missing or wrong API key"), (404, "Not found"),
-                       (409, "Conflict"), (422, "Validation error"))
+                       (409, "Conflict"), (413, "Request body too large"), (422, "Validation error"))
 }
+# Generation routes only: the server's generation queue is full (with a `Retry-After` header).
+BUSY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorResponse, "description": "Too many generations queued; retry after `Retry-After` s"}}
 
 
 class ApiError(Exception):

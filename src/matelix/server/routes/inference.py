@@ -10,11 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from matelix.inference.chat import message_text
 from matelix.inference.engine import EngineClosed
 from matelix.inference.handle import RequestHandle
 from matelix.inference.loading import LoadedModel
 from matelix.inference.registry import get_registry
 from matelix.inference.sampling import MAX_STOP_STRINGS, SamplingParams
+from matelix.server.errors import BUSY_RESPONSES
 from matelix.server.inference_errors import INFERENCE_ERRORS, to_api_error
 from matelix.server.streaming import STREAM_HEADERS, result_or_cancel, sse, wants_sse
 
@@ -118,14 +120,20 @@ def inference_status(request: Request) -> dict:
 
 
 async def start_chat(request: Request, body: ChatRequest) -> tuple[LoadedModel, RequestHandle]:
-    """Resolve the model, render the prompt and submit it; every user error is a 4xx before any output."""
+    """Check the limits, resolve the model, render the prompt and submit it through the admission gate;
+    every user error is a 4xx (a full queue a 429) before any output."""
     registry = get_registry(request.app)
     messages = [m.model_dump() for m in body.messages]
     params = body.sampling_params()
     for attempt in range(2):
         try:
+            texts = [(f"messages[{i}].content", message_text(m["content"], f"messages[{i}]"))
+                     for i, m in enumerate(messages)]
+            registry.admission.check_limits(texts=[*texts, ("system", body.system or "")], messages=len(messages),
+                                            max_new_tokens=body.max_new_tokens, tokens_param="max_new_tokens")
             loaded = await registry.acquire(body.model_dir)
-            return loaded, loaded.engine.submit(loaded.render_chat(messages, body.system), params)
+            prompt = loaded.render_chat(messages, body.system)
+            return loaded, registry.admission.submit(loaded, [prompt], params)[0]
         except EngineClosed as exc:  # unloaded between acquire and submit: acquire again once
             if attempt:
                 raise to_api_error(exc) from exc
@@ -134,7 +142,7 @@ async def start_chat(request: Request, body: ChatRequest) -> tuple[LoadedModel, 
     raise AssertionError("unreachable")
 
 
-@router.post("/chat")
+@router.post("/chat", responses=BUSY_RESPONSES)
 async def chat(request: Request, body: ChatRequest) -> ChatResponse:
     """Answer a conversation in one response."""
     loaded, handle = await start_chat(request, body)
@@ -147,7 +155,7 @@ async def chat(request: Request, body: ChatRequest) -> ChatResponse:
                                         total_tokens=usage.total_tokens))
 
 
-@router.post("/chat_stream")
+@router.post("/chat_stream", responses=BUSY_RESPONSES)
 async def chat_stream(request: Request, body: ChatRequest) -> StreamingResponse:
     """Stream the answer as plain text chunks, or as SSE events with `Accept: text/event-stream`."""
     loaded, handle = await start_chat(request, body)

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from matelix import catalog
-from matelix.inference.engine import EngineClosed, PromptTooLong, RequestRejected
+from matelix.inference.engine import EngineClosed, PromptTooLong
 from matelix.inference.handle import GenerationEvent, RequestHandle, interleave
 from matelix.inference.loading import LoadedModel
 from matelix.inference.openai_schema import (
@@ -44,7 +44,13 @@ from matelix.inference.openai_schema import (
 )
 from matelix.inference.registry import get_registry
 from matelix.inference.sampling import SamplingParams
-from matelix.server.errors import ApiError, describe_validation_errors, error_body, error_response
+from matelix.server.errors import (
+    BUSY_RESPONSES,
+    ApiError,
+    describe_validation_errors,
+    error_body,
+    error_response,
+)
 from matelix.server.inference_errors import INFERENCE_ERRORS, to_api_error
 from matelix.server.streaming import STREAM_HEADERS, result_or_cancel, sse
 
@@ -121,34 +127,24 @@ def sampling_params(body: SamplingRequest, max_new_tokens: int) -> SamplingParam
 
 
 async def submit(request: Request, body: SamplingRequest, prompts: Callable[[LoadedModel], list[list[int]]],
-                 max_new_tokens: int | None, prompt_param: str) -> tuple[LoadedModel, list[RequestHandle]]:
-    """Load the model and queue `n` choices per prompt (choice index = prompt index * n + j).
-
-    All or nothing: a rejected prompt cancels what was already queued, so the caller answers a plain 4xx.
-    """
+                 max_new_tokens: int | None, prompt_param: str, *, texts: list[tuple[str, str]],
+                 messages: int | None = None) -> tuple[LoadedModel, list[RequestHandle]]:
+    """Check the server's limits, load the model and queue `n` choices per prompt through the admission
+    gate (choice index = prompt index * n + j); all or nothing, so the caller answers a plain 4xx/429."""
     find_model(request.app, body.model)
     registry = get_registry(request.app)
     for attempt in range(2):
-        handles: list[RequestHandle] = []
         try:
+            registry.admission.check_limits(texts=texts, messages=messages, max_new_tokens=max_new_tokens,
+                                            n=body.n)
             loaded = await registry.acquire(body.model, prefer_resident=False)
             # Without a limit a completion may fill the context; the engine clips to what is left.
             params = sampling_params(body, max_new_tokens or loaded.context_length)
-            encoded = prompts(loaded)
-            for i, ids in enumerate(encoded):
-                try:
-                    handles += loaded.engine.submit_many(ids, params, body.n)
-                except RequestRejected as exc:
-                    if len(encoded) > 1:  # say which prompt of the list
-                        exc.args = (f"prompt {i}: {exc}",)
-                    raise
-            return loaded, handles
+            return loaded, registry.admission.submit(loaded, prompts(loaded), params, body.n)
         except EngineClosed as exc:  # unloaded between acquire and submit: acquire once more
-            _cancel(handles)
             if attempt:
                 raise to_api_error(exc, model_param="model") from exc
         except INFERENCE_ERRORS as exc:
-            _cancel(handles)
             if isinstance(exc, PromptTooLong):
                 exc.param = prompt_param
             raise to_api_error(exc, model_param="model") from exc
@@ -294,12 +290,13 @@ def documented(model: type) -> dict:
                   "description": "The whole response, or with `stream: true` an event stream of chunks."}}
 
 
-@router.post("/chat/completions", response_model=None, responses=documented(ChatCompletion))
+@router.post("/chat/completions", response_model=None, responses={**documented(ChatCompletion), **BUSY_RESPONSES})
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
     """Answer a conversation: a `chat.completion`, or `chat.completion.chunk` events with `stream`."""
     messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    texts = [(f"messages[{i}].content", m["content"]) for i, m in enumerate(messages)]
     loaded, handles = await submit(request, body, lambda model: [model.render_chat(messages)],
-                                   body.max_new_tokens, "messages")
+                                   body.max_new_tokens, "messages", texts=texts, messages=len(messages))
     cid, created = new_id("chatcmpl"), now()
     if body.stream:
         fmt = ChatChunks(cid, created, body.model, body.include_usage)
@@ -311,13 +308,14 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Cha
     return ChatCompletion(id=cid, created=created, model=body.model, choices=choices, usage=usage)
 
 
-@router.post("/completions", response_model=None, responses=documented(Completion))
+@router.post("/completions", response_model=None, responses={**documented(Completion), **BUSY_RESPONSES})
 async def completions(request: Request, body: CompletionRequest) -> Completion | StreamingResponse:
     """Continue text prompts: a `text_completion`, or `text_completion` chunk events with `stream`."""
     def encode(model: LoadedModel) -> list[list[int]]:
         return [model.encode(p) if isinstance(p, str) else list(p) for p in body.prompt]
 
-    loaded, handles = await submit(request, body, encode, body.max_new_tokens, "prompt")
+    texts = [(f"prompt[{i}]", p) for i, p in enumerate(body.prompt) if isinstance(p, str)]
+    loaded, handles = await submit(request, body, encode, body.max_new_tokens, "prompt", texts=texts)
     echoes = None
     if body.echo:
         texts = [p if isinstance(p, str) else loaded.tokenizer.decode(p) for p in body.prompt]
