@@ -75,12 +75,11 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 
 def cmd_ngrams_mine(args: argparse.Namespace) -> int:
     from matelix.training.ngram_console import run_mine
-    from matelix.training.ngrams import NgramOptions
 
-    opts = NgramOptions(max_len=args.max_len, top_k=args.top_k, min_count=args.min_count, min_chars=args.min_chars,
-                        max_samples=args.max_samples)
-    return run_mine(args.dataset, args.model, opts, template_mode=args.template_mode, column_name=args.column_name,
-                    as_json=args.json, shown=args.show)
+    options = {"max_len": args.max_len, "top_k": args.top_k, "min_count": args.min_count,
+               "min_chars": args.min_chars, "max_samples": args.max_samples}
+    return run_mine(args.dataset, args.model, options, template_mode=args.template_mode,
+                    column_name=args.column_name, as_json=args.json, shown=args.show)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -161,11 +161,16 @@ def test_cli_prints_the_compression_of_the_demo_text(tiny_model_dir, capsys):
     assert "tokens ->" in out and "5 added phrases" in out
 
 
-def test_cli_rejects_a_missing_model_folder(tmp_path, capsys):
+def test_cli_rejects_a_missing_model_folder_a_bad_dataset_and_bad_thresholds(tiny_model_dir, tmp_path, capsys):
     from matelix.cli import main
 
-    assert main(["ngrams", "mine", str(demo_data_path("demo_text.csv")), "--model", str(tmp_path / "nope")]) == 2
+    demo = str(demo_data_path("demo_text.csv"))
+    assert main(["ngrams", "mine", demo, "--model", str(tmp_path / "nope")]) == 2
     assert "not a model folder" in capsys.readouterr().err
+    assert main(["ngrams", "mine", str(tmp_path / "missing.csv"), "--model", str(tiny_model_dir)]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+    assert main(["ngrams", "mine", demo, "--model", str(tiny_model_dir), "--min-count", "1"]) == 2
+    assert "min_count must be at least 2" in capsys.readouterr().err
 
 
 def test_empty_corpus_adds_nothing(tokenizer, tmp_path):

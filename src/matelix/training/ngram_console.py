@@ -27,11 +27,17 @@ def format_result(result, shown: int) -> str:
     return "\n".join(lines)
 
 
-def run_mine(dataset: Path, model: Path, opts: NgramOptions, *, template_mode: str = "auto",
+def run_mine(dataset: Path, model: Path, options: dict, *, template_mode: str = "auto",
              column_name: str = "text", as_json: bool = False, shown: int = 30) -> int:
+    """Mine `dataset` with `model`'s tokenizer; `options` are `NgramOptions` fields. Returns the exit code."""
     from matelix.data import DatasetError, load_dataset, render_sample
     from matelix.data.validate import load_tokenizer
 
+    try:
+        opts = NgramOptions(**options)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not Path(model).is_dir():
         print(f"error: --model {model} is not a model folder", file=sys.stderr)
         return 2

@@ -60,6 +60,12 @@ class NgramOptions:
     min_chars: int = 4
     max_samples: int = 20_000
 
+    def __post_init__(self) -> None:
+        lowest = {"max_len": 2, "top_k": 1, "min_count": 2, "min_chars": 1, "max_samples": 1}
+        for name, low in lowest.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
+
     @classmethod
     def from_config(cls, config) -> NgramOptions:
         """Read `ngram_*` fields from any config object; missing fields keep the defaults."""
