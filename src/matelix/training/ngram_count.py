@@ -5,6 +5,8 @@ special tokens, so no n-gram spans them). For each length n a 64-bit polynomial 
 at every position is extended from the (n-1) hash in one vectorised step. An (n+1)-gram can only be frequent
 when both of its n-gram halves are, so only positions whose prefix and suffix windows survived are hashed
 and counted (`np.unique`): the work shrinks quickly with n, which is what makes long spans for code cheap.
+Only closed n-grams are returned (none of their one-token-longer extensions has the same count), and
+`OccurrenceIndex` finds every position of a chosen sequence again for the greedy choice in `ngrams`.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ class Boundaries:
         def flags(test) -> np.ndarray:  # per token id; the extra last entry is for the separator (-1)
             return np.array([bool(test(t)) for t in token_texts] + [False], dtype=bool)
 
-        has_nl, starts_nl, ends_nl = flags(lambda t: "\n" in t), flags(lambda t: t.startswith("\n")), \
-            flags(lambda t: t.endswith("\n"))
+        has_nl = flags(lambda t: "\n" in t)
+        starts_nl, ends_nl = flags(lambda t: t.startswith("\n")), flags(lambda t: t.endswith("\n"))
         starts_w, ends_w = flags(lambda t: _WORD_CHAR.match(t[:1])), flags(lambda t: _WORD_CHAR.match(t[-1:]))
         prev = np.concatenate([[SEPARATOR], ids[:-1]])
         nxt = np.concatenate([ids[1:], [SEPARATOR]])
