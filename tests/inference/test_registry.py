@@ -44,7 +44,7 @@ def test_resolves_run_ids_local_models_and_home_relative_paths(lab_home, make_se
     assert registry.resolve(str(lab_home / "models" / "tiny-demo")).id == "models/tiny-demo"
 
 
-@pytest.mark.parametrize("ref", ["../../etc", "/etc", "models/../../outside", "datasets"])
+@pytest.mark.parametrize("ref", ["../../etc", "/etc", "models/../../outside", "datasets", "~nosuchuser/x", "~"])
 def test_paths_outside_the_model_folders_are_refused(lab_home, make_settings, ref):
     (lab_home.parent / "outside").mkdir(exist_ok=True)
     with pytest.raises(PathRefused):

@@ -84,7 +84,7 @@ class ModelRegistry:
         explicit_path = ref.startswith(("/", ".", "~")) or "\\" in ref or ".." in Path(ref).parts
         bases = [self.settings.home] if explicit_path else [self.settings.home, *roots]
         for base in bases:
-            candidate = Path(ref).expanduser() if Path(ref).expanduser().is_absolute() else base / ref
+            candidate = Path(ref) if Path(ref).is_absolute() else base / ref
             if explicit_path or candidate.exists():
                 path = confine(ref, roots, base=base)
                 if is_model_dir(path):
