@@ -276,3 +276,16 @@ def test_phrases_never_contain_or_fuse_with_role_and_special_token_text(tokenize
     assert reserved.touched_by("tin|>\nHallo")
     assert reserved.touched_by("ende</")
     assert not reserved.touched_by(" = np.asarray(")
+
+
+def test_a_tokenizer_without_a_fast_backend_is_left_alone(tmp_path):
+    class SlowTokenizer:
+        backend_tokenizer = None
+
+        def __len__(self) -> int:
+            return 10
+
+    lines: list[str] = []
+    totals = apply_ngrams(SlowTokenizer(), None, ["text"] * 10, SimpleNamespace(), tmp_path, log=lines.append)
+    assert totals["added_tokens"] == 0 and "skipped" in totals and not list(tmp_path.iterdir())
+    assert "fast" in lines[0]

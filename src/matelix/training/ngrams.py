@@ -372,8 +372,12 @@ def apply_ngrams(tokenizer, model, texts: list[str], config, run_dir: Path,
 
     Call before tokenising the training data (and before wrapping the model in LoRA). Returns the totals.
     """
-    result = mine(tokenizer, texts, NgramOptions.from_config(config), log)
     vocab_before = len(tokenizer)
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        log("n-grams: skipped: mining needs a fast (tokenizers-based) tokenizer; this model has none")
+        return {"skipped": "no fast tokenizer", "added_tokens": 0, "vocab_before": vocab_before,
+                "vocab_after": vocab_before}
+    result = mine(tokenizer, texts, NgramOptions.from_config(config), log)
     add_phrases(tokenizer, model, result.phrases)
     data = token_map(result, vocab_before, len(tokenizer))
     write_json_atomic(Path(run_dir) / MAP_FILE, data)
