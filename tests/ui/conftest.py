@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,14 +63,20 @@ class PageProblems:
 
 
 @pytest.fixture
-def lab_home(home, tiny_model_dir) -> Path:
-    """A home holding the demo datasets and a copy of the tiny demo model as models/tiny-demo."""
+def lab_home(home, tiny_model_dir) -> Iterator[Path]:
+    """A home holding the demo datasets and a copy of the tiny demo model as models/tiny-demo. Workers still
+    alive afterwards (a test that failed mid-run) are killed, so no training outlives its test."""
     from matelix.demo import DEMO_DATASETS, demo_data_path
+    from matelix.training.rundir import RunDir, process_alive
 
     for name in DEMO_DATASETS:
         shutil.copyfile(demo_data_path(name), home / "datasets" / name)
     shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
-    return home
+    yield home
+    for run in (home / "training_outputs").iterdir():
+        status = RunDir(run).read_status()
+        if process_alive(status.get("pid"), status.get("pid_started")):
+            os.killpg(int(status["pid"]), signal.SIGKILL)
 
 
 @pytest.fixture

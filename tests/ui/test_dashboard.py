@@ -261,3 +261,32 @@ def test_a_run_from_the_form_is_watched_live_survives_a_reload_stops_chats_resum
         page.wait_for_selector(f"tr[data-run='{run_id}']", state="detached")
         assert not (lab_home / "training_outputs" / run_id).exists()
         assert page.problems.errors == []
+
+
+def test_the_monitor_reconnects_after_a_server_restart_without_repeating_a_line(page, lab_home, monkeypatch):
+    settings = Settings(home=lab_home)
+    first = LiveServer(settings).__enter__()
+    try:
+        started = httpx.post(first.url + "/start", json={"model_dir": "models/tiny-demo", "csv_path": "demo_chat.csv",
+                                                         "max_steps": 3000, "gradient_accumulation_steps": 1,
+                                                         "chunk_size": 128})
+        assert started.status_code == 201, started.text
+        open_lab(page, first.url + "/#monitor")
+        page.wait_for_function("Number(document.querySelector('#mon-progress').dataset.step) >= 2", timeout=120_000)
+    finally:
+        first.__exit__(None, None, None)
+    before = int(page.get_attribute("#mon-log", "data-last-id"))
+
+    monkeypatch.setattr("tests.conftest.free_port", lambda: first.port)  # the page reconnects to the same address
+    with LiveServer(settings) as second:
+        page.wait_for_function(f"Number(document.querySelector('#mon-log').dataset.lastId) > {before + 2}",
+                               timeout=120_000)
+        shown = page.text_content("#mon-log").splitlines()
+        on_server = log_lines_on_server(second.url)
+        assert shown == on_server[:len(shown)]
+        assert len(shown) == int(page.get_attribute("#mon-log", "data-last-id"))
+        httpx.post(second.url + "/stop")
+        page.wait_for_selector("#mon-state.state-stopped[data-running='false']", timeout=120_000)
+    # The only failures allowed are the page's attempts to reach the server while it was down.
+    unexpected = [e for e in page.problems.errors if "ERR_CONNECTION_REFUSED" not in e and "/ws/logs" not in e]
+    assert unexpected == []
