@@ -67,8 +67,11 @@ def start_from_form(page, steps: int, preset: str) -> None:
     page.fill("#cfg-max_steps", str(steps))
     page.fill("#cfg-gradient_accumulation_steps", "1")
     page.fill("#cfg-chunk_size", "256")
-    page.evaluate("document.querySelector('details[data-group=preview]').open = true")
+    page.evaluate("document.querySelectorAll('details[data-group=preview], details[data-group=data]')"
+                  ".forEach((d) => { d.open = true; })")
     page.fill("#cfg-preview_steps", "10")
+    page.fill("#cfg-eval_split", "0.1")
+    page.fill("#cfg-eval_steps", "10")
     page.click("#train-start")
     page.wait_for_url("**#monitor")
 

@@ -1,6 +1,9 @@
 /* Line charts on the vendored uPlot (loaded as a classic script, global `uPlot`): x is a step or a time,
    each series may have gaps (null), points are appended as they arrive and the chart follows its box. */
 
+/** Whole-number tick spacings for step axes (no "2.5" steps). */
+const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10_000, 20_000, 50_000, 100_000];
+
 export const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
 
 /** One tick label with `p` significant digits (exponent form for learning-rate-sized values). */
@@ -36,7 +39,7 @@ export function lineChart(el, { series, xLabel = "step", yLabel = "", height = 2
       cursor: { drag: { x: true, y: false } },
       axes: [
         time ? { space: 90, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600], values: (u, splits) => splits.map((v) => new Date(v * 1000).toLocaleTimeString()) }
-          : { label: xLabel, size: 40 },
+          : { label: xLabel, size: 40, incrs: STEP_INCRS },
         { label: yLabel, size: 70, values: (u, splits) => ticks(splits) },
       ],
       series: [{ label: xLabel }, ...series.map((s, i) => ({
