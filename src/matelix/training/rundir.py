@@ -139,8 +139,13 @@ class RunDir:
         return status
 
     def append_metric(self, record: dict) -> None:
-        with self.metrics_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        with self.metrics_path.open("a+b") as fh:
+            if fh.seek(0, os.SEEK_END) > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":  # a line torn by a failed write stays alone (and is skipped)
+                    line = b"\n" + line
+            fh.write(line)
 
     def read_metrics(self) -> list[dict]:
         """Every complete metrics line (a line being written right now is skipped)."""
@@ -207,7 +212,12 @@ class RunDir:
 
 
 def is_complete_checkpoint(path: Path) -> bool:
-    return (path / "trainer_state.json").is_file() and any((path / w).is_file() for w in MODEL_WEIGHTS)
+    """The Trainer writes weights, optimizer, scheduler and RNG state first and trainer_state.json last (not
+    atomically), so a checkpoint is complete only when trainer_state.json parses and names its step."""
+    if not any((path / w).is_file() for w in MODEL_WEIGHTS):
+        return False
+    state = read_json(path / "trainer_state.json")
+    return isinstance(state.get("global_step"), int)
 
 
 def checkpoint_step(path: Path) -> int:

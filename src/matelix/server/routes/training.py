@@ -9,18 +9,28 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
-from matelix.server.errors import ApiError
+from matelix.server.errors import ApiError, ErrorResponse
 from matelix.training.config import TrainConfig
 from matelix.training.jobs import JobManager
 from matelix.training.preflight import RunRejected
 from matelix.training.rundir import RunDir
 
-router = APIRouter(tags=["training"])
+
+@asynccontextmanager
+async def _lifespan(app) -> AsyncIterator[None]:
+    # Scan training_outputs/ at start-up: re-attach to live workers, settle dead ones as interrupted.
+    jobs_of(app)
+    yield
+
+
+router = APIRouter(tags=["training"], lifespan=_lifespan)
 
 MAX_LOG_LINES = 10_000
 WS_POLL_S = 0.25
@@ -54,13 +64,16 @@ def pick_run(jobs: JobManager, run_id: str | None) -> RunDir | None:
         raise as_api_error(exc) from exc
 
 
-@router.post("/start", status_code=201)
+@router.post("/start", status_code=201, responses={507: {"model": ErrorResponse,
+                                                         "description": "The run folder cannot be written"}})
 def start(config: TrainConfig, jobs: JobsDep) -> dict:
     """Validate the config, create a run folder and start its worker (409 while a run is active)."""
     try:
         rundir = jobs.start(config)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
+    except OSError as exc:  # e.g. a full disk; start() has removed the half-made run folder
+        raise ApiError(507, f"cannot write the run folder: {exc.strerror or exc}", code="storage_error") from exc
     view = jobs.status_view(rundir)
     return {"run_id": rundir.run_id, "save_dir": view["save_dir"], "status": view["state"]}
 
