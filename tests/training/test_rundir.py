@@ -37,12 +37,12 @@ def test_truncate_metrics_drops_steps_after_the_checkpoint(tmp_path):
 
 def test_last_complete_checkpoint_skips_a_half_written_one(tmp_path):
     rd = RunDir(tmp_path)
-    for step, complete in ((2, True), (4, True), (6, False)):
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_step": 4}'), (6, '{"global_st'), (8, None)):
         ckpt = tmp_path / f"checkpoint-{step}"
         ckpt.mkdir()
         (ckpt / "model.safetensors").write_bytes(b"x")
-        if complete:
-            (ckpt / "trainer_state.json").write_text("{}")
+        if state is not None:  # trainer_state.json is the Trainer's last file; 6 was cut off while writing it
+            (ckpt / "trainer_state.json").write_text(state)
     assert rd.last_complete_checkpoint().name == "checkpoint-4"
 
 
