@@ -166,8 +166,9 @@ def test_upload_validate_and_preview_a_dataset(page, lab_home, tmp_path):
         assert page.problems.errors == []
 
 
-def log_lines_on_server(url: str) -> list[str]:
-    return [item["line"] for item in httpx.get(url + "/logs", params={"since": 0, "limit": 10000}).json()["lines"]]
+def log_lines_on_server(url: str, headers: dict | None = None) -> list[str]:
+    answer = httpx.get(url + "/logs", params={"since": 0, "limit": 10000}, headers=headers or {})
+    return [item["line"] for item in answer.json()["lines"]]
 
 
 def start_short_run_from_form(page) -> str:
@@ -263,11 +264,14 @@ def test_a_run_from_the_form_is_watched_live_survives_a_reload_stops_chats_resum
         assert page.problems.errors == []
 
 
-def test_the_monitor_reconnects_after_a_server_restart_without_repeating_a_line(page, lab_home, monkeypatch):
-    settings = Settings(home=lab_home)
+def test_the_monitor_reconnects_with_its_key_after_a_server_restart_without_repeating_a_line(page, lab_home, monkeypatch):
+    # With an API key, so the WebSocket's ?api_key= is exercised too.
+    settings = Settings(home=lab_home, api_key="k3y")
+    auth = {"Authorization": "Bearer k3y"}
+    page.add_init_script("localStorage.setItem('matelix.apiKey', 'k3y')")
     first = LiveServer(settings).__enter__()
     try:
-        started = httpx.post(first.url + "/start", json={"model_dir": "models/tiny-demo", "csv_path": "demo_chat.csv",
+        started = httpx.post(first.url + "/start", headers=auth, json={"model_dir": "models/tiny-demo", "csv_path": "demo_chat.csv",
                                                          "max_steps": 3000, "gradient_accumulation_steps": 1,
                                                          "chunk_size": 128})
         assert started.status_code == 201, started.text
@@ -282,10 +286,10 @@ def test_the_monitor_reconnects_after_a_server_restart_without_repeating_a_line(
         page.wait_for_function(f"Number(document.querySelector('#mon-log').dataset.lastId) > {before + 2}",
                                timeout=120_000)
         shown = page.text_content("#mon-log").splitlines()
-        on_server = log_lines_on_server(second.url)
+        on_server = log_lines_on_server(second.url, auth)
         assert shown == on_server[:len(shown)]
         assert len(shown) == int(page.get_attribute("#mon-log", "data-last-id"))
-        httpx.post(second.url + "/stop")
+        httpx.post(second.url + "/stop", headers=auth)
         page.wait_for_selector("#mon-state.state-stopped[data-running='false']", timeout=120_000)
     # The only failures allowed are the page's attempts to reach the server while it was down.
     unexpected = [e for e in page.problems.errors if "ERR_CONNECTION_REFUSED" not in e and "/ws/logs" not in e]
