@@ -166,6 +166,42 @@ def test_upload_validate_and_preview_a_dataset(page, lab_home, tmp_path):
         assert page.problems.errors == []
 
 
+def test_chat_stops_a_streaming_reply_and_keeps_one_conversation_per_model(page, lab_home):
+    import shutil
+
+    shutil.copytree(lab_home / "models" / "tiny-demo", lab_home / "models" / "tiny-other")
+    with LiveServer(Settings(home=lab_home)) as server:
+        open_lab(page, server.url + "/#chat")
+        page.wait_for_selector("#chat-model option[value='models/tiny-demo']", state="attached")
+        page.select_option("#chat-model", "models/tiny-demo")
+        page.fill("#chat-max_new_tokens", "4000")
+        page.fill("#chat-text", "Erzähl mir eine lange Geschichte.")
+        page.click("#chat-send")
+        page.wait_for_function("document.querySelector('#chat-messages .msg.assistant .text').textContent.length > 0",
+                               timeout=120_000)
+        page.click("#chat-stop")
+        page.wait_for_function("!document.querySelector('#chat-send').disabled")
+        assert "stopped" in page.text_content("#chat-messages .msg.assistant .stats")
+        # The cancelled request leaves the engine: no request stays active.
+        for _ in range(100):
+            if httpx.get(server.url + "/inference_status").json()["active_requests"] == 0:
+                break
+            page.wait_for_timeout(100)
+        assert httpx.get(server.url + "/inference_status").json()["active_requests"] == 0
+
+        page.select_option("#chat-model", "models/tiny-other")
+        assert page.locator("#chat-messages .msg").count() == 0
+        page.select_option("#chat-model", "models/tiny-demo")
+        assert page.locator("#chat-messages .msg").count() == 2
+        page.reload()
+        page.wait_for_selector("body[data-ready='true']")
+        page.select_option("#chat-model", "models/tiny-demo")
+        assert page.locator("#chat-messages .msg").count() == 2  # kept in the browser until cleared
+        page.click("#chat-clear")
+        assert page.locator("#chat-messages .msg").count() == 0
+        assert page.problems.errors == []
+
+
 def log_lines_on_server(url: str, headers: dict | None = None) -> list[str]:
     answer = httpx.get(url + "/logs", params={"since": 0, "limit": 10000}, headers=headers or {})
     return [item["line"] for item in answer.json()["lines"]]

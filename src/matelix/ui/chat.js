@@ -74,7 +74,7 @@ function showError(text) {
 function statsText(m) {
   if (!m.usage && !m.tokensPerSecond) return m.stopped ? t("chat.stopped") : "";
   const parts = [];
-  if (m.usage) parts.push(t("chat.tokens", { prompt: m.usage.prompt_tokens ?? "?", completion: m.usage.completion_tokens ?? "?" }));
+  if (m.usage) parts.push(t("chat.tokens", { prompt: m.usage.prompt_tokens, completion: m.usage.completion_tokens }));
   if (m.tokensPerSecond) parts.push(`${num(m.tokensPerSecond, 1)} tok/s`);
   if (m.finish) parts.push(m.finish);
   if (m.stopped) parts.push(t("chat.stopped"));
@@ -155,23 +155,21 @@ function params() {
   return out;
 }
 
-/** Reads SSE `data:` lines; each is JSON with a text increment, or the final event with usage. */
+/** Reads the server-sent events of /chat_stream: `{"delta"}` pieces, a final `{"finish_reason", "usage"}`,
+    `{"error"}` when generation fails, then `[DONE]`. */
 async function readEvents(res, onEvent) {
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  const plain = !(res.headers.get("content-type") || "").includes("text/event-stream");
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) break;
-    if (plain) { onEvent({ text: value }); continue; }
+    if (done) return;
     buffer += value;
     let cut;
     while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
+      const data = buffer.slice(0, cut).split("\n").filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).trim()).join("\n");
       buffer = buffer.slice(cut + 2);
-      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
-      if (!data || data === "[DONE]") continue;
-      try { onEvent(JSON.parse(data)); } catch { onEvent({ text: data }); }
+      if (data && data !== "[DONE]") onEvent(JSON.parse(data));
     }
   }
 }
@@ -195,17 +193,14 @@ async function send() {
   root.querySelector("#chat-send").disabled = true;
   root.querySelector("#chat-stop").disabled = false;
   const started = performance.now();
-  let pieces = 0;
   const textBox = () => root.querySelector("#chat-messages li.msg:last-child .text");
   try {
     const res = await api("/chat_stream", { method: "POST", body, signal: controller.signal, raw: true,
       headers: { Accept: "text/event-stream" } });
     await readEvents(res, (ev) => {
-      if (ev.error) throw new Error(ev.error.message || String(ev.error));
-      const delta = ev.text ?? ev.delta ?? ev.content ?? ev.token ?? "";
-      if (delta) {
-        pieces += 1;
-        reply.content += delta;
+      if (ev.error) throw new Error(ev.error.message);
+      if (ev.delta) {
+        reply.content += ev.delta;
         textBox().textContent = reply.content;
         root.querySelector("#chat-messages").scrollTop = 1e9;
       }
@@ -220,7 +215,7 @@ async function send() {
     }
   } finally {
     const seconds = (performance.now() - started) / 1000;  // whole request: prefill + decode
-    const generated = reply.usage?.completion_tokens ?? pieces;
+    const generated = reply.usage?.completion_tokens;
     if (generated && seconds > 0) reply.tokensPerSecond = generated / seconds;
     controller = null;
     save(messages);

@@ -19,6 +19,7 @@ export function isLive(s) {
 export function canStop(s) {
   return Boolean(s && ACTIVE_STATES.has(s.state) && s.state !== "stopping");
 }
+
 const MAX_LOG_LINES = 5000;
 const POLL_MS = 4000;
 const PREVIEW_MS = 5000;
@@ -29,8 +30,8 @@ let runId = null;
 let lastLogId = 0;
 let metricRecords = 0;     // metric lines received, so a reconnect asks only for newer ones
 let socket = null;
+let loading = null;          // the run being rebuilt from the server; no socket is opened meanwhile
 let reconnectDelay = 500;
-let pollTimer = null;
 let previewTimer = null;
 let lossChart = null, lrChart = null;
 const metrics = new Map();   // step -> merged metric record
@@ -38,10 +39,6 @@ const statusListeners = [];
 
 export function onStatus(fn) {
   statusListeners.push(fn);
-}
-
-export function currentStatus() {
-  return status;
 }
 
 export function mount(el) {
@@ -188,7 +185,7 @@ function setStatus(next) {
   renderStatus();
   for (const fn of statusListeners) fn(status);
   const active = isLive(status);
-  if (active && !socket) connect();
+  if (active && !socket && !loading) connect();
   if (active) schedulePreview();
   // A finished run sends nothing new; close once its last lines have arrived (the poll takes over).
   if (!active && socket) {
@@ -198,22 +195,29 @@ function setStatus(next) {
 }
 
 async function loadRun(id) {
+  loading = id;
   runId = id;
   metrics.clear();
   lastLogId = 0;
   metricRecords = 0;
   root.querySelector("#mon-log").textContent = "";
-  const detail = await api(`/trainings/${encodeURIComponent(id)}`).catch(() => null);
-  for (const m of detail?.metrics || []) addMetric(m);
-  redrawCharts();
-  await fetchLogs();
+  try {
+    const detail = await api(`/trainings/${encodeURIComponent(id)}`).catch(() => null);
+    if (runId !== id) return;
+    for (const m of detail?.metrics || []) addMetric(m);
+    redrawCharts();
+    await fetchLogs(id);
+  } finally {
+    if (loading === id) loading = null;
+  }
   refreshPreview();
 }
 
-async function fetchLogs() {
+async function fetchLogs(id) {
   for (;;) {
-    const answer = await api(`/logs?since=${lastLogId}&limit=1000`).catch(() => null);
-    const lines = Array.isArray(answer) ? answer : answer?.lines || [];
+    const answer = await api(`/logs?run_id=${encodeURIComponent(id)}&since=${lastLogId}&limit=1000`).catch(() => null);
+    if (runId !== id) return;
+    const lines = answer?.lines || [];
     addLogLines(lines);
     if (lines.length < 1000) return;
   }
@@ -244,7 +248,7 @@ function connect() {
     let ev;
     try { ev = JSON.parse(msg.data); } catch { return; }
     if (ev.run_id && runId && ev.run_id !== runId && ev.type !== "status") return;
-    if (ev.type === "log") addLogLines(ev.lines || [ev]);
+    if (ev.type === "log") addLogLines([ev]);
     else if (ev.type === "metric") addMetric(ev);
     else if (ev.type === "status") onStatusEvent(ev);
   });
@@ -300,8 +304,8 @@ async function start() {
   } catch {
     /* the training API may be missing or the key not yet given; the poll retries */
   }
-  pollTimer = setInterval(() => {
-    if (!socket) refreshStatus().catch(() => {});
+  setInterval(() => {
+    if (!socket && !loading) refreshStatus().catch(() => {});
   }, POLL_MS);
 }
 

@@ -4,22 +4,18 @@
 import { escapeHtml } from "./format.js";
 import { t } from "./i18n.js";
 
-function isTrained(segment) {
-  return Boolean(segment.trained ?? segment.train ?? segment.label ?? segment.loss);
-}
-
-/** One sample: a list of {text, trained} segments, or a plain string. */
+/** One sample: a list of {text, trained} segments. */
 export function segmentsHtml(segments) {
-  if (typeof segments === "string") return `<span class="seg">${escapeHtml(segments)}</span>`;
-  return (segments || []).map((seg) => isTrained(seg)
+  return (segments || []).map((seg) => seg.trained
     ? `<mark class="seg trained" title="${escapeHtml(t("preview.trained"))}">${escapeHtml(seg.text)}</mark>`
     : `<span class="seg masked">${escapeHtml(seg.text)}</span>`).join("");
 }
 
+/** Samples as [{label, segments}], each in its own captioned block. */
 export function samplesHtml(samples) {
-  return (samples || []).map((s, i) => `
-    <figure class="sample"><figcaption>${escapeHtml(typeof s.index === "string" ? s.index : `#${s.index ?? i + 1}`)}${s.tokens ? ` · ${escapeHtml(s.tokens)} tokens` : ""}</figcaption>
-      <pre class="sample-text">${segmentsHtml(s.segments ?? s.text ?? s)}</pre></figure>`).join("");
+  return samples.map((s) => `
+    <figure class="sample"><figcaption>${escapeHtml(s.label)}</figcaption>
+      <pre class="sample-text">${segmentsHtml(s.segments)}</pre></figure>`).join("");
 }
 
 const LEGEND = () => `<p class="legend"><mark class="seg trained">${escapeHtml(t("preview.trained"))}</mark>
@@ -33,7 +29,7 @@ function bySample(segments) {
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(seg);
   }
-  return [...groups.entries()].map(([index, segs]) => ({ index: index + 1, segments: segs }));
+  return [...groups.entries()].map(([index, segs]) => ({ label: `#${index + 1}`, segments: segs }));
 }
 
 /** The live preview: the current batch (first row) and the latest sample generated from the preview prompt. */
@@ -44,11 +40,10 @@ export function renderPreview(box, data) {
     box.innerHTML = `<p class="muted">${escapeHtml(t("preview.none"))}</p>`;
     return;
   }
-  const completion = gen?.completion ?? gen?.text;
   box.innerHTML = `
     ${gen ? `<div class="generation"><h3>${escapeHtml(t("preview.generated", { step: gen.step ?? "?" }))}</h3>
       ${gen.prompt ? `<p class="prompt">${escapeHtml(gen.prompt)}</p>` : ""}
-      <pre class="gen-text">${escapeHtml(completion ?? "–")}</pre></div>` : ""}
+      <pre class="gen-text">${escapeHtml(gen.completion ?? "–")}</pre></div>` : ""}
     ${batch ? `<h3>${escapeHtml(t("preview.batch", { step: batch.step ?? "?" }))}</h3>${LEGEND()}
-      ${samplesHtml(batch.samples ?? bySample(batch.segments))}` : ""}`;
+      ${samplesHtml(bySample(batch.segments))}` : ""}`;
 }

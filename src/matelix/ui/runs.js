@@ -12,17 +12,6 @@ let detailLoss = null, detailLr = null, overlay = null;
 const compare = new Set();
 const metricsCache = new Map();
 
-/** The fields of a /trainings row, whichever of the documented spellings the server uses. */
-export function runSummary(r) {
-  const st = r.status || {};
-  const cfg = r.config || {};
-  return {
-    id: r.run_id, state: r.state ?? st.state, model: r.model ?? cfg.model_dir, dataset: r.dataset ?? cfg.csv_path,
-    finalLoss: r.final_loss ?? st.loss, duration: r.duration_seconds ?? r.duration ?? st.elapsed_seconds,
-    started: r.created_at ?? st.created_at, mode: cfg.train_mode ?? r.train_mode, hasModel: r.has_model,
-  };
-}
-
 export function mount(el) {
   root = el;
   root.innerHTML = `
@@ -95,19 +84,15 @@ export function mount(el) {
 
 async function load() {
   runs = await api("/trainings");
-  runs.sort((a, b) => String(b.run_id).localeCompare(String(a.run_id)));
   const body = root.querySelector("#runs-table tbody");
-  body.innerHTML = runs.map((r) => {
-    const s = runSummary(r);
-    return `<tr data-run="${escapeHtml(s.id)}" tabindex="0" class="${s.id === selected ? "selected" : ""}">
-      <td><input type="checkbox" data-compare="${escapeHtml(s.id)}" ${compare.has(s.id) ? "checked" : ""}
-        aria-label="${escapeHtml(t("runs.compare"))} ${escapeHtml(s.id)}"></td>
-      <td><code>${escapeHtml(s.id)}</code></td>
-      <td><span class="state state-${escapeHtml(s.state || "none")}">${escapeHtml(s.state ? t(`state.${s.state}`) : "–")}</span></td>
-      <td>${escapeHtml(s.model ?? "–")}${s.mode ? ` <small>(${escapeHtml(s.mode)})</small>` : ""}</td>
-      <td>${escapeHtml(s.dataset ?? "–")}</td><td>${num(s.finalLoss)}</td>
-      <td>${duration(s.duration)}</td><td>${dateTime(s.started)}</td></tr>`;
-  }).join("");
+  body.innerHTML = runs.map((r) => `<tr data-run="${escapeHtml(r.run_id)}" tabindex="0" class="${r.run_id === selected ? "selected" : ""}">
+      <td><input type="checkbox" data-compare="${escapeHtml(r.run_id)}" ${compare.has(r.run_id) ? "checked" : ""}
+        aria-label="${escapeHtml(t("runs.compare"))} ${escapeHtml(r.run_id)}"></td>
+      <td><code>${escapeHtml(r.run_id)}</code></td>
+      <td><span class="state state-${escapeHtml(r.state || "none")}">${escapeHtml(r.state ? t(`state.${r.state}`) : "–")}</span></td>
+      <td>${escapeHtml(r.model ?? r.config?.model_dir ?? "–")}${r.train_mode ? ` <small>(${escapeHtml(r.train_mode)})</small>` : ""}</td>
+      <td>${escapeHtml(r.dataset ?? r.config?.csv_path ?? "–")}</td><td>${num(r.final_loss)}</td>
+      <td>${duration(r.duration_seconds)}</td><td>${dateTime(r.created_at)}</td></tr>`).join("");
   root.querySelector("#runs-empty").hidden = runs.length > 0;
   for (const id of [...compare]) if (!runs.some((r) => r.run_id === id)) compare.delete(id);
   metricsCache.clear();  // runs may have grown since they were drawn
@@ -150,11 +135,10 @@ async function openDetail(id) {
   const detail = await detailOf(id).catch((err) => { showDetailError(err.message); return null; });
   if (!detail) return;
   const metrics = detail.metrics || [];
-  const s = runSummary(detail);
   const active = monitor.isLive(detail);
-  root.querySelector("#runs-resume").disabled = active || s.state === "completed";
+  root.querySelector("#runs-resume").disabled = active || detail.state === "completed";
   root.querySelector("#runs-delete").disabled = active;
-  root.querySelector("#runs-chat").disabled = active || s.hasModel === false;
+  root.querySelector("#runs-chat").disabled = active || !detail.has_model;
   if (!detailLoss) {
     detailLoss = lineChart(root.querySelector("#runs-loss"), {
       series: [{ label: t("metric.loss") }, { label: t("metric.eval_loss"), points: true }], yLabel: "loss" });
@@ -167,9 +151,9 @@ async function openDetail(id) {
   detailLoss.setData(steps, [rows.map((m) => m.loss ?? null), rows.map((m) => m.eval_loss ?? null)]);
   detailLr.setData(steps, [rows.map((m) => m.learning_rate ?? null)]);
   const stats = [
-    ["runs.state", s.state ? t(`state.${s.state}`) : "–"],
-    ["runs.steps", `${detail.step ?? "–"} / ${detail.total_steps ?? "–"}`], ["runs.final_loss", num(s.finalLoss)],
-    ["metric.eval_loss", num(detail.eval_loss)], ["runs.duration", duration(s.duration)],
+    ["runs.state", detail.state ? t(`state.${detail.state}`) : "–"],
+    ["runs.steps", `${detail.step ?? "–"} / ${detail.total_steps ?? "–"}`], ["runs.final_loss", num(detail.final_loss)],
+    ["metric.eval_loss", num(detail.eval_loss)], ["runs.duration", duration(detail.duration_seconds)],
     ["runs.checkpoints", String(detail.checkpoints?.length ?? 0)],
   ];
   root.querySelector("#runs-detail-stats").innerHTML = stats.map(([k, v]) =>

@@ -254,7 +254,7 @@ async function preview() {
   try {
     const answer = await api(`/datasets/${encodeURIComponent(name)}/preview?${params}`);
     out.innerHTML = `<h3>${escapeHtml(t("train.preview"))} <small>(${escapeHtml(answer.format)})</small></h3>
-      ${samplesHtml(answer.samples.map((x) => ({ index: `${t("train.row")} ${x.row}`, segments: x.parts })))}`;
+      ${samplesHtml(answer.samples.map((x) => ({ label: `${t("train.row")} ${x.row}`, segments: x.parts })))}`;
   } catch (err) {
     out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
   }
