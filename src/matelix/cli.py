@@ -27,9 +27,8 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from matelix.server.app import create_app
+    from matelix.server.shutdown import serve
 
     settings = _settings(args)
     if not settings.is_loopback() and not settings.api_key and not args.insecure:
@@ -40,9 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"MaTeLiX Lab {__version__}: home={settings.home} -> http://{settings.host}:{settings.port}/"
           f" (api key {'required' if settings.api_key else 'not set'})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The lab logs one access line per request itself (with the request id), so uvicorn's is off.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                access_log=False)
+    serve(create_app(settings), settings.host, settings.port)
     return 0
 
 

@@ -1,16 +1,33 @@
-"""Fault injection for training workers under test, loaded by Python at start-up when this folder is on
-PYTHONPATH. `MATELIX_FAULT=<kind>:<step>` picks the fault, hit while checkpoint-<step> is being saved:
+"""Fault injection for processes under test (training workers, `matelix serve`), loaded by Python at start-up
+when this folder is on PYTHONPATH. `MATELIX_FAULT=<kind>:<arg>` picks the fault; the first two are hit while
+checkpoint-<arg> is being saved:
 
 * `hang-in-trainer-state` — trainer_state.json (the Trainer's last checkpoint file) is half written, the
   file named by MATELIX_FAULT_MARKER is created, and the worker sleeps (the test then kills it with -9);
-* `enospc-in-optimizer` — writing optimizer.pt fails part-way with OSError(ENOSPC), as on a full disk.
+* `enospc-in-optimizer` — writing optimizer.pt fails part-way with OSError(ENOSPC), as on a full disk;
+* `slow-decode` — every forward pass of the inference engine takes <arg> ms longer (a big model's pace), so
+  a generation is still running when the test acts on the server.
 """
 
 import os
 
 FAULT = os.environ.get("MATELIX_FAULT", "")
 
-if FAULT:
+if FAULT.startswith("slow-decode:"):
+    import time
+
+    from matelix.inference.engine import Engine
+
+    delay_s = int(FAULT.split(":")[1]) / 1000
+    forward = Engine._forward
+
+    def slow_forward(self, *args, **kw):
+        time.sleep(delay_s)
+        return forward(self, *args, **kw)
+
+    Engine._forward = slow_forward
+
+elif FAULT:
     import errno
     import json
     import time

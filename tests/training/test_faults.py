@@ -21,7 +21,7 @@ from matelix.training.config import TrainConfig
 from matelix.training.jobs import JobManager
 from matelix.training.rundir import RunDir, is_complete_checkpoint, write_json_atomic
 
-FAULTS = Path(__file__).parent / "faults"  # sitecustomize.py that injects faults into workers
+FAULTS = Path(__file__).parent.parent / "faults"  # sitecustomize.py that injects faults into workers
 RUN_TIMEOUT_S = 240
 
 

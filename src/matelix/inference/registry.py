@@ -216,10 +216,11 @@ class ModelRegistry:
             await self._unload_one(model_id, "model unloaded")
         return ids
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "model unloaded", drain_s: float = 0.0) -> None:
+        """Unload every model; running requests may finish for up to `drain_s` s, then end with `reason`."""
         for task in list(self._loading.values()):
             task.cancel()
-        await self.unload()
+        await asyncio.gather(*(self._unload_one(model_id, reason, drain_s) for model_id in list(self._loaded)))
 
     def status(self) -> dict:
         models = [m.info() for m in reversed(self._loaded.values())]  # most recently used first
