@@ -215,6 +215,8 @@ def start_short_run_from_form(page) -> str:
     page.fill("#cfg-max_steps", "3000")
     page.fill("#cfg-gradient_accumulation_steps", "1")
     page.fill("#cfg-chunk_size", "128")
+    page.click("details[data-group='preview'] summary")
+    page.fill("#cfg-preview_steps", "2")
     page.click("#train-start")
     page.wait_for_url(re.compile(r"#monitor$"))
     page.wait_for_function("document.querySelector('#mon-run').textContent.length > 0")
@@ -235,6 +237,9 @@ def test_a_run_from_the_form_is_watched_live_survives_a_reload_stops_chats_resum
         page.wait_for_function(f"Number(document.querySelector('#mon-loss').dataset.points) > {points}")
         assert page.is_visible("#mon-loss canvas")
         assert "running" in page.text_content("#mon-state")
+        # The live preview: the batch being trained with its trained spans marked, and a generated sample.
+        page.wait_for_selector("#mon-preview mark.seg.trained", timeout=60_000)
+        page.wait_for_selector("#mon-preview .gen-text", timeout=60_000)
 
         # Reload mid-run: the same run, its chart history and its log come back, without duplicate lines.
         before_reload = int(page.get_attribute("#mon-loss", "data-points"))
