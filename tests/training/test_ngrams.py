@@ -200,6 +200,8 @@ def test_a_run_with_ngrams_trains_the_new_rows_and_saves_a_model_transformers_ca
     token_map = json.loads((run / MAP_FILE).read_text(encoding="utf-8"))
     assert token_map["totals"]["added_tokens"] > 0
     assert "n-grams: added" in (run / "training.log").read_text(encoding="utf-8")
+    status = json.loads((run / "status.json").read_text(encoding="utf-8"))
+    assert status["ngrams"] == token_map["totals"]
 
     tokenizer = AutoTokenizer.from_pretrained(run)
     if merge:

@@ -277,7 +277,8 @@ class JobManager:
                 "save_dir": relative_to_home(rundir.path, self.settings.home), "config": config,
                 "error": status.get("error") if state in FINAL_STATES else None,
                 "model": status.get("model"), "dataset": status.get("dataset"),
-                "train_mode": status.get("train_mode"), "resumed_from": status.get("resumed_from")}
+                "train_mode": status.get("train_mode"), "resumed_from": status.get("resumed_from"),
+                "ngrams": status.get("ngrams")}
 
     def summary(self, rundir: RunDir) -> dict:
         """One line of `/trainings`."""

@@ -128,8 +128,10 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
 
         if is_main:
             rundir.update_status(phase="mining n-grams")
-        apply_ngrams(tokenizer, model, dataprep.rendered_texts(split.train, tokenizer, render_mode), config,
-                     rundir.path, log)
+        totals = apply_ngrams(tokenizer, model, dataprep.rendered_texts(split.train, tokenizer, render_mode),
+                              config, rundir.path, log)
+        if is_main:
+            rundir.update_status(ngrams=totals)
     examples = dataprep.build_examples(split, tokenizer, config, log)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
