@@ -166,8 +166,9 @@ function renderStatus() {
   progress.value = Math.min(s.step || 0, total || 1);
   progress.dataset.step = String(s.step || 0);
   const pct = s.progress !== undefined && s.progress !== null ? s.progress : total ? (s.step || 0) / total : 0;
+  const phase = active && s.phase ? ` · ${t(`phase.${s.phase}`)}` : "";
   root.querySelector("#mon-progress-text").textContent =
-    t("monitor.step_of", { step: s.step ?? 0, total: total || "?", pct: Math.round(pct * 100) });
+    t("monitor.step_of", { step: s.step ?? 0, total: total || "?", pct: Math.round(pct * 100) }) + phase;
   const stats = [
     ["monitor.epoch", num(s.epoch, 2)], ["monitor.elapsed", duration(s.elapsed_seconds)],
     ["monitor.eta", active ? duration(s.eta_seconds) : "–"], ["metric.loss", num(s.loss)],

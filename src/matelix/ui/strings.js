@@ -61,6 +61,8 @@ const en = {
   "monitor.eta": "ETA", "monitor.tokens_per_second": "Tokens/s", "monitor.tokens_seen": "Tokens seen",
   "monitor.loss_chart": "Loss", "monitor.lr_chart": "Learning rate", "monitor.log": "Log",
   "monitor.follow": "Auto-scroll", "monitor.preview": "Live preview",
+  "phase.loading": "loading", "phase.mining n-grams": "mining n-grams", "phase.training": "training",
+  "phase.saving": "saving",
   "preview.trained": "trained", "preview.masked": "not trained (masked)", "preview.none": "No preview yet.",
   "preview.batch": "Current batch (step {step})", "preview.generated": "Sample at step {step}",
 
@@ -145,6 +147,8 @@ const de = {
   "monitor.elapsed": "Vergangen", "monitor.eta": "Restzeit", "monitor.tokens_per_second": "Tokens/s",
   "monitor.tokens_seen": "Gesehene Tokens", "monitor.loss_chart": "Loss", "monitor.lr_chart": "Lernrate",
   "monitor.log": "Log", "monitor.follow": "Automatisch scrollen", "monitor.preview": "Live-Vorschau",
+  "phase.loading": "lädt", "phase.mining n-grams": "sucht N-Gramme", "phase.training": "trainiert",
+  "phase.saving": "speichert",
   "preview.trained": "trainiert", "preview.masked": "nicht trainiert (maskiert)", "preview.none": "Noch keine Vorschau.",
   "preview.batch": "Aktueller Batch (Schritt {step})", "preview.generated": "Beispiel bei Schritt {step}",
 
