@@ -21,12 +21,21 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """False for a symlink (or a path through one) that leads out of `root`: never listed, never served."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
 def list_datasets(settings: Settings) -> list[dict]:
     root = settings.datasets_dir
     if not root.is_dir():
         return []
     out = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DATASET_SUFFIXES):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DATASET_SUFFIXES
+                       and _inside(p, root)):
         out.append({"name": path.relative_to(root).as_posix(), "path": relative_to_home(path, settings.home),
                     "size_bytes": path.stat().st_size, "format": detect_format_safe(path)})
     return out
@@ -42,14 +51,14 @@ def list_local_models(settings: Settings) -> list[dict]:
         return []
     return [{"id": relative_to_home(p, settings.home), "name": p.name, "kind": "local",
              "path": relative_to_home(p, settings.home), "created": int(p.stat().st_mtime)}
-            for p in sorted(root.iterdir()) if is_model_dir(p)]
+            for p in sorted(root.iterdir()) if is_model_dir(p) and _inside(p, root)]
 
 
 def list_run_dirs(settings: Settings) -> list[Path]:
     root = settings.outputs_dir
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    return sorted((p for p in root.iterdir() if p.is_dir() and _inside(p, root)), key=lambda p: p.name)
 
 
 def list_finished_run_models(settings: Settings) -> list[dict]:

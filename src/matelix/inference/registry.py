@@ -36,7 +36,7 @@ from pathlib import Path
 from matelix.catalog import is_model_dir, list_run_dirs, read_json
 from matelix.inference.admission import AdmissionGate
 from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
-from matelix.paths import PathRefused, confine, relative_to_home
+from matelix.paths import MAX_NAME_LENGTH, MAX_PATH_LENGTH, PathRefused, confine, relative_to_home
 from matelix.settings import Settings
 
 log = logging.getLogger("matelix.inference")
@@ -82,6 +82,9 @@ class ModelRegistry:
         ref = ref.strip()
         roots = [self.settings.outputs_dir, self.settings.models_dir]
         explicit_path = ref.startswith(("/", ".", "~")) or "\\" in ref or ".." in Path(ref).parts
+        # A name the file system cannot even look up (NUL, over-long) goes straight to confine(), which says why.
+        explicit_path = explicit_path or "\x00" in ref or len(ref) > MAX_PATH_LENGTH or any(
+            len(part) > MAX_NAME_LENGTH for part in Path(ref).parts)
         bases = [self.settings.home] if explicit_path else [self.settings.home, *roots]
         for base in bases:
             candidate = Path(ref) if Path(ref).is_absolute() else base / ref

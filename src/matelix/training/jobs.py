@@ -77,7 +77,10 @@ class JobManager:
         root = self.settings.outputs_dir
         if not root.is_dir():
             return []
-        return [RunDir(p) for p in sorted(root.iterdir()) if p.is_dir() and (p / "train_config.json").is_file()]
+        real_root = root.resolve()
+        # A symlink leading out of training_outputs/ is not a run of this lab (never listed, never deleted).
+        return [RunDir(p) for p in sorted(root.iterdir()) if p.is_dir() and (p / "train_config.json").is_file()
+                and p.resolve().is_relative_to(real_root)]
 
     def rundir(self, run_id: str) -> RunDir:
         if "/" in run_id or "\\" in run_id:
