@@ -19,6 +19,7 @@ from matelix.catalog import read_json
 from matelix.inference.chat import render_chat, stop_token_ids
 from matelix.inference.detokenize import TextStream
 from matelix.inference.engine import Engine
+from matelix.remote_code import needs_remote_code, remote_code_message
 from matelix.settings import Settings
 
 DEFAULT_CONTEXT_LENGTH = 2048
@@ -103,6 +104,11 @@ def _has_tokenizer(path: Path) -> bool:
     return any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
+def _refuse_remote_code(source: ModelSource, trust: bool) -> None:
+    if not trust and source.path is not None and needs_remote_code(source.path):
+        raise ModelLoadFailed(remote_code_message(source.id))
+
+
 def load_model(source: ModelSource, device: str, settings: Settings,
                resolve_base: Callable[[str], ModelSource]) -> LoadedModel:
     """Load `source` onto `device` and start its engine. Raises ModelLoadFailed."""
@@ -114,6 +120,7 @@ def load_model(source: ModelSource, device: str, settings: Settings,
     dtype = torch.float32 if device == "cpu" else "auto"
     hub_kwargs = {"trust_remote_code": trust, "local_files_only": settings.offline or source.kind != "hub"}
     base_model = None
+    _refuse_remote_code(source, trust)
     try:
         if source.kind == "adapter":
             from peft import PeftModel
@@ -123,6 +130,7 @@ def load_model(source: ModelSource, device: str, settings: Settings,
             if not isinstance(base_ref, str) or not base_ref:
                 raise ModelLoadFailed(f"{source.id}: adapter_config.json names no base model")
             base = resolve_base(base_ref)
+            _refuse_remote_code(base, trust)
             base_model = base.id
             base_location = str(base.path) if base.path else base.id
             tok_location = str(source.path) if _has_tokenizer(source.path) else base_location

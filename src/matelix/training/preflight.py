@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matelix.paths import PathRefused, confine, relative_to_home
+from matelix.remote_code import needs_remote_code, remote_code_message
 from matelix.settings import Settings
 from matelix.training.config import TrainConfig
 from matelix.training.rundir import RESUMABLE_STATES, RunDir, is_complete_checkpoint
@@ -107,6 +108,10 @@ def check_loadable(config: TrainConfig, resolved: ResolvedRun, settings: Setting
         resolve_placement(config)
     except SetupError as exc:
         raise RunRejected(400, str(exc), param="device", code="unsupported_device") from exc
+    if not settings.trust_remote_code and Path(resolved.model_source).is_dir() \
+            and needs_remote_code(Path(resolved.model_source)):
+        raise RunRejected(400, f"model_dir: {remote_code_message(config.model_dir)}", param="model_dir",
+                          code="remote_code_refused")
     tokenizer_source = resolved.resume_checkpoint or resolved.model_source
     try:
         load_tokenizer(tokenizer_source, trust_remote_code=settings.trust_remote_code)
