@@ -57,10 +57,16 @@ def test_system_view_shows_each_gpu_the_server_reports(page, live_server):
 
 
 def test_language_switch_relabels_the_page(page, live_server):
-    open_lab(page, live_server.url)
+    open_lab(page, live_server.url + "/#system")
+    page.wait_for_selector("#sys-hardware dd")
     assert page.text_content("#tab-runs") == "Runs"
     page.select_option("#lang-select", "de")
     assert page.text_content("#tab-runs") == "Läufe"
+    page.wait_for_function("document.querySelector('#sys-hardware').textContent.includes('Plattform')")
+    page.click("#tab-train")
+    page.wait_for_selector("label[for='cfg-learning_rate']")
+    assert page.text_content("label[for='cfg-learning_rate']") == "Lernrate"
+    assert page.problems.errors == []
     page.reload()
     page.wait_for_selector("body[data-ready='true']")
     assert page.text_content("#tab-runs") == "Läufe"  # the choice is remembered

@@ -96,7 +96,12 @@ function main() {
   const select = document.getElementById("lang-select");
   select.value = language();
   select.addEventListener("change", () => setLanguage(select.value));
-  onLanguageChange(() => { document.documentElement.lang = language(); applyI18n(document); });
+  onLanguageChange(() => {
+    document.documentElement.lang = language();
+    applyI18n(document);
+    for (const view of Object.values(VIEWS)) view.relabel?.();
+    runBadge(monitor.lastStatus());
+  });
   onKeyRequired(keyDialog);
   monitor.onStatus(runBadge);
   document.getElementById("key-button").addEventListener("click", () => keyDialog(false, true)

@@ -230,3 +230,10 @@ async function send() {
 export function show() {
   loadModels().then(() => { render(); refreshState(); }).catch((err) => showError(err.message));
 }
+
+/** Labels in the new language: the conversation and the model state. */
+export function relabel() {
+  if (!model()) return;
+  render();
+  refreshState();
+}

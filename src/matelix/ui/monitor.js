@@ -41,6 +41,10 @@ export function onStatus(fn) {
   statusListeners.push(fn);
 }
 
+export function lastStatus() {
+  return status;
+}
+
 export function mount(el) {
   root = el;
   root.innerHTML = `
@@ -288,10 +292,11 @@ function schedulePreview() {
   }, PREVIEW_MS);
 }
 
+let previewData = null;
+
 async function refreshPreview() {
-  const box = root.querySelector("#mon-preview");
-  const data = await api("/livepreview").catch(() => null);
-  renderPreview(box, data);
+  previewData = await api("/livepreview").catch(() => null);
+  renderPreview(root.querySelector("#mon-preview"), previewData);
 }
 
 /** Called after a successful start or resume: show that run at once, rebuilt from the server. */
@@ -318,3 +323,15 @@ export function show() {
   if (root.querySelector("#mon-follow").checked) log.scrollTop = log.scrollHeight;
 }
 
+/** Labels in the new language: chart legends are rebuilt, figures and preview re-rendered. */
+export function relabel() {
+  if (lossChart) {
+    lossChart.destroy();
+    lrChart.destroy();
+    lossChart = lrChart = null;
+    charts();
+    redrawCharts();
+  }
+  renderStatus();
+  renderPreview(root.querySelector("#mon-preview"), previewData);
+}

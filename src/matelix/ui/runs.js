@@ -201,3 +201,11 @@ export function show() {
     root.querySelector("#runs-empty").textContent = err.message;
   });
 }
+
+/** Labels in the new language: charts are rebuilt on the next draw, the table and detail re-rendered. */
+export function relabel() {
+  for (const chart of [detailLoss, detailLr, overlay]) chart?.destroy();
+  detailLoss = detailLr = overlay = null;
+  root.querySelector("#runs-overlay").replaceChildren();
+  if (!root.hidden) show();
+}

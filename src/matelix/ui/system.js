@@ -94,3 +94,8 @@ export function hide() {
   clearInterval(timer);
   timer = null;
 }
+
+/** Labels in the new language: the hardware facts (the live figures follow at the next poll). */
+export function relabel() {
+  if (timer) loadHardware().catch(() => {});
+}

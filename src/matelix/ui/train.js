@@ -3,7 +3,7 @@
 
 import { api, ApiError } from "./api.js";
 import { bytes, escapeHtml } from "./format.js";
-import { onLanguageChange, t } from "./i18n.js";
+import { t } from "./i18n.js";
 import * as monitor from "./monitor.js";
 import { samplesHtml } from "./preview.js";
 import { buildForm, fieldsFromOpenApi, PRESETS, revealField } from "./trainform.js";
@@ -70,7 +70,6 @@ export function mount(el) {
     root.querySelector("#train-stop").disabled = !monitor.canStop(s);
     root.querySelector("#train-start").disabled = monitor.isLive(s);
   });
-  onLanguageChange(() => form?.relabel());
 }
 
 function applyPreset(name) {
@@ -258,6 +257,12 @@ async function preview() {
   } catch (err) {
     out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
   }
+}
+
+/** Labels in the new language: the generated form and the model groups. */
+export function relabel() {
+  form?.relabel();
+  if (loaded) loadModels().catch(() => {});
 }
 
 export function show() {
