@@ -148,6 +148,16 @@ def test_form_checks_mirror_the_server_and_server_errors_land_next_to_their_fiel
         assert "model_dir" in page.text_content("#cfg-model_dir-err")
         assert len(requests) == 1
 
+        # A 422 for a combination of fields (no single `param`) is shown above the buttons.
+        page.fill("#train-model-hub", "")
+        page.click("details[data-group='data'] summary")
+        page.fill("#cfg-eval_steps", "10")
+        page.click("#train-start")
+        page.wait_for_selector("#train-error:not([hidden])")
+        assert "eval_split" in page.text_content("#train-error")
+        assert page.is_hidden("#cfg-model_dir-err")
+        assert len(requests) == 2
+
 
 def test_upload_validate_and_preview_a_dataset(page, lab_home, tmp_path):
     upload = tmp_path / "my data.csv"
