@@ -67,8 +67,8 @@ export function mount(el) {
         <div id="mon-error" class="error" role="alert" hidden></div>
       </div>
       <div class="grid2">
-        <div class="card"><h2 data-i18n="monitor.loss_chart">Loss</h2><div id="mon-loss" class="chart" data-points="0"></div></div>
-        <div class="card"><h2 data-i18n="monitor.lr_chart">Learning rate</h2><div id="mon-lr" class="chart"></div></div>
+        <div class="card"><h2 data-i18n="monitor.loss_chart">Loss</h2><div id="mon-loss" class="chart" data-points="0" role="img" data-i18n-aria="chart.loss" aria-label="Loss by step"></div></div>
+        <div class="card"><h2 data-i18n="monitor.lr_chart">Learning rate</h2><div id="mon-lr" class="chart" role="img" data-i18n-aria="chart.lr" aria-label="Learning rate by step"></div></div>
       </div>
       <div class="card">
         <div class="row spread"><h2 data-i18n="monitor.log">Log</h2>

@@ -31,7 +31,7 @@ export function mount(el) {
       <p id="runs-empty" class="muted" data-i18n="runs.empty" hidden>No runs yet.</p>
     </div>
     <div class="card" id="runs-compare-card" hidden>
-      <h2 data-i18n="runs.overlay">Loss curves compared</h2><div id="runs-overlay" class="chart"></div></div>
+      <h2 data-i18n="runs.overlay">Loss curves compared</h2><div id="runs-overlay" class="chart" role="img" data-i18n-aria="chart.overlay" aria-label="Loss by step of the ticked runs"></div></div>
     <div class="card" id="runs-detail" hidden>
       <div class="row spread"><h2 id="runs-detail-title"></h2>
         <div class="row">
@@ -41,8 +41,8 @@ export function mount(el) {
       <div id="runs-detail-error" class="error" role="alert" hidden></div>
       <dl class="stats" id="runs-detail-stats"></dl>
       <div class="grid2">
-        <div><h3 data-i18n="monitor.loss_chart">Loss</h3><div id="runs-loss" class="chart"></div></div>
-        <div><h3 data-i18n="monitor.lr_chart">Learning rate</h3><div id="runs-lr" class="chart"></div></div>
+        <div><h3 data-i18n="monitor.loss_chart">Loss</h3><div id="runs-loss" class="chart" role="img" data-i18n-aria="chart.loss" aria-label="Loss by step"></div></div>
+        <div><h3 data-i18n="monitor.lr_chart">Learning rate</h3><div id="runs-lr" class="chart" role="img" data-i18n-aria="chart.lr" aria-label="Learning rate by step"></div></div>
       </div>
       <details class="group"><summary data-i18n="runs.config">Configuration</summary>
         <dl class="config" id="runs-config"></dl></details>

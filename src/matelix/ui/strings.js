@@ -13,6 +13,8 @@ const en = {
   "state.completed": "completed", "state.stopped": "stopped", "state.failed": "failed",
   "state.interrupted": "interrupted", "state.killed": "killed",
   "metric.loss": "Loss", "metric.eval_loss": "Eval loss", "metric.learning_rate": "Learning rate",
+  "chart.loss": "Loss by step", "chart.lr": "Learning rate by step",
+  "chart.overlay": "Loss by step of the ticked runs", "chart.system": "CPU, RAM and GPU usage over time",
 
   "train.title": "Train", "train.model": "Model", "train.model_pick": "Base model",
   "train.model_hub": "…or a Hugging Face model id", "train.models_local": "Local models",
@@ -100,6 +102,8 @@ const de = {
   "state.completed": "fertig", "state.stopped": "gestoppt", "state.failed": "fehlgeschlagen",
   "state.interrupted": "unterbrochen", "state.killed": "abgebrochen",
   "metric.loss": "Loss", "metric.eval_loss": "Eval-Loss", "metric.learning_rate": "Lernrate",
+  "chart.loss": "Loss pro Schritt", "chart.lr": "Lernrate pro Schritt",
+  "chart.overlay": "Loss pro Schritt der angehakten Läufe", "chart.system": "CPU-, RAM- und GPU-Auslastung über die Zeit",
 
   "train.title": "Training", "train.model": "Modell", "train.model_pick": "Basismodell",
   "train.model_hub": "…oder eine Hugging-Face-Modell-ID", "train.models_local": "Lokale Modelle",

@@ -25,7 +25,7 @@ export function mount(el) {
       <div class="card meter-card"><h2 data-i18n="system.gpu">GPU</h2>
         <div id="sys-gpus"><p class="muted" data-i18n="system.no_gpu">No GPU found</p></div></div>
     </div>
-    <div class="card"><h2 data-i18n="system.history">Usage history</h2><div id="sys-chart" class="chart"></div></div>
+    <div class="card"><h2 data-i18n="system.history">Usage history</h2><div id="sys-chart" class="chart" role="img" data-i18n-aria="chart.system" aria-label="CPU, RAM and GPU usage over time"></div></div>
     <div class="card"><h2 data-i18n="system.hardware">Hardware</h2><dl class="facts" id="sys-hardware"></dl></div>`;
 }
 
