@@ -83,7 +83,8 @@ def lab_home(home, tiny_model_dir) -> Iterator[Path]:
 def page(browser) -> Iterator:
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
     pg = context.new_page()
-    pg.set_default_timeout(30_000)
+    # Generous: two shared CPU cores may be busy with other work while a run trains.
+    pg.set_default_timeout(90_000)
     pg.problems = PageProblems(pg)
     yield pg
     context.close()
