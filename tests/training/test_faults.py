@@ -118,7 +118,11 @@ def test_a_full_disk_during_a_save_fails_the_run_with_a_clear_error_and_nothing_
     assert_files_intact(rundir)
     with TestClient(create_app(lab)) as client:
         view = client.get("/status", params={"run_id": rundir.run_id}).json()
+        metrics = client.get("/metrics").text
     assert view["state"] == "failed" and "No space left on device" in view["error"]["message"]
+    assert f'matelix_training_state{{run_id="{rundir.run_id}",state="failed"}} 1.0' in metrics
+    assert f'matelix_training_step{{run_id="{rundir.run_id}"}} {float(view["step"])}' in metrics
+    assert "matelix_training_running " in metrics and 'matelix_training_loss{run_id=' in metrics
 
 
 def test_a_failing_status_write_leaves_the_previous_status_whole(tmp_path, monkeypatch):
