@@ -10,6 +10,8 @@ request has `finished == True` and carries `finish_reason` and `usage`:
 * `"error"`: the engine failed or the model was unloaded; `event.error` says why.
 
 `interleave(handles)` merges several handles (n > 1 choices) into one async stream of `(index, event)`.
+`handle.add_done_callback(fn)` calls `fn(handle, final_event)` once the request ends (the admission gate
+frees the slot and records metrics there); `submitted_at`/`first_token_at` give the time to first token.
 """
 
 from __future__ import annotations
