@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 from matelix import demo
 from matelix.training.rundir import process_alive
@@ -45,16 +45,6 @@ def start_server(home: Path, log: Path, **env) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     proc.kill()
     raise AssertionError("server did not start:\n" + log.read_text())
-
-
-def wait_for(predicate, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def refused(url: str) -> bool:

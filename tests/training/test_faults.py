@@ -8,11 +8,11 @@ import json
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import wait_for
 
 from matelix import demo
 from matelix.server.app import create_app
@@ -22,7 +22,6 @@ from matelix.training.jobs import JobManager
 from matelix.training.rundir import RunDir, is_complete_checkpoint, write_json_atomic
 
 FAULTS = Path(__file__).parent.parent / "faults"  # sitecustomize.py that injects faults into workers
-RUN_TIMEOUT_S = 240
 
 
 @pytest.fixture
@@ -38,16 +37,6 @@ def config(**overrides) -> TrainConfig:
     return TrainConfig(**{"model_dir": "models/tiny", "csv_path": "datasets/chat.csv", "chunk_size": 128,
                           "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "logging_steps": 1,
                           "preview_steps": 0, "max_steps": 6, "save_steps": 2, **overrides})
-
-
-def wait_for(predicate, what: str, timeout: float = RUN_TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def final_status(jobs: JobManager, rundir: RunDir) -> dict:

@@ -9,18 +9,17 @@ import csv
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import wait_for
 
 from matelix.server.app import create_app
 from matelix.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-RUN_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +54,6 @@ def config(**overrides) -> dict:
     return {"model_dir": "models/tiny", "csv_path": "datasets/chat.csv", "chunk_size": 128,
             "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "logging_steps": 1,
             "preview_steps": 2, "preview_max_new_tokens": 8, **overrides}
-
-
-def wait_for(predicate, timeout=RUN_TIMEOUT_S, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_finished(client, run_id) -> dict:
