@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from matelix.data.formats import DATASET_SUFFIXES, detect_format_safe
-from matelix.paths import relative_to_home
+from matelix.paths import MAX_NAME_LENGTH, MAX_PATH_LENGTH, confine, relative_to_home
 from matelix.settings import Settings
 
 MODEL_MARKERS = ("config.json", "adapter_config.json")
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+LOCAL_PREFIXES = ("models/", "training_outputs/", "datasets/")
+
+
+class ModelNotFound(LookupError):
+    """No model under that name."""
+
+
+class ModelRefused(ValueError):
+    """A model reference or device the settings do not allow; `param` names the field."""
+
+    def __init__(self, message: str, param: str = "model_dir"):
+        super().__init__(message)
+        self.param = param
 
 
 def read_json(path: Path) -> dict | None:
@@ -43,6 +58,35 @@ def list_datasets(settings: Settings) -> list[dict]:
 
 def is_model_dir(path: Path) -> bool:
     return path.is_dir() and any((path / m).is_file() for m in MODEL_MARKERS)
+
+
+def resolve_model_ref(ref: str, settings: Settings) -> Path | str:
+    """A user's model reference → a local model folder (Path) or a hub repo id (str).
+
+    Tried in order: a path relative to home (`models/x`, `training_outputs/run`), a run id (folder under
+    `training_outputs/`), a folder name under `models/`, an absolute path inside those two folders — all
+    confined with `paths.confine` (symlinks resolved) — then a hub id `owner/name` when not offline.
+    Raises PathRefused (escapes the folders), ModelNotFound (404), ModelRefused (hub id while offline).
+    Training, dataset validation and inference all resolve model names here, so they agree.
+    """
+    ref = ref.strip()
+    roots = [settings.outputs_dir, settings.models_dir]
+    # An explicit path, or a name the file system cannot even look up (NUL, over-long), goes straight to
+    # confine(), which says why it is refused.
+    explicit = (ref.startswith(("/", ".", "~")) or "\\" in ref or ".." in Path(ref).parts or "\x00" in ref
+                or len(ref) > MAX_PATH_LENGTH or any(len(part) > MAX_NAME_LENGTH for part in Path(ref).parts))
+    for base in [settings.home] if explicit else [settings.home, *roots]:
+        candidate = Path(ref) if Path(ref).is_absolute() else base / ref
+        if explicit or candidate.exists():
+            path = confine(ref, roots, base=base)
+            if is_model_dir(path):
+                return path
+            raise ModelNotFound(f"{ref!r} is not a model folder (no config.json or adapter_config.json)")
+    if HUB_REPO_ID.match(ref) and not ref.startswith(LOCAL_PREFIXES):
+        if settings.offline:
+            raise ModelRefused(f"model {ref!r} is not a local model, and hub downloads are off (MATELIX_OFFLINE)")
+        return ref
+    raise ModelNotFound(f"no model named {ref!r} (not a run id, nor a folder under models/ or training_outputs/)")
 
 
 def list_local_models(settings: Settings) -> list[dict]:

@@ -80,7 +80,9 @@ def assert_generates(path: Path) -> None:
 
 @pytest.mark.parametrize("body, status, words", [
     (config(csv_path="datasets/missing.csv"), 404, "not found"),
-    (config(model_dir="models/nope"), 404, "does not exist"),
+    (config(model_dir="models/nope"), 404, "no model named"),
+    (config(model_dir="nope"), 404, "no model named"),
+    (config(csv_path="missing.csv"), 404, "not found"),
     (config(model_dir="../../etc"), 400, "outside"),
     (config(csv_path="../../etc/passwd"), 400, "outside"),
     (config(learning_rate=-1), 422, "learning_rate"),

@@ -11,12 +11,10 @@ API for route adapters (all coroutines run on the server's event loop):
     # LRU eviction (max_loaded_models) lets the evicted model's running requests finish first (≤ 30 s).
     registry.status()                                   # dict for /inference_status
 
-`model_ref` may be (checked in this order):
-* None or "": the newest finished training run with a saved model, else `models/tiny-demo`;
-* a path relative to home (`models/x`, `training_outputs/run`), a run id (folder under `training_outputs/`),
-  a folder name under `models/`, or an absolute path inside those two folders — all confined with
-  `matelix.paths.confine` (symlinks resolved), anything else is refused (`PathRefused`);
-* a Hugging Face repo id (`owner/name`) — only when `settings.offline` is false.
+`model_ref` may be None or "" (the newest finished training run with a saved model, else
+`models/tiny-demo`), or anything `catalog.resolve_model_ref` accepts: a path relative to home, a run id,
+a folder name under `models/`, an absolute path inside those folders (all confined), or a Hugging Face repo
+id (`owner/name`) when `settings.offline` is false.
 Unknown names raise `ModelNotFound`; bad devices and hub ids while offline raise `ModelRefused`;
 a folder that transformers cannot load raises `ModelLoadFailed`.
 
@@ -33,10 +31,17 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from matelix.catalog import is_model_dir, list_run_dirs, read_json
+from matelix.catalog import (
+    ModelNotFound,
+    ModelRefused,
+    is_model_dir,
+    list_run_dirs,
+    read_json,
+    resolve_model_ref,
+)
 from matelix.inference.admission import AdmissionGate
 from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
-from matelix.paths import MAX_NAME_LENGTH, MAX_PATH_LENGTH, PathRefused, confine, relative_to_home
+from matelix.paths import PathRefused, relative_to_home
 from matelix.settings import Settings
 
 log = logging.getLogger("matelix.inference")
@@ -45,23 +50,10 @@ DEMO_MODEL = "models/tiny-demo"
 # An evicted model finishes its running requests for up to this long before they are ended.
 EVICTION_DRAIN_S = 30.0
 UNFINISHED_STATES = frozenset({"queued", "starting", "running", "stopping"})
-HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
 
 __all__ = ["LoadedModel", "ModelLoadFailed", "ModelNotFound", "ModelRefused", "ModelRegistry", "PathRefused",
            "get_registry"]
-
-
-class ModelNotFound(LookupError):
-    """No model under that name."""
-
-
-class ModelRefused(ValueError):
-    """A model reference or device the settings do not allow; `param` names the field."""
-
-    def __init__(self, message: str, param: str = "model_dir"):
-        super().__init__(message)
-        self.param = param
 
 
 class ModelRegistry:
@@ -79,27 +71,8 @@ class ModelRegistry:
         """Map a user's model reference to a source; raises PathRefused, ModelNotFound, ModelRefused."""
         if ref is None or not ref.strip():
             return self.default_source()
-        ref = ref.strip()
-        roots = [self.settings.outputs_dir, self.settings.models_dir]
-        explicit_path = ref.startswith(("/", ".", "~")) or "\\" in ref or ".." in Path(ref).parts
-        # A name the file system cannot even look up (NUL, over-long) goes straight to confine(), which says why.
-        explicit_path = explicit_path or "\x00" in ref or len(ref) > MAX_PATH_LENGTH or any(
-            len(part) > MAX_NAME_LENGTH for part in Path(ref).parts)
-        bases = [self.settings.home] if explicit_path else [self.settings.home, *roots]
-        for base in bases:
-            candidate = Path(ref) if Path(ref).is_absolute() else base / ref
-            if explicit_path or candidate.exists():
-                path = confine(ref, roots, base=base)
-                if is_model_dir(path):
-                    return self._local_source(path)
-                raise ModelNotFound(f"{ref!r} is not a model folder (no config.json or adapter_config.json)")
-        if HUB_REPO_ID.match(ref) and not ref.startswith(("models/", "training_outputs/")):
-            if self.settings.offline:
-                raise ModelRefused(f"model {ref!r} is not a local model, and hub downloads are off "
-                                   "(MATELIX_OFFLINE)")
-            return ModelSource(id=ref, kind="hub")
-        raise ModelNotFound(f"no model named {ref!r} (not a run id, nor a folder under models/ or "
-                            "training_outputs/)")
+        found = resolve_model_ref(ref, self.settings)
+        return ModelSource(id=found, kind="hub") if isinstance(found, str) else self._local_source(found)
 
     def _local_source(self, path: Path) -> ModelSource:
         display = relative_to_home(path, self.settings.home)

@@ -10,15 +10,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from matelix.catalog import ModelNotFound, ModelRefused, resolve_model_ref
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.remote_code import needs_remote_code, remote_code_message
 from matelix.settings import Settings
 from matelix.training.config import TrainConfig
 from matelix.training.rundir import RESUMABLE_STATES, RunDir, is_complete_checkpoint
-
-HF_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-LOCAL_PREFIXES = ("models", "training_outputs", "datasets", ".", "..")
-MODEL_MARKERS = ("config.json", "adapter_config.json")
 
 
 class RunRejected(ValueError):
@@ -50,25 +47,19 @@ def _confined(value: str, roots: list[Path], base: Path, param: str) -> Path:
 
 
 def resolve_model(model_dir: str, settings: Settings) -> tuple[str, str]:
-    """(source, display name): a model folder under models/ or training_outputs/, or a hub id."""
-    roots = [settings.models_dir, settings.outputs_dir]
-    for base in (settings.home, settings.models_dir):
-        candidate = _confined(model_dir, roots + [settings.home], base, "model_dir")
-        if candidate.exists():
-            path = _confined(model_dir, roots, base, "model_dir")
-            if not any((path / m).is_file() for m in MODEL_MARKERS):
-                raise RunRejected(404, f"model_dir: {model_dir!r} holds no model (no config.json)",
-                                  param="model_dir", code="model_not_found")
-            return str(path), path.name
-    first = Path(model_dir).parts[0] if Path(model_dir).parts else ""
-    if HF_ID_RE.match(model_dir) and first not in LOCAL_PREFIXES:
-        if settings.offline:
-            raise RunRejected(404, f"model_dir: {model_dir!r} is not a local model and the lab is offline",
-                              param="model_dir", code="model_not_found")
-        return model_dir, model_dir.rsplit("/", 1)[-1]
-    _confined(model_dir, roots, settings.home, "model_dir")
-    raise RunRejected(404, f"model_dir: {model_dir!r} does not exist under models/ or training_outputs/",
-                      param="model_dir", code="model_not_found")
+    """(source, display name): a model folder under models/ or training_outputs/, or a hub id.
+
+    The same resolution as inference (`catalog.resolve_model_ref`), so a name that chats also trains.
+    """
+    try:
+        found = resolve_model_ref(model_dir, settings)
+    except PathRefused as exc:
+        raise RunRejected(400, f"model_dir: {exc}", param="model_dir", code="path_refused") from exc
+    except (ModelNotFound, ModelRefused) as exc:
+        raise RunRejected(404, f"model_dir: {exc}", param="model_dir", code="model_not_found") from exc
+    if isinstance(found, str):
+        return found, found.rsplit("/", 1)[-1]
+    return str(found), found.name
 
 
 def resolve_dataset(csv_path: str, settings: Settings) -> Path:
@@ -76,7 +67,7 @@ def resolve_dataset(csv_path: str, settings: Settings) -> Path:
         path = _confined(csv_path, [settings.datasets_dir, settings.home], base, "csv_path")
         if path.is_file():
             return _confined(csv_path, [settings.datasets_dir], base, "csv_path")
-    _confined(csv_path, [settings.datasets_dir], settings.home, "csv_path")
+    _confined(csv_path, [settings.datasets_dir, settings.home], settings.datasets_dir, "csv_path")
     raise RunRejected(404, f"csv_path: dataset {csv_path!r} not found under datasets/", param="csv_path",
                       code="dataset_not_found")
 
