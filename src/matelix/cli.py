@@ -3,9 +3,12 @@
     matelix serve [--host H] [--port P] [--home DIR] [--insecure]
     matelix demo-model [--out DIR] [--seed N]
     matelix demo-assets [--home DIR]
-    matelix data validate FILE [--template-mode M] [--model DIR] [--json]
+    matelix data validate FILE [--template-mode M] [--model DIR] [--chunk-size N] [--column-name C] [--json]
     matelix train CONFIG.yaml|json [--home DIR]
-    matelix ngrams mine DATASET --model DIR [--top-k N] [--json]
+    matelix ngrams mine DATASET --model DIR [--top-k N] [--max-len N] [--min-count N] [--min-chars N]
+                        [--max-samples N] [--template-mode M] [--column-name C] [--show N] [--json]
+
+`matelix COMMAND --help` describes every option.
 """
 
 from __future__ import annotations
