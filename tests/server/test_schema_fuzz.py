@@ -6,6 +6,8 @@ methods. Excluded: `positive_data_acceptance` — the lab rejects schema-valid r
 The app runs against an empty temporary home, so nothing generated here can start real work.
 """
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,7 +20,9 @@ from matelix.settings import Settings
 
 EXAMPLES_PER_OPERATION = 25
 
-app = create_app(Settings(home=Path(tempfile.mkdtemp(prefix="matelix-fuzz-"))))
+HOME = Path(tempfile.mkdtemp(prefix="matelix-fuzz-"))
+atexit.register(shutil.rmtree, HOME, ignore_errors=True)
+app = create_app(Settings(home=HOME))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
