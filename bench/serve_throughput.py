@@ -55,15 +55,18 @@ def build_model(home: Path) -> Path:
     return out
 
 
-def bare_generate(model_dir: Path, new_tokens: int, requests: int) -> dict:
+def bare_generate(model_dir: Path, new_tokens: int, requests: int, batch: int = 1) -> dict:
+    """`requests` calls of `model.generate`, one after another, each on `batch` copies of the prompt as one
+    static batch: batch 1 is the single-client ceiling, batch 16 what batching alone can gain on this CPU."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     text = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
-    kwargs = {"max_new_tokens": new_tokens, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]] * batch)
+    kwargs = {"attention_mask": torch.ones_like(ids), "max_new_tokens": new_tokens, "do_sample": False,
+              "pad_token_id": tokenizer.pad_token_id}
     model.generate(ids, **kwargs)  # warm-up
     latencies, tokens = [], 0
     start = time.perf_counter()
@@ -71,9 +74,9 @@ def bare_generate(model_dir: Path, new_tokens: int, requests: int) -> dict:
         t0 = time.perf_counter()
         out = model.generate(ids, **kwargs)
         latencies.append(time.perf_counter() - t0)
-        tokens += out.shape[1] - ids.shape[1]
+        tokens += (out.shape[1] - ids.shape[1]) * batch
     wall = time.perf_counter() - start
-    return {"clients": 1, "requests": requests, "tokens": tokens, "tokens_per_s": tokens / wall,
+    return {"clients": 1, "batch": batch, "requests": requests, "tokens": tokens, "tokens_per_s": tokens / wall,
             "latency_p50_s": statistics.median(latencies), "latency_p95_s": percentile(latencies, 95)}
 
 
@@ -239,6 +242,10 @@ def main() -> int:
         bare = bare_generate(model_dir, args.new_tokens, requests=4)
         print(f"  bare generate        1 client : {bare['tokens_per_s']:8.1f} tok/s  "
               f"latency p50 {bare['latency_p50_s']:.2f}s", flush=True)
+        batched = bare_generate(model_dir, args.new_tokens, requests=1, batch=16)
+        print(f"  generate, static batch of 16 : {batched['tokens_per_s']:8.1f} tok/s "
+              f"({batched['tokens_per_s'] / bare['tokens_per_s']:.2f}x one request: the most batching "
+              "gains on this CPU)", flush=True)
         lab = bench_lab(home, levels, args.new_tokens, args.min_requests, env)
         hf = [] if args.skip_transformers_serve else \
             bench_transformers_serve(model_dir, levels, args.new_tokens, args.min_requests, env)
@@ -252,7 +259,8 @@ def main() -> int:
               f"{ratio(level['tokens_per_s'], bare['tokens_per_s']):>17s} | "
               f"{ratio(level['ttft_p95_s'], base_ttft):>8s}")
     print(json.dumps({"bench": "serve_throughput", "new_tokens": args.new_tokens, "model_params": "~21M",
-                      "bare_generate": bare, "matelix": lab, "transformers_serve": hf}))
+                      "bare_generate": bare, "generate_batch16": batched, "matelix": lab,
+                      "transformers_serve": hf}))
     return 0
 
 
