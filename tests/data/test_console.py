@@ -24,3 +24,11 @@ def test_wrong_requests_exit_2(tmp_path, capsys):
     assert main(["data", "validate", str(demo_data_path("demo_text.csv")), "--template-mode", "nope"]) == 2
     assert main(["data", "validate", str(demo_data_path("demo_text.csv")), "--model", str(tmp_path / "x")]) == 2
     assert "unknown template_mode" in capsys.readouterr().err
+
+
+def test_missing_file_exits_2_and_names_it(tmp_path, capsys):
+    missing = tmp_path / "missing.csv"
+    assert main(["data", "validate", str(missing)]) == 2
+    assert main(["data", "validate", str(tmp_path)]) == 2  # a folder is not a dataset file either
+    err = capsys.readouterr().err
+    assert f"no dataset file at {missing}" in err and f"no dataset file at {tmp_path}\n" in err

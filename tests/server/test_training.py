@@ -1,4 +1,7 @@
-"""Training routes with no run started: idle answers, 404/409/400 for runs that do not exist or cannot be."""
+"""Training routes without a worker: idle answers, 404/409/400 for runs that do not exist or cannot be, and the
+log socket on a finished run (metrics_since, torn metrics lines, ending when the client leaves)."""
+
+import threading
 
 
 def test_idle_lab_answers_with_empty_views(client):
@@ -17,3 +20,52 @@ def test_missing_runs_and_traversal_are_refused(client):
     assert client.get("/status", params={"run_id": "../../etc"}).status_code == 400
     r = client.get("/logs", params={"since": -1})
     assert r.status_code == 422 and r.json()["error"]["param"] == "since"
+
+
+def _finished_run(settings, run_id: str, metrics: list[dict]):
+    """A run folder as a finished worker leaves it (no process behind it)."""
+    from matelix.training.rundir import RunDir
+
+    rundir = RunDir(settings.outputs_dir / run_id)
+    rundir.path.mkdir()
+    rundir.config_path.write_text("{}")
+    rundir.update_status(run_id=run_id, state="completed", created_at=1.0, session_started_at=1.0,
+                         finished_at=2.0)
+    rundir.log_path.write_text("one\ntwo\n")
+    for record in metrics:
+        rundir.append_metric(record)
+    return rundir
+
+
+def test_log_socket_handler_ends_when_the_client_leaves_an_idle_run(settings):
+    from fastapi.testclient import TestClient
+
+    from matelix.server.app import create_app
+
+    _finished_run(settings, "tiny_2024-01-01_00-00-00", [{"step": 1, "loss": 2.0}])
+    app, ended = create_app(settings), threading.Event()
+
+    async def watched(scope, receive, send):  # the app, noting when a socket's handler has returned
+        try:
+            await app(scope, receive, send)
+        finally:
+            if scope["type"] == "websocket":
+                ended.set()
+
+    with TestClient(watched) as client, client.websocket_connect("/ws/logs") as ws:
+        assert ws.receive_json()["type"] == "status"
+        ws.close()
+        assert ended.wait(timeout=30), "the /ws/logs handler kept polling after the client left"
+
+
+def test_log_socket_sends_only_metrics_after_metrics_since_and_then_new_ones(client, settings):
+    rundir = _finished_run(settings, "tiny_2024-01-01_00-00-00", [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)])
+    with client.websocket_connect(f"/ws/logs?run_id={rundir.run_id}&since=1&metrics_since=2") as ws:
+        events = [ws.receive_json() for _ in range(3)]
+        assert [e["type"] for e in events] == ["status", "log", "metric"]
+        assert events[1]["id"] == 2 and events[1]["line"] == "two"
+        assert events[2]["step"] == 3 and events[2]["run_id"] == rundir.run_id
+        with rundir.metrics_path.open("a") as fh:  # a line being written is sent only once it is whole
+            fh.write('{"step": 4, "lo')
+        rundir.append_metric({"step": 5, "loss": 0.2})  # starts on its own line; the torn one is skipped
+        assert ws.receive_json()["step"] == 5

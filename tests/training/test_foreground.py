@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from matelix.training.foreground import run_foreground
+from matelix.training.rundir import RunDir
 
 
 @pytest.fixture
@@ -31,6 +33,19 @@ def test_bad_config_file_exits_2_and_starts_nothing(cli_home, tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
     missing.write_text("model_dir: models/absent\ncsv_path: datasets/chat.csv\n")
     assert run_foreground(missing, cli_home) == 2
+    assert list((cli_home / "training_outputs").iterdir()) == []
+
+
+def test_unwritable_run_folder_exits_2_with_a_message_and_leaves_nothing(cli_home, tmp_path, capsys, monkeypatch):
+    def disk_full(self, config):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.config_path))
+
+    monkeypatch.setattr(RunDir, "write_config", disk_full)
+    config = tmp_path / "run.yaml"
+    config.write_text("model_dir: models/tiny\ncsv_path: datasets/chat.csv\n")
+    assert run_foreground(config, cli_home) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot write the run folder" in err and "No space left on device" in err and "Traceback" not in err
     assert list((cli_home / "training_outputs").iterdir()) == []
 
 

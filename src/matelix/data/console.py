@@ -33,6 +33,9 @@ def format_report(report: ValidationReport) -> str:
 
 def run_validate(file: Path, template_mode: str = "auto", model: Path | None = None, chunk_size: int = 1024,
                  column_name: str = "text", as_json: bool = False) -> int:
+    if not Path(file).is_file():
+        print(f"error: no dataset file at {file}", file=sys.stderr)
+        return 2
     if model is not None and not Path(model).is_dir():
         print(f"error: --model {model} is not a model folder", file=sys.stderr)
         return 2

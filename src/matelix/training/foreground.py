@@ -2,7 +2,9 @@
 
 The worker is the same child process the server starts (so the run folder, logs and status are the same
 and a server can watch it); this command follows its files. Ctrl-C asks for a graceful stop (finish the
-step, save a checkpoint and the model); a second Ctrl-C kills the worker.
+step, save a checkpoint and the model); a second Ctrl-C kills the worker. Exit status 0 when the run completes
+or stops, 1 when it fails or is killed, 2 when it cannot start (bad config, refused run, run folder not
+writable).
 """
 
 from __future__ import annotations
@@ -39,18 +41,22 @@ def run_foreground(config_path: Path, home: Path | None = None) -> int:
     from tqdm import tqdm
 
     settings = Settings(home=home) if home else Settings()
-    settings.ensure_dirs()
     try:
         config = load_config_file(config_path)
     except ConfigFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("Config:", config.model_dump_json(exclude_defaults=True))
-    jobs = JobManager(settings)
     try:
+        settings.ensure_dirs()
+        jobs = JobManager(settings)
         rundir = jobs.start(config)
     except RunRejected as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a full disk; start() has removed the half-made run folder
+        print(f"error: cannot write the run folder in {settings.outputs_dir}: {exc.strerror or exc}",
+              file=sys.stderr)
         return 2
     print(f"Run {rundir.run_id} -> {relative_to_home(rundir.path, settings.home)}/ (Ctrl-C stops gracefully)")
     reader = jobs.log_reader(rundir)

@@ -28,12 +28,19 @@ from matelix.training.preflight import (
     resolve_run,
     resumable,
 )
-from matelix.training.rundir import FINAL_STATES, LogReader, RunDir, process_alive, process_start_time
+from matelix.training.rundir import (
+    ERROR_TAIL_LINES,
+    FINAL_SAVE_TMP,
+    FINAL_STATES,
+    LogReader,
+    RunDir,
+    process_alive,
+    process_start_time,
+)
 
 ACTIVE_STATES = frozenset({"queued", "starting", "running", "stopping"})
 STATUS_FIELDS = ("step", "total_steps", "epoch", "progress", "loss", "eval_loss", "learning_rate", "grad_norm",
                  "tokens_per_second", "tokens_seen", "eta_seconds", "phase")
-ERROR_TAIL_LINES = 20
 KILL_WAIT_S = 10.0
 
 
@@ -217,6 +224,7 @@ class JobManager:
             resolve_run(config, self.settings, check=False)
             status = rundir.read_status()
             rundir.clear_stop()
+            shutil.rmtree(rundir.path / FINAL_SAVE_TMP, ignore_errors=True)  # a final save that was cut off
             now = time.time()
             rundir.update_status(state="queued", phase=None, error=None, killed=False, finished_at=None,
                                  elapsed_previous=elapsed_seconds(status, now), session_started_at=now,
@@ -244,20 +252,22 @@ class JobManager:
         self.refresh(rundir)
 
     def delete(self, run_id: str) -> None:
-        rundir = self.rundir(run_id)
-        status = self.refresh(rundir)
-        if self.alive(rundir, status):
-            raise RunRejected(409, f"run {run_id!r} is running; stop it before deleting", code="run_active")
-        shutil.rmtree(rundir.path)
-        self._logs.pop(run_id, None)
-        self._procs.pop(run_id, None)
+        # Under the lock, so a resume of the same run cannot spawn its worker between the check and the rmtree.
+        with self._lock:
+            rundir = self.rundir(run_id)
+            status = self.refresh(rundir)
+            if self.alive(rundir, status):
+                raise RunRejected(409, f"run {run_id!r} is running; stop it before deleting", code="run_active")
+            shutil.rmtree(rundir.path)
+            self._logs.pop(run_id, None)
+            self._procs.pop(run_id, None)
 
     # -- views -----------------------------------------------------------------------------------------
 
     def log_reader(self, rundir: RunDir) -> LogReader:
         reader = self._logs.get(rundir.run_id)
-        if reader is None:
-            reader = self._logs[rundir.run_id] = LogReader(rundir.log_path)
+        if reader is None:  # setdefault: two threads asking at once end up sharing one reader
+            reader = self._logs.setdefault(rundir.run_id, LogReader(rundir.log_path))
         return reader
 
     def status_view(self, rundir: RunDir | None) -> dict:

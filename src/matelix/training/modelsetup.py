@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,10 @@ import torch
 from matelix.data.template import setup_tokenizer
 from matelix.training.config import TrainConfig
 from matelix.training.embeddings import resize_with_mean_init
+from matelix.training.rundir import FINAL_SAVE_TMP
+
+# The files that make a folder count as a model (RunDir.has_model, catalog.is_model_dir): moved in last.
+MODEL_MARKERS = ("config.json", "adapter_config.json")
 
 
 class SetupError(ValueError):
@@ -143,7 +149,27 @@ def save_final_model(model, tokenizer, out_dir: Path, config: TrainConfig, base_
             model.peft_config["default"].base_model_name_or_path = base_source
             form = "adapter"
     model.config.use_cache = True
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
+    # save_pretrained writes config.json before the weights, so saving in place and being killed part-way
+    # would leave a folder that looks like a model; the save goes to a temp folder and is moved in whole.
+    tmp = out_dir / FINAL_SAVE_TMP
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    publish_model(tmp, out_dir)
     log(f"Saved {form} model and tokenizer to {out_dir.name}/")
     return form
+
+
+def publish_model(src: Path, out_dir: Path) -> None:
+    """Move a saved model from `src` into `out_dir` and remove `src`. The marker files go first out and last
+    in, so until the move has finished `out_dir` never looks like a model (not even an earlier save's)."""
+    for name in MODEL_MARKERS:
+        (out_dir / name).unlink(missing_ok=True)
+    entries = sorted(src.iterdir(), key=lambda p: p.name in MODEL_MARKERS)
+    for entry in entries:
+        target = out_dir / entry.name
+        if entry.is_dir() and target.is_dir():  # os.replace cannot overwrite a non-empty folder
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    src.rmdir()

@@ -8,6 +8,7 @@
         livepreview.json    current batch decoded + the latest generated sample
         stop_requested      present while a graceful stop is asked for
         checkpoint-*/       Trainer checkpoints; the final model + tokenizer sit in the folder itself
+        .final-tmp/         the final model while it is being saved (moved into the folder when whole)
 
 Only the worker writes status.json while it is alive; the server writes it before spawning and after the
 worker has gone, so there is never more than one writer at a time.
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,10 @@ RESUMABLE_STATES = frozenset({"stopped", "failed", "interrupted", "killed"})
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
                  "pytorch_model.bin", "adapter_model.bin")
+# The final save goes here first; a leftover one is a save that was cut off (never a checkpoint or a model).
+FINAL_SAVE_TMP = ".final-tmp"
+# How many log lines a failed or dead run keeps in its status.json error.
+ERROR_TAIL_LINES = 20
 # Tolerance when comparing a recorded process start time with the live one (float rounding only).
 START_TIME_SLACK_S = 1.0
 
@@ -242,6 +248,9 @@ class LogReader:
         self._starts: list[int] = []  # byte offset of each complete line
         self._end = 0  # byte offset just after the last complete line
         self._inode: int | None = None
+        # One reader serves /logs and every WebSocket follower from threadpool threads; two indexing at
+        # once would append the same lines twice and shift every later id.
+        self._lock = threading.Lock()
 
     def _index(self) -> None:
         try:
@@ -262,20 +271,57 @@ class LogReader:
             pos = nl + 1
         self._end += pos
 
-    def last_id(self) -> int:
-        self._index()
-        return len(self._starts)
-
     def read(self, since: int = 0, limit: int = 1000) -> list[dict]:
         """Lines with id > since, at most `limit`, as {"id", "line"}."""
-        self._index()
-        since = max(0, since)
-        ids = range(since + 1, min(len(self._starts), since + limit) + 1)
-        if not ids:
-            return []
-        start = self._starts[ids[0] - 1]
-        stop = self._starts[ids[-1]] if ids[-1] < len(self._starts) else self._end
-        with self.path.open("rb") as fh:
-            fh.seek(start)
-            chunk = fh.read(stop - start)
+        with self._lock:
+            self._index()
+            since = max(0, since)
+            ids = range(since + 1, min(len(self._starts), since + limit) + 1)
+            if not ids:
+                return []
+            start = self._starts[ids[0] - 1]
+            stop = self._starts[ids[-1]] if ids[-1] < len(self._starts) else self._end
+            with self.path.open("rb") as fh:
+                fh.seek(start)
+                chunk = fh.read(stop - start)
         return [{"id": i, "line": _clean(raw)} for i, raw in zip(ids, chunk.split(b"\n"), strict=False)]
+
+
+class MetricsReader:
+    """Follows metrics.jsonl: each call parses only the complete lines written since the previous call.
+
+    Records are numbered from 0 in file order (torn lines are skipped and get no number). A rewritten file
+    (metrics truncated for a resume) is read again from its start.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._end = 0  # byte offset just after the last complete line read
+        self._inode: int | None = None
+        self._count = 0  # records read so far
+
+    def read_new(self) -> tuple[int, list[dict]]:
+        """(number of the first record returned, the records appended since the last call)."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            self._end, self._inode, self._count = 0, None, 0
+            return 0, []
+        if st.st_ino != self._inode or st.st_size < self._end:
+            self._end, self._inode, self._count = 0, st.st_ino, 0
+        first = self._count
+        if st.st_size == self._end:
+            return first, []
+        with self.path.open("rb") as fh:
+            fh.seek(self._end)
+            data = fh.read(st.st_size - self._end)
+        complete = data.rfind(b"\n") + 1  # a line being written is left for the next call
+        self._end += complete
+        records = []
+        for line in data[:complete].splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        self._count += len(records)
+        return first, records

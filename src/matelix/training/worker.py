@@ -19,9 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from matelix.training.rundir import RunDir, checkpoint_step, process_start_time
-
-ERROR_TAIL_LINES = 20
+from matelix.training.rundir import ERROR_TAIL_LINES, RunDir, checkpoint_step, process_start_time
 
 
 def _is_main() -> bool:

@@ -20,7 +20,7 @@ from matelix.server.errors import ApiError, ErrorResponse
 from matelix.training.config import TrainConfig
 from matelix.training.jobs import JobManager
 from matelix.training.preflight import RunRejected
-from matelix.training.rundir import RunDir
+from matelix.training.rundir import MetricsReader, RunDir
 
 
 @asynccontextmanager
@@ -124,12 +124,20 @@ class _Follower:
         self.jobs = jobs
         self.fixed_run = run_id
         self.rundir: RunDir | None = None
+        self.metrics: MetricsReader | None = None
         self.since = since
         self.metrics_sent = metrics_since
         self.last_status: str | None = None
 
+    def _pick(self) -> RunDir | None:
+        # While the followed run's worker lives it is the current run (a second run cannot start meanwhile),
+        # so the scan of every run's status.json is needed only once it has ended.
+        if not self.fixed_run and self.rundir is not None and self.jobs.alive(self.rundir):
+            return self.rundir
+        return self.jobs.current(self.fixed_run)
+
     def poll(self) -> list[dict]:
-        rundir = self.jobs.current(self.fixed_run)
+        rundir = self._pick()
         events: list[dict] = []
         if rundir is None:
             return events
@@ -137,6 +145,7 @@ class _Follower:
             if self.rundir is not None:  # a new run started: follow it from its first line
                 self.since, self.metrics_sent = 0, 0
             self.rundir = rundir
+            self.metrics = MetricsReader(rundir.metrics_path)
         status = self.jobs.status_view(rundir)
         encoded = json.dumps(status, sort_keys=True, default=str)
         if encoded != self.last_status:
@@ -145,10 +154,11 @@ class _Follower:
         for line in self.jobs.log_reader(rundir).read(self.since, 500):
             events.append({"type": "log", "run_id": rundir.run_id, **line})
             self.since = line["id"]
-        metrics = rundir.read_metrics()
-        for record in metrics[self.metrics_sent:]:
-            events.append({"type": "metric", "run_id": rundir.run_id, **record})
-        self.metrics_sent = max(self.metrics_sent, len(metrics))
+        first, records = self.metrics.read_new()
+        for number, record in enumerate(records, first):
+            if number >= self.metrics_sent:
+                events.append({"type": "metric", "run_id": rundir.run_id, **record})
+        self.metrics_sent = max(self.metrics_sent, first + len(records))
         return events
 
 
@@ -158,6 +168,9 @@ async def ws_logs(websocket: WebSocket, since: int = 0, metrics_since: int = 0, 
     jobs = jobs_of(websocket.app)
     await websocket.accept()
     follower = _Follower(jobs, run_id, max(0, since), max(0, metrics_since))
+    # The client sends nothing, but only a pending receive() learns that it has gone; without one an idle
+    # run's follower would poll for ever after the client left.
+    recv = asyncio.create_task(websocket.receive())
     try:
         while True:
             try:
@@ -168,6 +181,12 @@ async def ws_logs(websocket: WebSocket, since: int = 0, metrics_since: int = 0, 
                 return
             for event in events:
                 await websocket.send_json(event)
-            await asyncio.sleep(WS_POLL_S)
+            done, _ = await asyncio.wait({recv}, timeout=WS_POLL_S)
+            if done:
+                if recv.result()["type"] == "websocket.disconnect":
+                    return
+                recv = asyncio.create_task(websocket.receive())  # a message from the client is ignored
     except WebSocketDisconnect:
         return
+    finally:
+        recv.cancel()
