@@ -164,3 +164,30 @@ def test_a_symlink_out_of_datasets_is_refused(client, settings):
     r = client.post("/datasets/validate", json={"dataset": "link.csv"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "path_refused"
     assert client.get("/datasets/link.csv/preview").status_code == 400
+
+
+@pytest.mark.parametrize("filename, content, reason", [
+    ("s.json", b'"str"', "JSON string, not an object"),
+    ("a.json", b"[]", "empty JSON array"),
+    ("n.json", b"[1, 2]", "first record is a JSON number"),
+    ("b.jsonl", b"\n  \n\n", "only blank lines"),
+    ("l.jsonl", b'["a"]\n', "first record is a JSON array"),
+    ("h.csv", b"text\n", "no data rows"),
+])
+def test_upload_refuses_files_without_a_record(client, settings, filename, content, reason):
+    r = client.post("/datasets/upload", files={"file": (filename, content, "application/octet-stream")})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "file" and error["code"] == "invalid_dataset" and reason in error["message"]
+    assert list(settings.datasets_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("filename, content, fmt", [
+    ("one.json", b'{"messages": [{"role": "user", "content": "Hi"}]}', "messages"),
+    ("many.json", b'[{"instruction": "a", "output": "b"}]', "alpaca"),
+    ("lines.jsonl", b'\n{"text": "a"}\n', "column"),
+])
+def test_upload_detects_the_format_of_the_first_record(client, filename, content, fmt):
+    r = client.post("/datasets/upload", files={"file": (filename, content, "application/json")})
+    assert r.status_code == 201, r.text
+    assert r.json()["format"] == fmt

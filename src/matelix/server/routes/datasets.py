@@ -7,18 +7,20 @@ Every dataset name is confined to `datasets/`; a model named for token statistic
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from matelix.data import DATASET_SUFFIXES, TEMPLATE_MODES, DatasetError, PreviewSample, ValidationReport
-from matelix.data.formats import detect_format
+from matelix.data.formats import format_of_header, format_of_record
 from matelix.data.validate import load_tokenizer, preview_samples, validate_dataset
 from matelix.paths import MAX_NAME_LENGTH, PathRefused, confine
 from matelix.server.deps import SettingsDep
@@ -143,6 +145,14 @@ async def upload(
 ) -> UploadResponse:
     """Save an uploaded dataset under datasets/ (sanitised name, size limit, written atomically)."""
     safe = sanitise_upload_name(name if name is not None else (file.filename or ""))
+    # Copying and parsing the file block; a worker thread does them so the server keeps answering meanwhile.
+    size, fmt = await run_in_threadpool(_store_upload, file.file, safe, overwrite, settings)
+    return UploadResponse(name=safe, size_bytes=size, format=fmt)
+
+
+def _store_upload(source: BinaryIO, safe: str, overwrite: bool, settings: Settings) -> tuple[int, str]:
+    """Copy the upload in chunks into a temporary file in datasets/, check it, then move it into place;
+    returns (size in bytes, detected format)."""
     root = settings.datasets_dir
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -158,7 +168,7 @@ async def upload(
     try:
         size = 0
         with os.fdopen(fd, "wb") as out:
-            while chunk := await file.read(UPLOAD_CHUNK_BYTES):
+            while chunk := source.read(UPLOAD_CHUNK_BYTES):
                 size += len(chunk)
                 if size > limit:
                     raise ApiError(413, f"file is larger than the upload limit of {settings.max_upload_mb} MiB",
@@ -170,15 +180,50 @@ async def upload(
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return UploadResponse(name=safe, size_bytes=size, format=fmt)
+    return size, fmt
 
 
 def _readable_format(tmp: Path, name: str) -> str:
-    """The detected format of the uploaded bytes, read as the file type its name says."""
+    """The detected format of the uploaded bytes, read as the file type its name says; a file without a
+    single record is refused."""
     suffix = Path(name).suffix.lower()
     try:
-        return detect_format(tmp, suffix)
+        return _upload_format(tmp, suffix)
     except (UnicodeDecodeError, ValueError, csv.Error) as exc:
         reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
         raise ApiError(400, f"file: {name!r} cannot be read as {suffix}: {reason}", param="file",
                        code="invalid_dataset") from exc
+
+
+def _upload_format(path: Path, suffix: str) -> str:
+    """Like `detect_format`, but raises ValueError when the file holds no record: a CSV without a data row,
+    a JSONL of blank lines, an empty JSON array, or a first record that is not a JSON object."""
+    if suffix == ".csv":
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+            rows = csv.reader(fh)
+            header = next(rows, [])
+            if next(rows, None) is None:
+                raise ValueError("it has no data rows below the header")
+        return format_of_header(header)
+    if suffix == ".jsonl":
+        with path.open("r", encoding="utf-8-sig") as fh:
+            first = next((line for line in fh if line.strip()), None)
+        if first is None:
+            raise ValueError("it has only blank lines, no record (expected one JSON object per line)")
+        record = json.loads(first)
+    else:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        if not isinstance(data, list | dict):
+            raise ValueError(f"it is a JSON {_json_type(data)}, not an object or an array of objects")
+        if data == []:
+            raise ValueError("it is an empty JSON array, no record")
+        record = data[0] if isinstance(data, list) else data
+    if not isinstance(record, dict):
+        raise ValueError(f"the first record is a JSON {_json_type(record)}, not an object (expected "
+                         f"{'one object per line' if suffix == '.jsonl' else 'an object or an array of objects'})")
+    return format_of_record(record)
+
+
+def _json_type(value: object) -> str:
+    return {str: "string", list: "array", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), "null" if value is None else type(value).__name__)
