@@ -3,6 +3,8 @@ flight (all or nothing), release when generations end or are cancelled, and per-
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -77,3 +79,48 @@ def test_a_callback_added_after_the_end_runs_at_once(make_engine):
     calls = []
     handle.add_done_callback(lambda h, event: calls.append(event.finish_reason))
     assert calls == [result.finish_reason] and handle.first_token_at >= handle.submitted_at
+
+
+
+def test_prepared_submits_run_off_the_event_loop(tmp_path, make_engine):
+    gate = gate_for(tmp_path)
+    model = Resident("m", make_engine())
+    threads = []
+
+    def prepare():
+        threads.append(threading.current_thread())
+        return [[1, 2, 3]]
+
+    handles = asyncio.run(gate.submit_prepared(model, prepare, SamplingParams(max_new_tokens=2), n=2))
+    assert threads and threads[0] is not threading.main_thread()
+    assert [h.wait().finish_reason for h in handles] == ["length", "length"]
+
+
+
+def test_a_prepared_submit_whose_caller_is_cancelled_leaves_nothing_running(tmp_path, make_engine):
+    gate = gate_for(tmp_path)
+    model = Resident("m", make_engine())
+    started, release = threading.Event(), threading.Event()
+    queued: list = []
+    submit = gate.submit
+    gate.submit = lambda *args, **kw: queued.extend(submit(*args, **kw)) or queued
+
+    def prepare():
+        started.set()
+        release.wait(60)  # still rendering when the client goes away
+        return [[4, 5]]
+
+    async def scenario():
+        task = asyncio.ensure_future(gate.submit_prepared(model, prepare, SamplingParams(max_new_tokens=2000,
+                                                                                         ignore_eos=True)))
+        await asyncio.to_thread(started.wait, 60)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()  # the worker thread queues the request after all ...
+        while not (queued and queued[0].cancelled):
+            await asyncio.sleep(0.01)  # ... and it is cancelled as soon as it is
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert queued[0].wait().finish_reason == "cancelled"
+    assert gate.in_flight == 0

@@ -38,6 +38,13 @@ def test_bad_messages_name_the_field(messages, param):
     assert err.value.param == param
 
 
+def test_the_message_count_is_not_capped_here():
+    """How many messages a request may hold is the server's setting (`MATELIX_MAX_MESSAGES`), checked by the
+    admission gate; rendering takes whatever it is given."""
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": "x"} for i in range(1100)]
+    assert len(normalize_messages(messages)) == 1100
+
+
 def test_stop_tokens_are_eos_and_known_end_of_turn_tokens(tokenizer):
     class Model:
         generation_config = None

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from matelix.inference.sampling import InvalidSamplingParams, RowSampler, SamplingParams, sample_rows
+from matelix.inference.sampling import (
+    SEED_MAX,
+    SEED_MIN,
+    InvalidSamplingParams,
+    RowSampler,
+    SamplingParams,
+    sample_rows,
+)
 
 
 @pytest.mark.parametrize(("field", "value"), [
@@ -13,6 +20,7 @@ from matelix.inference.sampling import InvalidSamplingParams, RowSampler, Sampli
     ("repetition_penalty", 0.0), ("presence_penalty", 2.5), ("frequency_penalty", -3.0),
     ("max_new_tokens", 0), ("max_new_tokens", True), ("seed", "7"), ("stop", ("",)),
     ("stop", tuple(str(i) for i in range(17))), ("temperature", float("nan")),
+    ("seed", SEED_MAX + 1), ("seed", SEED_MIN - 1), ("seed", 2**100),
 ])
 def test_out_of_range_values_name_the_field(field, value):
     with pytest.raises(InvalidSamplingParams) as err:
@@ -70,3 +78,33 @@ def test_choices_get_consecutive_seeds():
     params = SamplingParams(seed=10)
     assert [params.for_choice(i).seed for i in range(3)] == [10, 11, 12]
     assert SamplingParams().for_choice(2).seed is None
+
+
+@pytest.mark.parametrize("seed", [SEED_MIN, -1, 0, SEED_MAX])
+def test_every_seed_in_range_seeds_a_generator_and_its_choices(seed):
+    params = SamplingParams(seed=seed, max_new_tokens=1).validate()
+    for index in range(4):
+        choice = params.for_choice(index).validate()
+        RowSampler(choice, [], 8, torch.device("cpu")).sample(torch.zeros(8))  # manual_seed accepts it
+
+
+def test_choice_seeds_wrap_like_the_generator_does():
+    assert SamplingParams(seed=SEED_MAX).for_choice(1).seed == 0
+    assert SamplingParams(seed=-5).for_choice(1).seed == SEED_MAX - 3  # the generator reads -4 as 2**64 - 4
+    draw = [RowSampler(SamplingParams(seed=s), [], 50, torch.device("cpu")).sample(torch.zeros(50))
+            for s in (-4, SEED_MAX - 3)]
+    assert draw[0] == draw[1]
+
+
+def test_temperatures_close_to_zero_are_greedy():
+    params = SamplingParams(temperature=1e-300, seed=1)
+    assert params.greedy
+    assert RowSampler(params, [], 3, torch.device("cpu")).sample(torch.tensor([0.0, 2.0, 1.0])) == 1
+
+
+def test_overflowing_penalties_sample_among_the_largest_logits():
+    """A repetition penalty close to 0 divides seen tokens' positive logits to inf: those tokens share the
+    probability instead of the draw failing on a NaN distribution."""
+    sampler = RowSampler(SamplingParams(repetition_penalty=1e-300, seed=0), [1, 3], 5, torch.device("cpu"))
+    drawn = {sampler.sample(torch.tensor([0.5, 1.0, 3.0, 2.0, 0.0])) for _ in range(50)}
+    assert drawn == {1, 3}

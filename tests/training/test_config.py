@@ -53,3 +53,12 @@ def test_config_file_errors_name_the_file_and_field(tmp_path):
     (tmp_path / "broken.yaml").write_text("model_dir: [unclosed\n")
     with pytest.raises(ConfigFileError, match="not valid YAML"):
         load_config_file(tmp_path / "broken.yaml")
+
+
+@pytest.mark.parametrize("seed, ok", [(0, True), (2**32 - 1, True), (2**32, False), (-1, False), (2**64, False)])
+def test_seed_stays_in_numpys_seed_range(seed, ok):
+    if ok:
+        assert TrainConfig(**BASE, seed=seed).seed == seed
+    else:
+        with pytest.raises(ValidationError, match="seed"):
+            TrainConfig(**BASE, seed=seed)

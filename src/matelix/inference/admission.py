@@ -4,6 +4,7 @@ goes through, in one place.
     gate = registry.admission                       # one per server
     gate.check_limits(texts=[("messages[0].content", "Hi")], messages=1, max_new_tokens=64, n=1)  # → 400
     handles = gate.submit(loaded, prompts, params, n=2)                  # Overloaded → 429 + Retry-After
+    handles = await gate.submit_prepared(loaded, lambda: [loaded.encode("Hi")], params)  # off the event loop
 
 * Request shape (settings `max_messages`, `max_message_chars`, `max_new_tokens`, `max_n`): checked before a
   prompt is rendered or tokenised, so an oversized request costs nothing.
@@ -16,6 +17,7 @@ goes through, in one place.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -112,6 +114,18 @@ class AdmissionGate:
             handle.add_done_callback(lambda h, event, model=model: self._finished(model, h, event))
         return handles
 
+    async def submit_prepared(self, loaded, prepare: Callable[[], list[list[int]]], params: SamplingParams,
+                              n: int = 1) -> list[RequestHandle]:
+        """`submit(loaded, prepare(), params, n)` on a worker thread, so rendering and tokenising the prompts
+        and setting up their samplers never block the event loop. Raises what `prepare` and `submit` raise;
+        when the caller is cancelled meanwhile (client gone), whatever gets queued is cancelled at once."""
+        work = asyncio.ensure_future(asyncio.to_thread(lambda: self.submit(loaded, prepare(), params, n)))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_cancel_queued)
+            raise
+
     def _finished(self, model: str, handle: RequestHandle, event: GenerationEvent) -> None:
         with self._lock:
             self._in_flight.discard(handle)
@@ -120,3 +134,9 @@ class AdmissionGate:
         ttft = handle.first_token_at - handle.submitted_at if handle.first_token_at is not None else None
         self.on_finished(model, prompt_tokens=event.usage.prompt_tokens,
                          completion_tokens=event.usage.completion_tokens, ttft_s=ttft)
+
+
+def _cancel_queued(work: asyncio.Future) -> None:
+    if not work.cancelled() and work.exception() is None:
+        for handle in work.result():
+            handle.cancel()

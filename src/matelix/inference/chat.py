@@ -16,7 +16,6 @@ from __future__ import annotations
 from matelix.data.template import matelix_chat_template
 
 ROLES = ("system", "user", "assistant")
-MAX_MESSAGES = 1024
 # Turn-closing tokens of common chat templates; used as stop tokens when the vocabulary has them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>",
                       "<|endoftext|>", "<|eom_id|>")
@@ -49,8 +48,6 @@ def normalize_messages(messages: list, system: str | None = None) -> list[dict[s
     """Validated `[{"role", "content": str}]`, with `system` prepended as a system message."""
     if not isinstance(messages, list) or not messages:
         raise InvalidMessages("messages must be a non-empty list", "messages")
-    if len(messages) > MAX_MESSAGES:
-        raise InvalidMessages(f"at most {MAX_MESSAGES} messages are allowed", "messages")
     out = [{"role": "system", "content": system}] if system else []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
 
+from matelix.inference.sampling import SEED_MAX, SEED_MIN
+
 MAX_N = 16
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 256
@@ -50,7 +52,8 @@ class SamplingRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_N, description="Choices per prompt; choice j samples with seed + j.")
     stop: list[str] | None = Field(None, description=f"A string or up to {MAX_STOP_SEQUENCES}; never part of "
                                                      "the returned text.")
-    seed: int | None = Field(None, description="Same seed + prompt + parameters → same text.")
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX,
+                             description="Same seed + prompt + parameters → same text (a 64-bit integer).")
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     top_k: int = Field(0, ge=-1, description="vLLM extra: keep the k most likely tokens; 0 or -1 = off.")

@@ -98,12 +98,14 @@ class ModelRegistry:
                             "(build it with `matelix demo-model --out models/tiny-demo`)")
 
     def normalize_device(self, device: str | None) -> str | None:
+        """None for auto, else the device if this server has it; probing CUDA can take a while on the first
+        call, so `acquire` runs this on a worker thread."""
         if device is None or device in ("", "auto"):
             return None
-        import torch
-
         if not DEVICE_PATTERN.match(device):
             raise ModelRefused(f"device must be cpu, cuda, cuda:N, mps or auto, got {device!r}", "device")
+        import torch
+
         if device.startswith("cuda"):
             index = int(device.split(":")[1]) if ":" in device else 0
             if not torch.cuda.is_available() or index >= torch.cuda.device_count():
@@ -114,6 +116,7 @@ class ModelRegistry:
 
     @staticmethod
     def _default_device() -> str:
+        """The best device present; probes torch, so `_load` calls it on a worker thread."""
         import torch
 
         if torch.cuda.is_available():
@@ -129,7 +132,7 @@ class ModelRegistry:
         Without `ref`, `prefer_resident` returns the most recently used resident model when there is one
         (the `/chat` behaviour); otherwise the default model is resolved.
         """
-        device = self.normalize_device(device)
+        device = await asyncio.to_thread(self.normalize_device, device) if device else None
         if prefer_resident and (ref is None or not ref.strip()) and self._loaded:
             loaded = next(reversed(self._loaded.values()))
             if device in (None, loaded.device):
@@ -146,12 +149,13 @@ class ModelRegistry:
             if task is None:
                 break
             await asyncio.shield(task)  # a failed load raises here for every waiter
-        task = asyncio.get_running_loop().create_task(self._load(source, device or self._default_device()))
+        task = asyncio.get_running_loop().create_task(self._load(source, device))
         self._loading[source.id] = task
         return await asyncio.shield(task)
 
-    async def _load(self, source: ModelSource, device: str) -> LoadedModel:
+    async def _load(self, source: ModelSource, device: str | None) -> LoadedModel:
         try:
+            device = device or await asyncio.to_thread(self._default_device)
             if source.id in self._loaded:  # same model on another device: replace it
                 await self._unload_one(source.id, "model reloaded on another device")
             await self._evict(keep=self.settings.max_loaded_models - 1)

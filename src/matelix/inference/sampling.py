@@ -18,6 +18,13 @@ import torch
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_STRING_LENGTH = 256
+# The seeds `torch.Generator.manual_seed` accepts: a signed or unsigned 64-bit integer (-1 and 2**64 - 1 are the
+# same seed). Per-choice seeds wrap into this range, so `seed + j` never overflows.
+SEED_MIN = -(2**63)
+SEED_MAX = 2**64 - 1
+# Temperatures below this sample greedily (as in vLLM): dividing logits by them overflows float32, and their
+# limit is the argmax anyway.
+GREEDY_TEMPERATURE = 1e-5
 
 
 class InvalidSamplingParams(ValueError):
@@ -35,7 +42,7 @@ class SamplingParams:
     max_new_tokens: int = 256
     """Upper bound on generated tokens (clipped by the engine to the context left after the prompt)."""
     temperature: float = 1.0
-    """0 = greedy (argmax); otherwise logits are divided by it."""
+    """0 (or below GREEDY_TEMPERATURE) = greedy (argmax); otherwise logits are divided by it."""
     top_p: float = 1.0
     """Nucleus sampling: keep the smallest set of tokens whose probability adds up to `top_p`."""
     top_k: int = 0
@@ -72,8 +79,9 @@ class SamplingParams:
         _check_range("repetition_penalty", self.repetition_penalty, 0.0, None, low_open=True)
         _check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)
         _check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise InvalidSamplingParams("seed", f"must be an integer, got {self.seed!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not SEED_MIN <= self.seed <= SEED_MAX):
+            raise InvalidSamplingParams("seed", f"must be an integer from {SEED_MIN} to {SEED_MAX}, got {self.seed!r}")
         if len(self.stop) > MAX_STOP_STRINGS:
             raise InvalidSamplingParams("stop", f"at most {MAX_STOP_STRINGS} stop strings are allowed")
         for s in self.stop:
@@ -84,7 +92,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        return self.temperature < GREEDY_TEMPERATURE or self.top_k == 1
 
     @property
     def penalised(self) -> bool:
@@ -92,8 +100,9 @@ class SamplingParams:
 
     def for_choice(self, index: int) -> SamplingParams:
         """The params of choice `index` of an n>1 request: seeds differ per choice (seed + index) so choices
-        differ, yet the whole set stays reproducible."""
-        return self if self.seed is None or index == 0 else replace(self, seed=self.seed + index)
+        differ, yet the whole set stays reproducible. The sum wraps modulo 2**64, which the generator treats
+        as the same seed, so a seed near the top of the range still gives valid per-choice seeds."""
+        return self if self.seed is None or index == 0 else replace(self, seed=(self.seed + index) % 2**64)
 
 
 def _check_range(name: str, value: float, low: float | None, high: float | None, *, low_open: bool = False) -> None:
@@ -164,6 +173,11 @@ class RowSampler:
         if self.params.greedy:
             return int(torch.argmax(logits))
         probs = logits.softmax(-1)
+        if not bool(torch.isfinite(probs).all()):
+            # Extreme values (a repetition penalty close to 0) overflowed to inf; in the limit the largest
+            # logits share all the probability.
+            logits = logits.nan_to_num(nan=float("-inf"))
+            probs = (logits == logits.max()).float()
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 

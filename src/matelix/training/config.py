@@ -56,7 +56,8 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
     weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
-    seed: int = Field(42, ge=0, description="Seed for initialisation, shuffling and the eval split.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for initialisation, shuffling and the eval split "
+                                                         "(0 to 2**32 - 1, numpy's seed range).")
 
     # Data shaping.
     chunk_size: int = Field(1024, ge=8, le=1_048_576, description="Maximum sequence length in tokens.")

@@ -15,12 +15,10 @@ from matelix.inference.engine import EngineClosed
 from matelix.inference.handle import RequestHandle
 from matelix.inference.loading import LoadedModel
 from matelix.inference.registry import get_registry
-from matelix.inference.sampling import MAX_STOP_STRINGS, SamplingParams
+from matelix.inference.sampling import MAX_STOP_STRINGS, SEED_MAX, SEED_MIN, SamplingParams
 from matelix.server.errors import BUSY_RESPONSES
 from matelix.server.inference_errors import INFERENCE_ERRORS, to_api_error
 from matelix.server.streaming import STREAM_HEADERS, result_or_cancel, sse, wants_sse
-
-MAX_NEW_TOKENS = 32768
 
 
 @asynccontextmanager
@@ -58,7 +56,8 @@ class ChatRequest(BaseModel):
     system: str | None = Field(None, description="Prepended as a role='system' message.")
     model_dir: str | None = Field(None, description="Model for this request (loaded if needed); default: the "
                                                     "model in use, else the newest finished run.")
-    max_new_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS, description="Clipped to the context left.")
+    max_new_tokens: int = Field(256, ge=1, description="At most MATELIX_MAX_NEW_TOKENS; clipped to the "
+                                                       "context left.")
     temperature: float = Field(0.7, ge=0.0, le=10.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0, description="0 = off.")
@@ -66,7 +65,8 @@ class ChatRequest(BaseModel):
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    seed: int | None = Field(None, description="Same seed + same request → same answer.")
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX,
+                             description="Same seed + same request → same answer (a 64-bit integer).")
     stop: str | list[str] | None = Field(None, description=f"Up to {MAX_STOP_STRINGS} stop strings, never "
                                                            "included in the answer.")
 
@@ -114,8 +114,9 @@ async def unload_inference(request: Request, body: UnloadRequest | None = None) 
 
 
 @router.get("/inference_status")
-def inference_status(request: Request) -> dict:
+async def inference_status(request: Request) -> dict:
     """Resident models with device, dtype, memory, active and queued requests."""
+    # On the event loop, the only place the registry changes: never a half-updated view.
     return get_registry(request.app).status()
 
 
@@ -132,8 +133,9 @@ async def start_chat(request: Request, body: ChatRequest) -> tuple[LoadedModel, 
             registry.admission.check_limits(texts=[*texts, ("system", body.system or "")], messages=len(messages),
                                             max_new_tokens=body.max_new_tokens, tokens_param="max_new_tokens")
             loaded = await registry.acquire(body.model_dir)
-            prompt = loaded.render_chat(messages, body.system)
-            return loaded, registry.admission.submit(loaded, [prompt], params)[0]
+            handles = await registry.admission.submit_prepared(
+                loaded, lambda loaded=loaded: [loaded.render_chat(messages, body.system)], params)
+            return loaded, handles[0]
         except EngineClosed as exc:  # unloaded between acquire and submit: acquire again once
             if attempt:
                 raise to_api_error(exc) from exc

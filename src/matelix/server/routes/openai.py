@@ -83,20 +83,23 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 # ----- models ---------------------------------------------------------------------------------------
 
 
-def model_cards(app) -> list[ModelCard]:
+async def model_cards(app) -> list[ModelCard]:
     """Local models under `models/` (id relative to home), finished runs (id = run folder name), and any
     other resident model (e.g. a hub model loaded with `/load_inference`)."""
-    cards = [ModelCard(id=m["id"], created=m["created"], owned_by=OWNER)
-             for m in catalog.list_models(app.state.settings)]
+    # The registry is read on the event loop, which is the only place it changes; the disk scan runs on a
+    # worker thread.
+    resident = get_registry(app).status()["loaded"]
+    found = await asyncio.to_thread(catalog.list_models, app.state.settings)
+    cards = [ModelCard(id=m["id"], created=m["created"], owned_by=OWNER) for m in found]
     listed = {c.id for c in cards}
-    for info in get_registry(app).status()["loaded"]:
+    for info in resident:
         if info["id"] not in listed:
             cards.append(ModelCard(id=info["id"], created=int(info["loaded_at"]), owned_by=OWNER))
     return cards
 
 
-def find_model(app, model_id: str) -> ModelCard:
-    for card in model_cards(app):
+async def find_model(app, model_id: str) -> ModelCard:
+    for card in await model_cards(app):
         if card.id == model_id:
             return card
     raise ApiError(404, f"The model '{model_id}' does not exist; GET /v1/models lists the available ones.",
@@ -104,15 +107,15 @@ def find_model(app, model_id: str) -> ModelCard:
 
 
 @router.get("/models")
-def list_models(request: Request) -> ModelList:
+async def list_models(request: Request) -> ModelList:
     """Models usable as `model`: local models and finished training runs."""
-    return ModelList(data=model_cards(request.app))
+    return ModelList(data=await model_cards(request.app))
 
 
 @router.get("/models/{model_id:path}")
-def retrieve_model(model_id: str, request: Request) -> ModelCard:
+async def retrieve_model(model_id: str, request: Request) -> ModelCard:
     """One model by id."""
-    return find_model(request.app, model_id)
+    return await find_model(request.app, model_id)
 
 
 # ----- submitting -----------------------------------------------------------------------------------
@@ -131,7 +134,7 @@ async def submit(request: Request, body: SamplingRequest, prompts: Callable[[Loa
                  messages: int | None = None) -> tuple[LoadedModel, list[RequestHandle]]:
     """Check the server's limits, load the model and queue `n` choices per prompt through the admission
     gate (choice index = prompt index * n + j); all or nothing, so the caller answers a plain 4xx/429."""
-    find_model(request.app, body.model)
+    await find_model(request.app, body.model)
     registry = get_registry(request.app)
     for attempt in range(2):
         try:
@@ -140,7 +143,9 @@ async def submit(request: Request, body: SamplingRequest, prompts: Callable[[Loa
             loaded = await registry.acquire(body.model, prefer_resident=False)
             # Without a limit a completion may fill the context; the engine clips to what is left.
             params = sampling_params(body, max_new_tokens or loaded.context_length)
-            return loaded, registry.admission.submit(loaded, prompts(loaded), params, body.n)
+            handles = await registry.admission.submit_prepared(loaded, lambda loaded=loaded: prompts(loaded),
+                                                                params, body.n)
+            return loaded, handles
         except EngineClosed as exc:  # unloaded between acquire and submit: acquire once more
             if attempt:
                 raise to_api_error(exc, model_param="model") from exc
