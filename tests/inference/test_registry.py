@@ -139,3 +139,23 @@ def test_unload_with_requests_in_flight_ends_them_cleanly(lab_home, make_setting
         assert not loaded.engine._thread.is_alive()
 
     asyncio.run(scenario())
+
+
+def test_devices_are_probed_off_the_event_loop(lab_home, make_settings, monkeypatch):
+    import threading
+
+    probes = []
+    registry = ModelRegistry(make_settings())
+    for name in ("normalize_device", "_default_device"):
+        probe = getattr(registry, name)
+        monkeypatch.setattr(registry, name, lambda *a, probe=probe, name=name: probes.append(
+            (name, threading.current_thread())) or probe(*a))
+
+    async def scenario():
+        await registry.acquire("models/tiny-demo")  # default device
+        await registry.acquire("models/tiny-demo", "cpu")
+        await registry.close()
+
+    asyncio.run(scenario())
+    assert {name for name, _ in probes} == {"normalize_device", "_default_device"}
+    assert all(thread is not threading.main_thread() for _, thread in probes)

@@ -173,3 +173,14 @@ def test_closing_a_stream_cancels_generation_and_frees_the_slot(lab_home, live_s
     model = status["loaded"][0]
     assert model["active_requests"] == 0 and model["queued_requests"] == 0
     assert model["cancelled_requests"] == 1
+
+
+def test_registry_readers_run_on_the_event_loop():
+    """The registry's resident models change only on the event loop (load, evict, unload); the routes that
+    list them run there too, never on a worker thread that could see the dict mid-change."""
+    import inspect
+
+    from matelix.server.routes import inference, openai
+
+    for handler in (inference.inference_status, openai.list_models, openai.retrieve_model):
+        assert inspect.iscoroutinefunction(handler), handler.__name__
