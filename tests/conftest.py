@@ -75,6 +75,18 @@ def client(settings):
         yield c
 
 
+def lab_home(root: Path, model_dir: Path | None = None) -> Path:
+    """`root` as a lab home: datasets/, training_outputs/, models/, and a copy (not a link: links out of
+    home are refused by path confinement) of `model_dir` as models/tiny-demo when given."""
+    import shutil
+
+    for sub in ("datasets", "training_outputs", "models"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    if model_dir is not None:
+        shutil.copytree(model_dir, root / "models" / "tiny-demo")
+    return root
+
+
 def wait_for(predicate, what: str = "condition", timeout: float = 240, interval: float = 0.2):
     """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -133,12 +145,7 @@ def live_server(settings) -> Iterator[LiveServer]:
 def openai_server(tmp_path_factory, tiny_model_dir) -> Iterator[LiveServer]:
     """A live server per test module with an API key, its home holding a copy of the demo model as
     `models/tiny-demo` (copied: a link pointing out of home is refused by path confinement)."""
-    import shutil
-
-    home = tmp_path_factory.mktemp("openai-home")
-    for sub in ("datasets", "training_outputs", "models"):
-        (home / sub).mkdir()
-    shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
+    home = lab_home(tmp_path_factory.mktemp("openai-home"), tiny_model_dir)
     with LiveServer(Settings(home=home, api_key="openai-test-key")) as server:
         yield server
 

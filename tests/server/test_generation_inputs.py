@@ -4,11 +4,9 @@ limits, and a small fuzz of sampling values answers a 2xx or a 4xx in the common
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import pytest
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, lab_home
 
 from matelix.inference.chat import render_chat
 from matelix.inference.sampling import SEED_MAX, SEED_MIN
@@ -27,10 +25,7 @@ def server(tmp_path_factory, tiny_model_dir):
     """Limits raised above the built-in defaults."""
     from matelix.settings import Settings
 
-    home = tmp_path_factory.mktemp("inputs-home")
-    for sub in ("datasets", "training_outputs", "models"):
-        (home / sub).mkdir()
-    shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
+    home = lab_home(tmp_path_factory.mktemp("inputs-home"), tiny_model_dir)
     settings = Settings(home=home, api_key=KEY, max_new_tokens=MAX_NEW_TOKENS, max_messages=MAX_MESSAGES)
     with LiveServer(settings) as live:
         yield live

@@ -5,7 +5,6 @@ and a full generation queue answers 429 with `Retry-After` in the OpenAI error s
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ from contextlib import contextmanager
 import httpx
 import openai
 import pytest
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, lab_home
 
 DEMO = "models/tiny-demo"
 KEY = "limits-key"
@@ -27,10 +26,7 @@ def busy_server(tmp_path_factory, tiny_model_dir):
     """One generation slot and no queue, small request limits."""
     from matelix.settings import Settings
 
-    home = tmp_path_factory.mktemp("limits-home")
-    for sub in ("datasets", "training_outputs", "models"):
-        (home / sub).mkdir()
-    shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
+    home = lab_home(tmp_path_factory.mktemp("limits-home"), tiny_model_dir)
     settings = Settings(home=home, api_key=KEY, max_concurrent_generations=1, max_queued_generations=0,
                         max_messages=3, max_message_chars=100, max_new_tokens=LONG, max_n=2)
     with LiveServer(settings) as server:
