@@ -200,3 +200,19 @@ def test_two_process_run_completes_on_cpu(client, lab):
     final = wait_finished(client, run_id)
     assert final["state"] == "completed", (lab.outputs_dir / run_id / "training.log").read_text()[-3000:]
     assert (lab.outputs_dir / run_id / "model.safetensors").is_file()
+
+
+def test_a_new_run_continues_from_another_runs_checkpoint(client, lab):
+    first = client.post("/start", json=config(max_steps=4, save_steps=2, preview_steps=0))
+    assert first.status_code == 201, first.text
+    source = first.json()["run_id"]
+    assert wait_finished(client, source)["state"] == "completed"
+    second = client.post("/start", json=config(max_steps=6, save_steps=2, preview_steps=0, resume_from=source))
+    assert second.status_code == 201, second.text
+    run_id = second.json()["run_id"]
+    assert run_id != source
+    done = wait_finished(client, run_id)
+    assert done["state"] == "completed" and done["step"] == 6
+    steps = [m["step"] for m in client.get(f"/trainings/{run_id}").json()["metrics"] if m.get("loss") is not None]
+    assert steps and min(steps) > 4  # the step counter continues from the source's checkpoint-4
+    assert_generates(lab.outputs_dir / run_id)
