@@ -254,3 +254,26 @@ def test_close_with_drain_lets_running_requests_finish(tiny_lm, make_engine):
     assert last.finish_reason == "length" and last.usage.completion_tokens == 12
     with pytest.raises(EngineClosed):
         engine.submit([5, 6], greedy(2))
+
+
+def test_a_request_whose_sampler_fails_ends_alone_and_the_batch_goes_on(tiny_lm, make_engine, monkeypatch):
+    from matelix.inference import sampling
+
+    real_sample = sampling.RowSampler.sample
+
+    def failing_for_marked(self, logits):
+        if self.params.temperature == 0.77:  # the one request marked to fail
+            raise RuntimeError("sampler broke")
+        return real_sample(self, logits)
+
+    monkeypatch.setattr(sampling.RowSampler, "sample", failing_for_marked)
+    engine = make_engine()
+    tokenizer, _ = tiny_lm
+    ids = encode(tokenizer, PROMPTS[1])
+    good = engine.submit(ids, greedy(20))
+    bad = engine.submit(ids, SamplingParams(max_new_tokens=20, temperature=0.77, seed=3))
+    good_result, bad_result = good.wait(), bad.wait()
+    assert bad_result.finish_reason == "error" and "sampler broke" in (bad_result.error or "")
+    assert good_result.finish_reason == "length"
+    assert good_result.token_ids == reference(tiny_lm, ids, 20)
+    assert engine.submit(ids, greedy(5)).wait().token_ids == reference(tiny_lm, ids, 5)

@@ -265,7 +265,7 @@ class Engine:
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(input_ids, mask, position_ids, cache)
         tokens = sample_rows(logits, [r.sampler for r in group])
-        keep = [i for i, (r, t) in enumerate(zip(group, tokens, strict=True)) if not self._emit(r, t)]
+        keep = [i for i, (r, t) in enumerate(zip(group, tokens, strict=True)) if not self._emit_or_fail(r, t)]
         if not keep:
             return
         if len(keep) < len(group):
@@ -296,7 +296,7 @@ class Engine:
         keep = []
         for i, (request, token) in enumerate(zip(rows, tokens, strict=True)):
             request.pos += 1
-            if not self._emit(request, token):
+            if not self._emit_or_fail(request, token):
                 keep.append(i)
         self._select(keep)
 
@@ -332,6 +332,18 @@ class Engine:
 
     def _reset_batch(self) -> None:
         self._rows, self._cache, self._mask = [], None, None
+
+    def _emit_or_fail(self, request: _Request, token: int | Exception) -> bool:
+        """`_emit`, except that a failure of this one request (its sampler or its detokenizer) ends only this
+        request, with finish_reason "error"; True when the request is finished."""
+        if not isinstance(token, Exception):
+            try:
+                return self._emit(request, token)
+            except Exception as exc:  # reported to that request only
+                token = exc
+        log.warning("request %s failed on %s: %s", request.handle.id, self.name, token)
+        self._finish(request, "error", error=f"generation failed: {type(token).__name__}: {token}")
+        return True
 
     def _emit(self, request: _Request, token: int) -> bool:
         """Record `token` for `request`, send its event; True when the request is finished."""

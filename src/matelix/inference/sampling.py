@@ -181,13 +181,16 @@ class RowSampler:
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
-def sample_rows(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
-    """Next token for every row of `logits` (B, V); each row uses its own sampler."""
+def sample_rows(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int | Exception]:
+    """Next token for every row of `logits` (B, V); each row uses its own sampler. A row whose sampler
+    fails gets the exception in place of a token, so one bad request cannot fail the whole batch."""
     logits = logits.float()
-    tokens = torch.argmax(logits, dim=-1).tolist()
+    tokens: list[int | Exception] = torch.argmax(logits, dim=-1).tolist()
     for row, sampler in enumerate(samplers):
-        if not sampler.trivial:
-            tokens[row] = sampler.sample(logits[row].clone())
-    for token, sampler in zip(tokens, samplers, strict=True):
-        sampler.observe(token)
+        try:
+            if not sampler.trivial:
+                tokens[row] = sampler.sample(logits[row].clone())
+            sampler.observe(tokens[row])
+        except Exception as exc:  # reported to that request only
+            tokens[row] = exc
     return tokens
