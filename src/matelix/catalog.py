@@ -27,13 +27,13 @@ class ModelRefused(ValueError):
         self.param = param
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON object from disk, or None when missing or corrupt (a damaged file never breaks a listing)."""
+def read_json(path: Path) -> dict:
+    """A JSON object from disk, or {} when missing or corrupt (a damaged file never breaks a listing)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _inside(path: Path, root: Path) -> bool:

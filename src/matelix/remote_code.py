@@ -13,8 +13,8 @@ from matelix.catalog import read_json
 
 def needs_remote_code(folder: Path) -> bool:
     """True when loading `folder` would need code from the folder itself."""
-    config = read_json(folder / "config.json") or {}
-    tokenizer_config = read_json(folder / "tokenizer_config.json") or {}
+    config = read_json(folder / "config.json")
+    tokenizer_config = read_json(folder / "tokenizer_config.json")
     if config.get("auto_map"):
         from transformers import CONFIG_MAPPING
 

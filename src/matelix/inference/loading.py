@@ -125,7 +125,7 @@ def load_model(source: ModelSource, device: str, settings: Settings,
         if source.kind == "adapter":
             from peft import PeftModel
 
-            config = read_json(source.path / "adapter_config.json") or {}
+            config = read_json(source.path / "adapter_config.json")
             base_ref = config.get("base_model_name_or_path")
             if not isinstance(base_ref, str) or not base_ref:
                 raise ModelLoadFailed(f"{source.id}: adapter_config.json names no base model")

@@ -43,13 +43,13 @@ from matelix.inference.admission import AdmissionGate
 from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
 from matelix.paths import PathRefused, relative_to_home
 from matelix.settings import Settings
+from matelix.training.rundir import ACTIVE_STATES
 
 log = logging.getLogger("matelix.inference")
 
 DEMO_MODEL = "models/tiny-demo"
 # An evicted model finishes its running requests for up to this long before they are ended.
 EVICTION_DRAIN_S = 30.0
-UNFINISHED_STATES = frozenset({"queued", "starting", "running", "stopping"})
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
 
 __all__ = ["LoadedModel", "ModelLoadFailed", "ModelNotFound", "ModelRefused", "ModelRegistry", "PathRefused",
@@ -85,8 +85,8 @@ class ModelRegistry:
         """The newest finished run holding a model, else the demo model."""
         runs = []
         for run in list_run_dirs(self.settings):
-            status = read_json(run / "status.json") or {}
-            if is_model_dir(run) and status.get("state") not in UNFINISHED_STATES:
+            status = read_json(run / "status.json")
+            if is_model_dir(run) and status.get("state") not in ACTIVE_STATES:
                 marker = run / "config.json" if (run / "config.json").is_file() else run / "adapter_config.json"
                 runs.append((marker.stat().st_mtime, run.name, run))
         if runs:

@@ -29,6 +29,7 @@ from matelix.training.preflight import (
     resumable,
 )
 from matelix.training.rundir import (
+    ACTIVE_STATES,
     ERROR_TAIL_LINES,
     FINAL_SAVE_TMP,
     FINAL_STATES,
@@ -38,7 +39,6 @@ from matelix.training.rundir import (
     process_start_time,
 )
 
-ACTIVE_STATES = frozenset({"queued", "starting", "running", "stopping"})
 STATUS_FIELDS = ("step", "total_steps", "epoch", "progress", "loss", "eval_loss", "learning_rate", "grad_norm",
                  "tokens_per_second", "tokens_seen", "eta_seconds", "phase")
 KILL_WAIT_S = 10.0

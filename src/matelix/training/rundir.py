@@ -26,8 +26,11 @@ from pathlib import Path
 
 import psutil
 
+from matelix.catalog import read_json
+
 STATES = ("queued", "starting", "running", "stopping", "completed", "stopped", "failed", "interrupted",
           "killed")
+ACTIVE_STATES = frozenset({"queued", "starting", "running", "stopping"})
 FINAL_STATES = frozenset({"completed", "stopped", "failed", "interrupted", "killed"})
 RESUMABLE_STATES = frozenset({"stopped", "failed", "interrupted", "killed"})
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -51,15 +54,6 @@ def write_json_atomic(path: Path, data: object) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from disk, or {} when missing or corrupt."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def process_start_time(pid: int) -> float | None:
