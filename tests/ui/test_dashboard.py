@@ -342,10 +342,13 @@ def test_the_monitor_reconnects_with_its_key_after_a_server_restart_without_repe
     with LiveServer(settings) as second:
         page.wait_for_function(f"Number(document.querySelector('#mon-log').dataset.lastId) > {before + 2}",
                                timeout=120_000)
-        shown = page.text_content("#mon-log").splitlines()
+        # Text and last id read in one go: new lines may arrive between two separate reads.
+        text, last_id = page.evaluate("() => { const log = document.querySelector('#mon-log');"
+                                      " return [log.textContent, log.dataset.lastId]; }")
+        shown = text.splitlines()
         on_server = log_lines_on_server(second.url, auth)
         assert shown == on_server[:len(shown)]
-        assert len(shown) == int(page.get_attribute("#mon-log", "data-last-id"))
+        assert len(shown) == int(last_id)
         httpx.post(second.url + "/stop", headers=auth)
         page.wait_for_selector("#mon-state.state-stopped[data-running='false']", timeout=120_000)
     # The only failures allowed are the page's attempts to reach the server while it was down.
