@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
+from matelix.catalog import MODEL_MARKERS
 from matelix.data.template import setup_tokenizer
 from matelix.training.config import TrainConfig
 from matelix.training.embeddings import resize_with_mean_init
 from matelix.training.rundir import FINAL_SAVE_TMP
 
 # The files that make a folder count as a model (RunDir.has_model, catalog.is_model_dir): moved in last.
-MODEL_MARKERS = ("config.json", "adapter_config.json")
 
 
 class SetupError(ValueError):

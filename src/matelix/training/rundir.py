@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from matelix.catalog import read_json
+from matelix.catalog import is_model_dir, read_json
 
 STATES = ("queued", "starting", "running", "stopping", "completed", "stopped", "failed", "interrupted",
           "killed")
@@ -198,7 +198,7 @@ class RunDir:
         return None
 
     def has_model(self) -> bool:
-        return (self.path / "config.json").is_file() or (self.path / "adapter_config.json").is_file()
+        return is_model_dir(self.path)
 
     def tail_log(self, n: int = 20) -> list[str]:
         try:
