@@ -41,3 +41,9 @@ def test_second_root_is_allowed(root, tmp_path):
 def test_tilde_is_not_expanded_to_the_server_users_home(root):
     assert confine("~", [root]) == (root / "~").resolve()
     assert confine("~nosuchuser/x", [root]) == (root / "~nosuchuser" / "x").resolve()
+
+
+def test_length_is_counted_in_bytes_as_the_file_system_does(root):
+    with pytest.raises(PathRefused, match="too long"):
+        confine("ä" * 200, [root])  # 200 characters, 400 bytes
+    assert confine("ä" * 100, [root]) == (root / ("ä" * 100)).resolve()

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from matelix.data.formats import DATASET_SUFFIXES, detect_format_safe
-from matelix.paths import MAX_NAME_LENGTH, MAX_PATH_LENGTH, confine, relative_to_home
+from matelix.paths import confine, relative_to_home, too_long
 from matelix.settings import Settings
 
 MODEL_MARKERS = ("config.json", "adapter_config.json")
@@ -74,7 +74,7 @@ def resolve_model_ref(ref: str, settings: Settings) -> Path | str:
     # An explicit path, or a name the file system cannot even look up (NUL, over-long), goes straight to
     # confine(), which says why it is refused.
     explicit = (ref.startswith(("/", ".", "~")) or "\\" in ref or ".." in Path(ref).parts or "\x00" in ref
-                or len(ref) > MAX_PATH_LENGTH or any(len(part) > MAX_NAME_LENGTH for part in Path(ref).parts))
+                or too_long(ref))
     for base in [settings.home] if explicit else [settings.home, *roots]:
         candidate = Path(ref) if Path(ref).is_absolute() else base / ref
         if explicit or candidate.exists():

@@ -15,6 +15,15 @@ class PathRefused(ValueError):
     """A user-given path that is malformed or escapes the allowed roots."""
 
 
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def too_long(user_path: str) -> bool:
+    """Over the file system's limits, which count bytes: 255 per name, here 1024 for the whole path."""
+    return _nbytes(user_path) > MAX_PATH_LENGTH or any(_nbytes(p) > MAX_NAME_LENGTH for p in Path(user_path).parts)
+
+
 def confine(user_path: str, roots: list[Path], *, base: Path | None = None) -> Path:
     """Resolve `user_path` (relative to `base`, default the first root) and return it if inside a root.
 
@@ -24,7 +33,7 @@ def confine(user_path: str, roots: list[Path], *, base: Path | None = None) -> P
         raise PathRefused("path is empty")
     if "\x00" in user_path:
         raise PathRefused("path contains a NUL byte")
-    if len(user_path) > MAX_PATH_LENGTH or any(len(part) > MAX_NAME_LENGTH for part in Path(user_path).parts):
+    if too_long(user_path):
         raise PathRefused("path is too long")
     base = base or roots[0]
     candidate = Path(user_path)

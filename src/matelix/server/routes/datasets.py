@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from matelix.data import DATASET_SUFFIXES, TEMPLATE_MODES, DatasetError, PreviewSample, ValidationReport
 from matelix.data.formats import format_of_header, format_of_record
 from matelix.data.validate import load_tokenizer, preview_samples, validate_dataset
-from matelix.paths import MAX_NAME_LENGTH, PathRefused, confine
+from matelix.paths import PathRefused, confine, too_long
 from matelix.server.deps import SettingsDep
 from matelix.server.errors import ApiError
 from matelix.settings import Settings
@@ -131,7 +131,7 @@ def sanitise_upload_name(raw: str) -> str:
     if suffix not in DATASET_SUFFIXES or not Path(name).stem.strip("._"):
         raise ApiError(400, f"name: {raw!r} must end in {', '.join(sorted(DATASET_SUFFIXES))}", param="name",
                        code="bad_name")
-    if len(name) > MAX_NAME_LENGTH:
+    if too_long(name):
         raise ApiError(400, "name: file name is too long", param="name", code="bad_name")
     return name[: -len(suffix)] + suffix
 
