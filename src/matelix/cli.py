@@ -4,7 +4,7 @@
     matelix demo-model [--out DIR] [--seed N]
     matelix demo-assets [--home DIR]
     matelix data validate FILE [--template-mode M] [--model DIR] [--chunk-size N] [--column-name C] [--json]
-    matelix train CONFIG.yaml|json [--home DIR]
+    matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR]
     matelix ngrams mine DATASET --model DIR [--top-k N] [--max-len N] [--min-count N] [--min-chars N]
                         [--max-samples N] [--template-mode M] [--column-name C] [--show N] [--json]
 
@@ -64,7 +64,10 @@ def cmd_demo_assets(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from matelix.training.foreground import run_foreground
 
-    return run_foreground(args.config, args.home)
+    if args.config is None and not args.preset:
+        print("error: give a config file, a preset (--preset NAME), or both", file=sys.stderr)
+        return 2
+    return run_foreground(args.config, args.home, args.preset)
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
@@ -136,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     mine.set_defaults(func=cmd_ngrams_mine)
 
     train = sub.add_parser("train", help="run a training job in the foreground with a progress bar")
-    train.add_argument("config", type=Path, help="TrainConfig as YAML or JSON (see examples/)")
+    train.add_argument("config", type=Path, nargs="?", help="TrainConfig as YAML or JSON (see examples/); its "
+                       "fields override the preset's")
+    train.add_argument("--preset", help="start from a preset saved in the dashboard (presets/NAME.json)")
     train.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
     train.set_defaults(func=cmd_train)
     return parser

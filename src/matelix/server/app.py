@@ -26,6 +26,7 @@ from matelix.server.routes import (
     inference,
     metrics,
     openai,
+    presets,
     system,
     training,
     trainings,
@@ -47,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     gauges.register(app)
     install_error_handlers(app)
-    for module in (health, metrics, system, catalog, datasets, training, trainings, ui, inference, openai):
+    for module in (health, metrics, system, catalog, datasets, training, trainings, presets, ui, inference,
+                   openai):
         app.include_router(module.router)
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
     if settings.static_dir.is_dir():

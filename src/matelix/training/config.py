@@ -11,11 +11,16 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from matelix.training.config_texts import add_german_texts
 
 TemplateModeChoice = Literal["auto", "column", "chat", "dialogplus", "messages", "sharegpt", "alpaca"]
 SchedulerChoice = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                           "constant_with_warmup", "inverse_sqrt"]
+
+# Other names accepted for two fields (the dataset routes' names); the field names are the documented ones.
+FIELD_ALIASES = {"model": "model_dir", "dataset": "csv_path"}
 
 
 class ConfigFileError(ValueError):
@@ -25,14 +30,18 @@ class ConfigFileError(ValueError):
 class TrainConfig(BaseModel):
     """Everything a training run needs; defaults follow the seed's examples."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=add_german_texts)
 
     # What to train on.
-    model_dir: str = Field(..., min_length=1, description="Model folder under models/ or training_outputs/, "
+    model_dir: str = Field(..., min_length=1, validation_alias=AliasChoices("model_dir", "model"),
+                           description="Model folder under models/ or training_outputs/, "
                            "or a Hugging Face model id (not when the lab is offline).")
-    csv_path: str = Field(..., min_length=1, description="Dataset file under datasets/ (CSV, JSONL or JSON).")
-    template_mode: TemplateModeChoice = Field("auto", description="Dataset format; auto = detect from the file.")
-    column_name: str = Field("text", min_length=1, description="Text column for the `column` format.")
+    csv_path: str = Field(..., min_length=1, validation_alias=AliasChoices("csv_path", "dataset"),
+                          description="Dataset file under datasets/ (CSV, JSONL or JSON).")
+    template_mode: TemplateModeChoice = Field("auto", description="How the file is read; auto = detect from "
+                                              "its columns or keys.")
+    column_name: str = Field("text", min_length=1, description="Column holding the text, for files with one "
+                             "text per row.")
     chat_template: Literal["auto", "matelix"] = Field(
         "auto", description="auto = keep the model's own chat template (MaTeLiX when it has none); "
         "matelix = always install the MaTeLiX template.")
@@ -61,7 +70,8 @@ class TrainConfig(BaseModel):
 
     # Data shaping.
     chunk_size: int = Field(1024, ge=8, le=1_048_576, description="Maximum sequence length in tokens.")
-    packing: bool = Field(True, description="Pack samples into rows of chunk_size (no padding, no cross-attention).")
+    packing: bool = Field(True, description="Pack samples into rows of the maximum sequence length "
+                          "(no padding, no attention across samples).")
     shuffle: bool = Field(False, description="Shuffle the training samples (with `seed`).")
     sort_by_length: bool = Field(True, description="Group samples of similar length.")
     eval_split: float = Field(0.0, ge=0, lt=1, description="Fraction of threads held out for evaluation.")
@@ -69,7 +79,7 @@ class TrainConfig(BaseModel):
 
     # Checkpoints, logging, preview.
     save_steps: int = Field(200, ge=1, description="Write a checkpoint every N optimizer steps.")
-    save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept (oldest removed); null = all.")
+    save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept (oldest removed); empty = keep all.")
     logging_steps: int = Field(1, ge=1, description="Write a metrics line every N optimizer steps.")
     preview_steps: int = Field(25, ge=0, description="Generate a live-preview sample every N steps (0 = never).")
     preview_prompt: str = Field("Hallo! Wer bist du?", max_length=2000,
@@ -77,8 +87,10 @@ class TrainConfig(BaseModel):
     preview_max_new_tokens: int = Field(32, ge=1, le=512, description="Length of the live-preview sample.")
 
     # LoRA.
-    lora_r: int = Field(8, ge=1, le=4096, description="LoRA rank.")
-    lora_alpha: float = Field(16, gt=0, description="LoRA scaling numerator.")
+    lora_r: int = Field(8, ge=1, le=4096, description="Rank of the adapter matrices: higher adapts more and "
+                        "needs more memory (8 to 64 is usual).")
+    lora_alpha: float = Field(16, gt=0, description="Scales the adapter's update (alpha / rank); often twice "
+                              "the rank.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
     lora_target_modules: list[str] | None = Field(
         None, description="Module names to adapt; default = every linear layer except the output head.")
@@ -91,6 +103,11 @@ class TrainConfig(BaseModel):
     ngram_min_count: int = Field(8, ge=2, description="Least occurrences for a phrase to be considered.")
     ngram_min_chars: int = Field(4, ge=1, description="Shortest phrase in characters.")
     ngram_max_samples: int = Field(20_000, ge=1, description="Samples mined at most.")
+
+    # Naming.
+    run_name: str | None = Field(None, max_length=100, description="A name for the run, shown instead of its "
+                                 "folder name (the folder keeps <model>_<time>).")
+    notes: str | None = Field(None, max_length=10_000, description="Free notes about the run; editable later.")
 
     # Continuation.
     resume_from: str | None = Field(None, description="A run id (its last complete checkpoint) or "
@@ -112,8 +129,23 @@ class TrainConfig(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False)
 
 
-def load_config_file(path: Path) -> TrainConfig:
-    """Read a YAML or JSON config file; raises ConfigFileError naming the file and the offending fields."""
+def load_config_file(path: Path, base: dict | None = None) -> TrainConfig:
+    """Read a YAML or JSON config file (its fields over those of `base`, e.g. a preset); raises
+    ConfigFileError naming the file and the offending fields."""
+    data = {**(base or {}), **canonical_names(read_config_mapping(path))}
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(f"{path}: {describe(exc)}") from exc
+
+
+def canonical_names(values: dict) -> dict:
+    """`values` with the accepted other names (`model`, `dataset`) replaced by the field names."""
+    return {FIELD_ALIASES.get(key, key): value for key, value in values.items()}
+
+
+def read_config_mapping(path: Path) -> dict:
+    """The mapping of fields in a YAML or JSON config file, not yet validated."""
     import yaml
 
     try:
@@ -127,10 +159,7 @@ def load_config_file(path: Path) -> TrainConfig:
             from exc
     if not isinstance(data, dict):
         raise ConfigFileError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigFileError(f"{path}: {describe(exc)}") from exc
+    return data
 
 
 def describe(exc: ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""`matelix train CONFIG.yaml|json [--home DIR]`: one run in the foreground with a progress bar.
+"""`matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR]`: one run in the foreground with a progress bar.
 
 The worker is the same child process the server starts (so the run folder, logs and status are the same
 and a server can watch it); this command follows its files. Ctrl-C asks for a graceful stop (finish the
@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from matelix.paths import relative_to_home
 from matelix.settings import Settings
-from matelix.training.config import ConfigFileError, load_config_file
+from matelix.training.config import ConfigFileError, TrainConfig, describe, load_config_file
 from matelix.training.jobs import JobManager
 from matelix.training.preflight import RunRejected
+from matelix.training.presets import PresetError, load_preset
 
 POLL_S = 0.5
 EXIT_CODES = {"completed": 0, "stopped": 0}
@@ -36,13 +39,30 @@ def _postfix(view: dict) -> dict:
     return out
 
 
-def run_foreground(config_path: Path, home: Path | None = None) -> int:
-    """Start the run described by `config_path` under `home` and follow it to its end; returns an exit code."""
+def load_run_config(settings: Settings, config_path: Path | None, preset: str | None) -> TrainConfig:
+    """The config of the run: the preset's fields (when named), then the config file's on top."""
+    base = {}
+    if preset:
+        try:
+            base = load_preset(settings.home, preset)["config"]
+        except PresetError as exc:
+            raise ConfigFileError(f"preset: {exc.message}") from exc
+    if config_path is not None:
+        return load_config_file(config_path, base)
+    try:
+        return TrainConfig.model_validate(base)
+    except ValidationError as exc:
+        raise ConfigFileError(f"preset {preset!r}: {describe(exc)}") from exc
+
+
+def run_foreground(config_path: Path | None, home: Path | None = None, preset: str | None = None) -> int:
+    """Start the run described by `config_path` and/or the preset named `preset` under `home` and follow it
+    to its end; returns an exit code."""
     from tqdm import tqdm
 
     settings = Settings(home=home) if home else Settings()
     try:
-        config = load_config_file(config_path)
+        config = load_run_config(settings, config_path, preset)
     except ConfigFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

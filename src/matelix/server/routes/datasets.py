@@ -17,7 +17,7 @@ from typing import Annotated, BinaryIO, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from matelix.data import DATASET_SUFFIXES, TEMPLATE_MODES, DatasetError, PreviewSample, ValidationReport
 from matelix.data.formats import format_of_header, format_of_record
@@ -38,9 +38,12 @@ UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 class ValidateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(..., min_length=1, description="Dataset file name under datasets/ (e.g. demo_chat.csv).")
+    dataset: str = Field(..., min_length=1, validation_alias=AliasChoices("dataset", "csv_path"),
+                         description="Dataset file name under datasets/ (e.g. demo_chat.csv); `csv_path` works too.")
     template_mode: TemplateMode = Field("auto", description="Format to read the file as; auto = detect.")
-    model: str | None = Field(None, description="Model folder (models/… or a run id) for token statistics.")
+    model: str | None = Field(None, validation_alias=AliasChoices("model", "model_dir"),
+                              description="Model folder (models/… or a run id) for token statistics; `model_dir` "
+                              "works too.")
     chunk_size: int = Field(1024, ge=2, le=1 << 20, description="Maximum sequence length for the statistics.")
     column_name: str = Field("text", min_length=1, description="Text column for the column format.")
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from matelix.paths import relative_to_home
-from matelix.server.routes.training import JobsDep, as_api_error
+from matelix.server.deps import JobsDep
+from matelix.server.errors import ApiError, as_api_error
+from matelix.training.config import TrainConfig, describe
 from matelix.training.preflight import RunRejected
 
 router = APIRouter(tags=["training"])
@@ -28,6 +31,29 @@ def training(run_id: str, jobs: JobsDep) -> dict:
     home = jobs.settings.home
     return {**jobs.summary(rundir), "status": jobs.status_view(rundir), "metrics": rundir.read_metrics(),
             "checkpoints": [{"name": c.name, "path": relative_to_home(c, home)} for c in rundir.checkpoints()]}
+
+
+class RunLabels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_name: str | None = Field(None, description="New name (empty or null clears it); left out: unchanged.")
+    notes: str | None = Field(None, description="New notes (empty or null clears them); left out: unchanged.")
+
+
+@router.patch("/trainings/{run_id}")
+def relabel(run_id: str, body: RunLabels, jobs: JobsDep) -> dict:
+    """Change a run's name or notes (also while it runs); only the fields sent change."""
+    try:
+        rundir = jobs.rundir(run_id)
+    except RunRejected as exc:
+        raise as_api_error(exc) from exc
+    changes = {key: (value or "").strip() or None for key, value in body.model_dump(exclude_unset=True).items()}
+    try:
+        config = TrainConfig.model_validate({**rundir.read_config().model_dump(), **changes})
+    except ValidationError as exc:
+        raise ApiError(400, describe(exc), param=next(iter(changes), None), code="invalid_value") from exc
+    rundir.write_config(config)
+    return jobs.summary(rundir)
 
 
 @router.post("/trainings/{run_id}/resume")

@@ -1,0 +1,72 @@
+"""German help texts of every `TrainConfig` field, put into its JSON schema as `x-description-de`.
+
+The dashboard builds its training form from that schema (in /openapi.json) and shows the English
+`description` or this text, following the UI language. A field without a German text keeps the English
+one; a test names every field still missing here.
+"""
+
+from __future__ import annotations
+
+GERMAN_DESCRIPTIONS: dict[str, str] = {
+    "model_dir": "Modellordner unter models/ oder training_outputs/ oder eine Hugging-Face-Modell-ID "
+                 "(nicht im Offline-Betrieb).",
+    "csv_path": "Datensatz-Datei unter datasets/ (CSV, JSONL oder JSON).",
+    "template_mode": "Wie die Datei gelesen wird; auto = an ihren Spalten oder Schlüsseln erkennen.",
+    "column_name": "Spalte mit dem Text, für Dateien mit einem Text pro Zeile.",
+    "chat_template": "auto = das Chat-Template des Modells behalten (MaTeLiX, wenn es keines hat); "
+                     "matelix = immer das MaTeLiX-Template einsetzen.",
+    "train_on_prompt": "Auf allen Tokens trainieren, nicht nur auf der letzten Antwort.",
+    "device": "auto = CUDA, sonst MPS, sonst CPU.",
+    "precision": "Zahlenformat der Gewichte beim Training; auto = bf16, wo unterstützt, fp32 auf der CPU.",
+    "train_mode": "Alle Gewichte trainieren (volles Fine-Tuning) oder nur LoRA-Adapter.",
+    "nproc": "Prozesse für verteiltes Training (DDP); mehr als 1 startet torchrun.",
+    "gradient_checkpointing": "Spart Aktivierungsspeicher auf Kosten von Rechenzeit.",
+    "learning_rate": "Höchste Lernrate (nach dem Warm-up).",
+    "per_device_train_batch_size": "Zeilen pro Gerät und Mikroschritt.",
+    "gradient_accumulation_steps": "Mikroschritte pro Optimierungsschritt (effektive Batchgröße = "
+                                   "Batchgröße × dieser Wert).",
+    "num_train_epochs": "Durchläufe über die Trainingsdaten.",
+    "max_steps": "Nach so vielen Optimierungsschritten aufhören (hat Vorrang vor den Epochen).",
+    "lr_scheduler": "Wie sich die Lernrate über das Training ändert.",
+    "warmup_ratio": "Anteil der Schritte, in denen die Lernrate linear ansteigt.",
+    "weight_decay": "Weight Decay von AdamW.",
+    "max_grad_norm": "Norm, auf die Gradienten gekappt werden (0 = aus).",
+    "seed": "Startwert für Initialisierung, Mischen und die Eval-Aufteilung (0 bis 2**32 - 1).",
+    "chunk_size": "Längste Sequenz in Tokens; längere Beispiele werden gekürzt.",
+    "packing": "Beispiele zu Zeilen der maximalen Sequenzlänge zusammenpacken (kein Padding, keine "
+               "Attention über Beispielgrenzen).",
+    "shuffle": "Trainingsbeispiele mischen (mit dem Seed).",
+    "sort_by_length": "Beispiele ähnlicher Länge zusammen gruppieren.",
+    "eval_split": "Anteil der Unterhaltungen, die für die Evaluation zurückgehalten werden.",
+    "eval_steps": "Alle N Schritte evaluieren (sonst bei jedem Checkpoint).",
+    "save_steps": "Alle N Optimierungsschritte einen Checkpoint schreiben.",
+    "save_total_limit": "So viele Checkpoints behalten (die ältesten werden gelöscht); leer = alle.",
+    "logging_steps": "Alle N Optimierungsschritte eine Metrikzeile schreiben.",
+    "preview_steps": "Alle N Schritte ein Beispiel für die Live-Vorschau erzeugen (0 = nie).",
+    "preview_prompt": "Nachricht, auf die die Live-Vorschau antwortet.",
+    "preview_max_new_tokens": "Länge des Vorschau-Beispiels in Tokens.",
+    "lora_r": "Rang der Adapter-Matrizen: höher passt mehr an und braucht mehr Speicher (8 bis 64 ist üblich).",
+    "lora_alpha": "Skaliert die Änderung des Adapters (Alpha / Rang); oft das Doppelte des Rangs.",
+    "lora_dropout": "Dropout im LoRA-Zweig.",
+    "lora_target_modules": "Namen der anzupassenden Module; leer = jede lineare Schicht außer dem Ausgabekopf.",
+    "merge_lora_on_save": "Ein zusammengeführtes volles Modell speichern (sonst Adapter + Verweis aufs Basismodell).",
+    "use_ngrams": "Häufige Wortfolgen finden und vor dem Training als Tokens hinzufügen.",
+    "ngram_max": "Längste Wortfolge in Tokens.",
+    "ngram_top_k": "Höchstens so viele Wortfolgen hinzufügen.",
+    "ngram_min_count": "So oft muss eine Wortfolge mindestens vorkommen.",
+    "ngram_min_chars": "Kürzeste Wortfolge in Zeichen.",
+    "ngram_max_samples": "Höchstens so viele Beispiele durchsuchen.",
+    "run_name": "Ein Name für den Lauf, angezeigt statt seines Ordnernamens (der Ordner bleibt "
+                "<Modell>_<Zeit>).",
+    "notes": "Freie Notizen zum Lauf; später änderbar.",
+    "resume_from": "Eine Lauf-ID (ihr letzter vollständiger Checkpoint) oder `<Lauf-ID>/checkpoint-N`, "
+                   "von dem aus weitertrainiert wird.",
+}
+
+
+def add_german_texts(schema: dict, _cls: object = None) -> None:
+    """pydantic's `json_schema_extra` hook: adds `x-description-de` to each property that has a text."""
+    for name, prop in schema.get("properties", {}).items():
+        text = GERMAN_DESCRIPTIONS.get(name)
+        if text:
+            prop["x-description-de"] = text
