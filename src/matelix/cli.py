@@ -2,7 +2,8 @@
 
     matelix serve [--host H] [--port P] [--home DIR] [--insecure]
     matelix demo-model [--out DIR] [--seed N]
-    matelix demo-assets [--home DIR]
+    matelix demo-assets [--home DIR] [--no-real-model]
+    matelix import-gguf FILE.gguf --out models/NAME
     matelix data validate FILE [--template-mode M] [--model DIR] [--chunk-size N] [--column-name C] [--json]
     matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR]
     matelix ngrams mine DATASET --model DIR [--top-k N] [--max-len N] [--min-count N] [--min-chars N]
@@ -57,7 +58,19 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
 def cmd_demo_assets(args: argparse.Namespace) -> int:
     from matelix.demo.assets import ensure_demo_assets
 
-    ensure_demo_assets(_settings(args))
+    ensure_demo_assets(_settings(args), real_model=not args.no_real_model)
+    return 0
+
+
+def cmd_import_gguf(args: argparse.Namespace) -> int:
+    from matelix.models.gguf_import import GGUFImportError, import_gguf
+
+    try:
+        out = import_gguf(args.file, args.out)
+    except GGUFImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model saved to {out}")
     return 0
 
 
@@ -105,7 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     assets = sub.add_parser("demo-assets", help="copy the demo datasets and build the demo model under home")
     assets.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
+    assets.add_argument("--no-real-model", action="store_true",
+                        help="skip converting the real SmolLM2-135M-Instruct model")
     assets.set_defaults(func=cmd_demo_assets)
+
+    gguf = sub.add_parser("import-gguf", help="convert a GGUF file into a model folder (safetensors, tokenizer, "
+                                              "chat template)")
+    gguf.add_argument("file", type=Path, help="the .gguf file (an architecture transformers can read)")
+    gguf.add_argument("--out", type=Path, required=True, help="new model folder, e.g. models/NAME")
+    gguf.set_defaults(func=cmd_import_gguf)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
                                                                        metavar="DATA_COMMAND")

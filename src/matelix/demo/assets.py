@@ -1,4 +1,5 @@
-"""Put the demo datasets and the tiny demo model under home, when absent (what `make serve` runs)."""
+"""Put the demo datasets, the tiny demo model and the real SmolLM2 model under home, when absent (what
+`make serve` runs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from matelix.demo import DEMO_DATASETS, DEMO_MODEL_NAME, demo_data_path
 from matelix.settings import Settings
 
 
-def ensure_demo_assets(settings: Settings, log=print) -> None:
+def ensure_demo_assets(settings: Settings, log=print, *, real_model: bool = True) -> None:
     settings.ensure_dirs()
     for name in DEMO_DATASETS:
         target = settings.datasets_dir / name
@@ -27,3 +28,7 @@ def ensure_demo_assets(settings: Settings, log=print) -> None:
         log(f"building the tiny demo model -> {model_dir} ...")
         create_demo_model(model_dir)
         log("demo model ready")
+    if real_model:
+        from matelix.demo.real_model import ensure_real_model
+
+        ensure_real_model(settings.models_dir, log=log)
