@@ -20,9 +20,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,15 +28,11 @@ from pathlib import Path
 
 import httpx
 
+from matelix.server.live import ServerProcess, free_port
+
 MESSAGES = [{"role": "user", "content": "Erzähl mir eine kurze Geschichte über einen Fuchs."}]
 BENCH_SPEC = {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 6, "num_attention_heads": 8,
               "num_key_value_heads": 8}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_model(home: Path) -> Path:
@@ -142,29 +136,6 @@ async def drive(request, clients: int, per_client: int) -> dict:
             "latency_p50_s": statistics.median(latencies), "latency_p95_s": percentile(latencies, 95)}
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, path: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not become healthy")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_levels(name: str, request, levels: list[int], min_requests: int) -> list[dict]:
     results = []
     asyncio.run(drive(request, 1, 1))  # warm-up
@@ -179,34 +150,21 @@ def run_levels(name: str, request, levels: list[int], min_requests: int) -> list
 
 
 def bench_lab(home: Path, levels: list[int], new_tokens: int, min_requests: int, env: dict) -> list[dict]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "matelix", "serve", "--home", str(home), "--port", str(port)],
-                            env={**env, "MATELIX_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_healthy(url, proc, "/health")
-        httpx.post(url + "/load_inference", json={"model_dir": "models/bench-20m", "device": "cpu"},
+    with ServerProcess.lab(home, env={**env, "MATELIX_OFFLINE": "1"}) as server:
+        httpx.post(server.url + "/load_inference", json={"model_dir": "models/bench-20m", "device": "cpu"},
                    timeout=300).raise_for_status()
-        return run_levels("matelix", lambda c: one_lab_request(c, url, new_tokens), levels, min_requests)
-    finally:
-        stop(proc)
+        return run_levels("matelix", lambda c: one_lab_request(c, server.url, new_tokens), levels, min_requests)
 
 
 def bench_transformers_serve(model_dir: Path, levels: list[int], new_tokens: int, min_requests: int,
                              env: dict) -> list[dict]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     cli = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen([str(cli), "serve", str(model_dir), "--device", "cpu", "--dtype", "float32",
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_healthy(url, proc, "/health")
+    argv = [str(cli), "serve", str(model_dir), "--device", "cpu", "--dtype", "float32", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "error"]
+    with ServerProcess(argv, port=port, env=env) as server:
         return run_levels("transformers serve",
-                          lambda c: one_hf_request(c, url, new_tokens, str(model_dir)), levels, min_requests)
-    finally:
-        stop(proc)
+                          lambda c: one_hf_request(c, server.url, new_tokens, str(model_dir)), levels, min_requests)
 
 
 def ratio(a: float | None, b: float | None) -> str:

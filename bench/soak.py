@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -34,19 +33,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from matelix.server.live import ServerProcess
+
 KEY = "soak-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 MODEL = "models/tiny-demo"
 DISCONNECT_EVERY = 5  # one streaming client in five goes away mid-stream (20%)
 RSS_TOLERANCE = 0.10
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prepare_home(home: Path) -> None:
@@ -60,21 +53,8 @@ def prepare_home(home: Path) -> None:
 
 
 def start_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "MATELIX_API_KEY": KEY, "TOKENIZERS_PARALLELISM": "false"}
-    with log.open("ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "matelix", "serve", "--home", str(home), "--port", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start:\n" + log.read_text())
+    server = ServerProcess.lab(home, log, env={"MATELIX_API_KEY": KEY}).start(timeout=60)
+    return server.proc, server.url
 
 
 def status(url: str) -> dict:

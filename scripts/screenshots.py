@@ -11,41 +11,20 @@ look at the system view. Takes about two minutes on two CPU cores.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import httpx
-import uvicorn
 from playwright.sync_api import sync_playwright
 
 from matelix.demo.assets import ensure_demo_assets
-from matelix.server.app import create_app
+from matelix.server.live import ThreadedServer
 from matelix.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 800}
-
-
-def serve(settings: Settings) -> tuple[uvicorn.Server, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return server, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("the lab server did not start")
 
 
 def wait_steps(page, steps: int) -> None:
@@ -85,7 +64,8 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="matelix-shots-"))
     settings = Settings(home=home)
     ensure_demo_assets(settings, log=lambda *_: None)
-    server, url = serve(settings)
+    server = ThreadedServer(settings).__enter__()
+    url = server.url
     shot = lambda page, name: page.screenshot(path=str(args.out / f"{name}.png"))  # noqa: E731
     try:
         with sync_playwright() as p:
@@ -144,7 +124,7 @@ def main() -> int:
             shot(page, "monitor-narrow")
             browser.close()
     finally:
-        server.should_exit = True
+        server.__exit__(None, None, None)
     print(f"screenshots in {args.out}/ (lab home {home})")
     return 0
 

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(200_000, ge=1, description="Longest message content or text prompt, in characters.")
     max_new_tokens: int = Field(32768, ge=1, description="Largest max_tokens / max_new_tokens a request may ask for.")
     max_n: int = Field(16, ge=1, le=16, description="Most choices (n) per prompt in one /v1 request (at most 16).")
+    max_stop_strings: int = Field(64, ge=1, le=1024, description="Most stop strings in one generation request.")
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM/Ctrl-C, running generations may finish this long; then their streams "
                                 "end with an error event.")

@@ -33,10 +33,11 @@ def gate_for(tmp_path, **kw) -> AdmissionGate:
     ({"max_new_tokens": 101}, "max_tokens"),
     ({"max_new_tokens": 101, "tokens_param": "max_new_tokens"}, "max_new_tokens"),
     ({"n": 3}, "n"),
+    ({"stop": 5}, "stop"),
 ])
 def test_limits_name_the_field_over_its_limit(tmp_path, call, param):
-    gate = gate_for(tmp_path, max_messages=3, max_message_chars=10, max_new_tokens=100, max_n=2)
-    gate.check_limits(messages=3, texts=[("m", "x" * 10)], max_new_tokens=100, n=2)  # at the limits: fine
+    gate = gate_for(tmp_path, max_messages=3, max_message_chars=10, max_new_tokens=100, max_n=2, max_stop_strings=4)
+    gate.check_limits(messages=3, texts=[("m", "x" * 10)], max_new_tokens=100, n=2, stop=4)  # at the limits: fine
     with pytest.raises(RequestLimitExceeded) as info:
         gate.check_limits(**call)
     assert info.value.param == param and "MATELIX_MAX_" in str(info.value)

@@ -230,7 +230,7 @@ def test_close_ends_in_flight_requests_with_an_error(tiny_lm, make_engine):
     next(events)
     engine.close("model unloaded")
     last = list(events)[-1]
-    assert last.finish_reason == "error" and last.error == "model unloaded"
+    assert last.finish_reason == "error" and last.error == "model unloaded" and last.error_kind == "closed"
     with pytest.raises(EngineClosed):
         engine.submit([5, 6], greedy(2))
 
@@ -274,6 +274,7 @@ def test_a_request_whose_sampler_fails_ends_alone_and_the_batch_goes_on(tiny_lm,
     bad = engine.submit(ids, SamplingParams(max_new_tokens=20, temperature=0.77, seed=3))
     good_result, bad_result = good.wait(), bad.wait()
     assert bad_result.finish_reason == "error" and "sampler broke" in (bad_result.error or "")
+    assert bad_result.error_kind == "failed"
     assert good_result.finish_reason == "length"
     assert good_result.token_ids == reference(tiny_lm, ids, 20)
     assert engine.submit(ids, greedy(5)).wait().token_ids == reference(tiny_lm, ids, 5)

@@ -83,10 +83,8 @@ def wait_idle(server) -> None:
 def paused_engine(server):
     """Pause the real engine of the demo model inside its next forward pass (the event loop runs on), so
     an admitted generation provably holds its slot until the block ends."""
-    from matelix.inference.registry import get_registry
-
     assert post(server, "/v1/chat/completions", chat_body(max_tokens=1)).status_code == 200  # loaded
-    loaded = next(iter(get_registry(server.server.config.app)._loaded.values()))
+    loaded = next(iter(server.server.config.app.state.registry._loaded.values()))
     release = threading.Event()
     forward = loaded.engine._forward
 

@@ -159,7 +159,7 @@ def test_temperature_out_of_range_is_a_bad_request(openai_client):
 
 @pytest.mark.parametrize(("kw", "param"), [
     ({"n": 0}, "n"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"stop": [f"s{i}" for i in range(65)]}, "stop"),  # MATELIX_MAX_STOP_STRINGS is 64
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
     ({"response_format": {"type": "json_object"}}, "response_format"),

@@ -9,15 +9,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import free_port, wait_for
+from tests.conftest import wait_for
 
 from matelix import demo
+from matelix.server.live import ServerProcess
 from matelix.training.rundir import process_alive
 
 pytestmark = pytest.mark.slow
@@ -29,22 +28,9 @@ GRACE_S = 2
 
 
 def start_server(home: Path, log: Path, **env) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    full_env = {**os.environ, "MATELIX_API_KEY": KEY, "MATELIX_SHUTDOWN_GRACE_S": str(GRACE_S), **env}
-    with log.open("ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "matelix", "serve", "--home", str(home), "--port", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT, env=full_env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start:\n" + log.read_text())
+    server = ServerProcess.lab(home, log, env={"MATELIX_API_KEY": KEY, "MATELIX_SHUTDOWN_GRACE_S": str(GRACE_S),
+                                               **env}).start(timeout=60)
+    return server.proc, server.url
 
 
 def refused(url: str) -> bool:

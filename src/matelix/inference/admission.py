@@ -6,7 +6,8 @@ goes through, in one place.
     handles = gate.submit(loaded, prompts, params, n=2)                  # Overloaded → 429 + Retry-After
     handles = await gate.submit_prepared(loaded, lambda: [loaded.encode("Hi")], params)  # off the event loop
 
-* Request shape (settings `max_messages`, `max_message_chars`, `max_new_tokens`, `max_n`): checked before a
+* Request shape (settings `max_messages`, `max_message_chars`, `max_new_tokens`, `max_n`,
+  `max_stop_strings`): checked before a
   prompt is rendered or tokenised, so an oversized request costs nothing.
 * Concurrency: every queued or running generation (one per choice) counts until the engine sends its final
   event. A request that would take the server past `max_concurrent_generations + max_queued_generations`
@@ -58,7 +59,8 @@ class AdmissionGate:
     # ----- request shape ------------------------------------------------------------------------
 
     def check_limits(self, *, texts: Iterable[tuple[str, str]] = (), messages: int | None = None,
-                     max_new_tokens: int | None = None, n: int = 1, tokens_param: str = "max_tokens") -> None:
+                     max_new_tokens: int | None = None, n: int = 1, stop: int = 0,
+                     tokens_param: str = "max_tokens") -> None:
         """Raise RequestLimitExceeded naming the first field over its configured limit; `texts` holds
         (field name, text) pairs such as ("messages[0].content", "Hi")."""
         s = self.settings
@@ -74,6 +76,9 @@ class AdmissionGate:
                                        f"{s.max_new_tokens} (MATELIX_MAX_NEW_TOKENS)", tokens_param)
         if n > s.max_n:
             raise RequestLimitExceeded(f"n: {n} choices are more than the limit of {s.max_n} (MATELIX_MAX_N)", "n")
+        if stop > s.max_stop_strings:
+            raise RequestLimitExceeded(f"stop: {stop} stop strings are more than the limit of {s.max_stop_strings} "
+                                       "(MATELIX_MAX_STOP_STRINGS)", "stop")
 
     # ----- concurrency --------------------------------------------------------------------------
 

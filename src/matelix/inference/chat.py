@@ -30,7 +30,10 @@ class InvalidMessages(ValueError):
 
 
 def message_text(content: object, where: str) -> str:
-    """A message's text: a string, or the joined `text` of a list of text parts."""
+    """A message's text: a string, the joined `text` of a list of text parts, or "" for null. The one place
+    content parts become text, for every route."""
+    if content is None:
+        return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):

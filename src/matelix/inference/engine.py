@@ -113,8 +113,10 @@ class Engine:
         self._closed = False
         self._close_reason = "model unloaded"
         self._drain_deadline = 0.0
-        self.completed = 0
-        self.cancelled = 0
+        self.completed_count = 0
+        """Requests that ended by themselves (stop, length, or cancelled between steps)."""
+        self.cancelled_count = 0
+        """Requests that left because their caller cancelled them (`RequestHandle.cancelled` is the flag)."""
         self._thread = threading.Thread(target=self._run, name=f"matelix-engine-{name}", daemon=True)
         self._thread.start()
 
@@ -185,7 +187,7 @@ class Engine:
         if room < 1:
             raise PromptTooLong(f"the prompt has {len(prompt_ids)} tokens but the model's context is "
                                 f"{self.context_length} tokens (at most {self.context_length - 1} allowed)",
-                                "messages")
+                                "prompt")
         if params.stop and self._text_stream is None:
             raise RequestRejected("stop strings need a tokenizer; this engine has none", "stop")
         handle = RequestHandle(f"req-{next(self._ids)}", len(prompt_ids), min(params.max_new_tokens, room),
@@ -220,13 +222,14 @@ class Engine:
                 except Exception as exc:  # a failing step must not kill the worker: fail its requests instead
                     log.exception("inference step failed on %s", self.name)
                     for request in [*newcomers, *self._rows]:
-                        self._finish(request, "error", error=f"generation failed: {type(exc).__name__}: {exc}")
+                        self._finish(request, "error", error=f"generation failed: {type(exc).__name__}: {exc}",
+                                     kind="failed")
                     self._reset_batch()
         with self._cond:
             leftovers = [*self._pending, *self._rows]
             self._pending.clear()
         for request in leftovers:
-            self._finish(request, "error", error=self._close_reason)
+            self._finish(request, "error", error=self._close_reason, kind="closed")
         self._reset_batch()
 
     def _take_newcomers(self) -> list[_Request]:
@@ -342,7 +345,7 @@ class Engine:
             except Exception as exc:  # reported to that request only
                 token = exc
         log.warning("request %s failed on %s: %s", request.handle.id, self.name, token)
-        self._finish(request, "error", error=f"generation failed: {type(token).__name__}: {token}")
+        self._finish(request, "error", error=f"generation failed: {type(token).__name__}: {token}", kind="failed")
         return True
 
     def _emit(self, request: _Request, token: int) -> bool:
@@ -363,17 +366,18 @@ class Engine:
                 finish = "stop" if stopped else "length"
         if request.handle.cancelled and finish is None:
             finish = "cancelled"
-        usage = Usage(len(request.prompt_ids), len(request.generated)) if finish else None
+        usage = Usage(prompt_tokens=len(request.prompt_ids), completion_tokens=len(request.generated)) \
+            if finish else None
         request.handle._push(GenerationEvent(text, (token,), finish, usage))
         if finish:
-            self.completed += 1
-            self.cancelled += finish == "cancelled"
+            self.completed_count += 1
+            self.cancelled_count += finish == "cancelled"
         return finish is not None
 
-    def _finish(self, request: _Request, reason: str, error: str | None = None) -> None:
-        self.cancelled += reason == "cancelled"
-        usage = Usage(len(request.prompt_ids), len(request.generated))
-        request.handle._push(GenerationEvent("", (), reason, usage, error))
+    def _finish(self, request: _Request, reason: str, error: str | None = None, kind: str | None = None) -> None:
+        self.cancelled_count += reason == "cancelled"
+        usage = Usage(prompt_tokens=len(request.prompt_ids), completion_tokens=len(request.generated))
+        request.handle._push(GenerationEvent("", (), reason, usage, error, kind))
 
 
 def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:

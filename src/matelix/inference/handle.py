@@ -7,7 +7,9 @@ request has `finished == True` and carries `finish_reason` and `usage`:
 * `"stop"`: a stop token (EOS / end of turn / `stop_token_ids`) or a stop string ended it;
 * `"length"`: `max_new_tokens` (or the model's context) was reached;
 * `"cancelled"`: `handle.cancel()` was called (e.g. the client disconnected);
-* `"error"`: the engine failed or the model was unloaded; `event.error` says why.
+* `"error"`: the engine failed or the model was unloaded; `event.error` says why and `event.error_kind`
+  which: `"failed"` (the step or this request's sampler raised) or `"closed"` (the model was unloaded or
+  the server is shutting down; a retry can succeed). The HTTP side maps the kind to a status in one place.
 
 `interleave(handles)` merges several handles (n > 1 choices) into one async stream of `(index, event)`.
 `handle.add_done_callback(fn)` calls `fn(handle, final_event)` once the request ends (the admission gate
@@ -23,22 +25,33 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
 
 log = logging.getLogger("matelix.inference")
 
 FinishReason = str  # "stop" | "length" | "cancelled" | "error"
+ErrorKind = Literal["failed", "closed"]
 
 
-@dataclass(frozen=True)
-class Usage:
-    """Exact token counts: prompt tokens, and generated tokens (a final stop token counts, as in vLLM)."""
+class Usage(BaseModel):
+    """Exact token counts: prompt tokens, and generated tokens (a final stop token counts, as in vLLM).
+    The one usage type: the engine's events carry it and every route serialises it as it is."""
+
+    model_config = ConfigDict(frozen=True)
 
     prompt_tokens: int
     completion_tokens: int
 
+    @computed_field
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                     completion_tokens=self.completion_tokens + other.completion_tokens)
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: str | None = None
+    error_kind: ErrorKind | None = None
 
     @property
     def finished(self) -> bool:
@@ -66,6 +80,7 @@ class GenerationResult:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: str | None = None
+    error_kind: ErrorKind | None = None
 
 
 class RequestHandle:
@@ -122,8 +137,7 @@ class RequestHandle:
         if event.token_ids and self.first_token_at is None:
             self.first_token_at = time.monotonic()
         self._finished = event.finished
-        self._events.put(event)
-        if event.finished:
+        if event.finished:  # observers first, so a reader of the final event sees their effects
             with self._done_lock:
                 self._final, callbacks = event, self._done_callbacks
                 self._done_callbacks = []
@@ -132,6 +146,7 @@ class RequestHandle:
                     callback(self, event)
                 except Exception:  # an observer must never break the engine's step
                     log.exception("done callback of %s failed", self.id)
+        self._events.put(event)
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
             try:
@@ -181,7 +196,7 @@ def _collect(events: list[GenerationEvent]) -> GenerationResult:
         texts.append(e.text)
         out.token_ids.extend(e.token_ids)
         if e.finished:
-            out.finish_reason, out.usage, out.error = e.finish_reason, e.usage, e.error
+            out.finish_reason, out.usage, out.error, out.error_kind = e.finish_reason, e.usage, e.error, e.error_kind
     out.text = "".join(texts)
     return out
 

@@ -67,9 +67,6 @@ class LoadedModel:
         """Prompt ids for plain text (completions); BOS is added when the tokenizer is configured to."""
         return self.tokenizer(text, add_special_tokens=add_special_tokens, verbose=False)["input_ids"]
 
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
@@ -84,7 +81,8 @@ class LoadedModel:
                 "context_length": self.context_length, "parameters": self.parameter_count(),
                 "memory_bytes": self.memory_bytes(), "kv_cache_bytes": self.engine.kv_cache_bytes(),
                 "active_requests": self.engine.active_count, "queued_requests": self.engine.queued_count,
-                "completed_requests": self.engine.completed, "cancelled_requests": self.engine.cancelled,
+                "completed_requests": self.engine.completed_count,
+                "cancelled_requests": self.engine.cancelled_count,
                 "load_seconds": round(self.load_seconds, 3),
                 "loaded_at": self.loaded_at, "last_used": self.last_used}
 

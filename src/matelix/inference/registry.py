@@ -2,7 +2,7 @@
 
 API for route adapters (all coroutines run on the server's event loop):
 
-    registry = get_registry(app)                        # one per app, created on first use
+    registry = ModelRegistry(settings)                  # one per app, built by the app factory
     loaded = await registry.acquire(model_ref, device)  # -> LoadedModel (loads once, concurrent callers wait)
     loaded.id, loaded.tokenizer, loaded.engine, loaded.context_length, loaded.stop_token_ids
     ids = loaded.render_chat(messages, system)          # or loaded.encode(text)
@@ -52,8 +52,7 @@ DEMO_MODEL = "models/tiny-demo"
 EVICTION_DRAIN_S = 30.0
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
 
-__all__ = ["LoadedModel", "ModelLoadFailed", "ModelNotFound", "ModelRefused", "ModelRegistry", "PathRefused",
-           "get_registry"]
+__all__ = ["LoadedModel", "ModelLoadFailed", "ModelNotFound", "ModelRefused", "ModelRegistry", "PathRefused"]
 
 
 class ModelRegistry:
@@ -221,14 +220,3 @@ def _release(loaded: LoadedModel, reason: str, drain_s: float) -> None:
         import torch
 
         torch.cuda.empty_cache()
-
-
-def get_registry(app) -> ModelRegistry:
-    """The app's registry, created on first use."""
-    registry = getattr(app.state, "model_registry", None)
-    if registry is None:
-        registry = app.state.model_registry = ModelRegistry(app.state.settings)
-        metrics = getattr(app.state, "metrics", None)
-        if metrics is not None:
-            registry.admission.on_finished = metrics.record_generation
-    return registry

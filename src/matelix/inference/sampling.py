@@ -16,8 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-MAX_STOP_STRINGS = 16
-MAX_STOP_STRING_LENGTH = 256
+MAX_STOP_STRING_LENGTH = 256  # how many stop strings a request may send is a setting, checked at admission
 # The seeds `torch.Generator.manual_seed` accepts: a signed or unsigned 64-bit integer (-1 and 2**64 - 1 are the
 # same seed). Per-choice seeds wrap into this range, so `seed + j` never overflows.
 SEED_MIN = -(2**63)
@@ -82,8 +81,6 @@ class SamplingParams:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not SEED_MIN <= self.seed <= SEED_MAX):
             raise InvalidSamplingParams("seed", f"must be an integer from {SEED_MIN} to {SEED_MAX}, got {self.seed!r}")
-        if len(self.stop) > MAX_STOP_STRINGS:
-            raise InvalidSamplingParams("stop", f"at most {MAX_STOP_STRINGS} stop strings are allowed")
         for s in self.stop:
             if not isinstance(s, str) or not s or len(s) > MAX_STOP_STRING_LENGTH:
                 raise InvalidSamplingParams(

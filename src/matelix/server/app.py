@@ -1,4 +1,5 @@
-"""The FastAPI app factory. It only assembles: settings, middleware, error handlers, routers.
+"""The FastAPI app factory. It only assembles: settings, the shared objects (model registry, run manager,
+metrics) on `app.state`, middleware, error handlers, routers, and the one lifespan.
 
 Heavy libraries (torch, transformers) are imported lazily by the routes that need them, so the server
 answers `/health` within a second or two of start-up.
@@ -7,6 +8,8 @@ answers `/health` within a second or two of start-up.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import psutil
 from fastapi import FastAPI
@@ -14,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from matelix import __version__
+from matelix.inference.registry import ModelRegistry
 from matelix.server import gauges
 from matelix.server.auth import ApiKeyMiddleware
 from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
@@ -33,9 +37,18 @@ from matelix.server.routes import (
     ui,
 )
 from matelix.settings import Settings
+from matelix.training.jobs import JobManager
 
 log = logging.getLogger("matelix.server")
 UPLOAD_PATH = "/datasets/upload"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start-up and shutdown of everything the app holds (training workers are separate processes and
+    outlive the server; `server.shutdown` drains generations before this runs)."""
+    yield
+    await app.state.registry.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,9 +56,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.ensure_dirs()
     app = FastAPI(title="MaTeLiX Lab", version=__version__, responses=ERROR_RESPONSES,
-                  description="Fine-tune causal LMs (full/LoRA), watch them learn, serve them (OpenAI-compatible).")
+                  description="Fine-tune causal LMs (full/LoRA), watch them learn, serve them (OpenAI-compatible).",
+                  lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.registry = ModelRegistry(settings)
+    app.state.registry.admission.on_finished = app.state.metrics.record_generation
+    # Scans training_outputs/: re-attaches to live workers, settles dead ones as interrupted.
+    app.state.jobs = JobManager(settings)
     gauges.register(app)
     install_error_handlers(app)
     for module in (health, metrics, system, catalog, datasets, training, trainings, presets, ui, inference,

@@ -1,4 +1,6 @@
-"""Request dependencies shared by the routers, as type aliases (`SettingsDep`)."""
+"""Request dependencies shared by the routers, as type aliases (`SettingsDep`, `RegistryDep`, `JobsDep`,
+`MetricsDep`). The objects behind them are built once, in `server.app.create_app`, and live on `app.state`;
+routers never build or look up shared objects themselves."""
 
 from __future__ import annotations
 
@@ -6,11 +8,29 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from matelix.inference.registry import ModelRegistry
+from matelix.server.metrics import Metrics
 from matelix.settings import Settings
+from matelix.training.jobs import JobManager
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def get_jobs(request: Request) -> JobManager:
+    return request.app.state.jobs
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

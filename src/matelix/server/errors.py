@@ -55,6 +55,18 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def as_api_error(exc: Exception) -> ApiError:
+    """An error raised outside the server that carries its own `status`, `message`, `param` and `code`
+    (a refused training run)."""
+    return ApiError(exc.status, exc.message, param=exc.param, code=exc.code)
+
+
+def log_client_error(request: Request, status: int, code: str | None, message: str) -> None:
+    """Every 4xx leaves its reason in the server log (the access line only has the status)."""
+    if 400 <= status < 500:
+        log.info("%s %s -> %d %s: %s", request.method, request.url.path, status, code, message)
+
+
 def error_type(status: int) -> str:
     if status >= 500:
         return "server_error"
@@ -105,7 +117,8 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        log_client_error(request, exc.status, exc.code, exc.message)
         return error_response(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code,
                               headers=exc.headers)
 
@@ -118,14 +131,16 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        log_client_error(request, exc.status_code, code, message)
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.url.path))}
         return error_response(exc.status_code, message, code=code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = describe_validation_errors(list(exc.errors()))
+        log_client_error(request, 422, "validation_error", message)
         return error_response(422, message, param=param, code="validation_error")
 
     @app.exception_handler(Exception)

@@ -15,17 +15,14 @@ Family = tuple[str, str, dict[tuple[str, ...], float], tuple[str, ...]]
 
 def inference_gauges(app) -> Iterator[Family]:
     """Loaded models, and per model the generations running and waiting; the admission gate's totals."""
-    registry = getattr(app.state, "model_registry", None)
-    loaded = registry.status()["loaded"] if registry is not None else []
+    registry = app.state.registry
+    loaded = registry.status()["loaded"]
     yield ("matelix_loaded_models", "Models resident for inference.", {(): float(len(loaded))}, ())
     yield ("matelix_engine_active_requests", "Generations in the running batch, by model.",
            {(m["id"],): float(m["active_requests"]) for m in loaded}, ("model",))
     yield ("matelix_engine_queued_requests", "Generations waiting for a batch slot, by model (queue depth).",
            {(m["id"],): float(m["queued_requests"]) for m in loaded}, ("model",))
-    in_flight = registry.admission.in_flight if registry is not None else 0
-    capacity = registry.admission.capacity if registry is not None else (
-        app.state.settings.max_concurrent_generations + app.state.settings.max_queued_generations)
-    refused = registry.admission.refused if registry is not None else 0
+    in_flight, capacity, refused = registry.admission.in_flight, registry.admission.capacity, registry.admission.refused
     yield ("matelix_generations_in_flight", "Generations queued or running, server-wide.", {(): float(in_flight)}, ())
     yield ("matelix_generations_capacity", "Most generations queued or running before requests get 429.",
            {(): float(capacity)}, ())
@@ -34,9 +31,7 @@ def inference_gauges(app) -> Iterator[Family]:
 
 def training_gauges(app) -> Iterator[Family]:
     """The current training run (the active one, else the most recent): state, step, loss, tokens/s."""
-    from matelix.server.routes.training import jobs_of
-
-    jobs = jobs_of(app)
+    jobs = app.state.jobs
     rundir = jobs.current()
     view = jobs.status_view(rundir)
     run = view["run_id"] or ""

@@ -24,7 +24,7 @@ class LabServer(uvicorn.Server):
         for server in self.servers:  # stop accepting first; uvicorn's own shutdown repeats this harmlessly
             server.close()
         app = self.config.app
-        registry = getattr(getattr(app, "state", None), "model_registry", None)
+        registry = getattr(getattr(app, "state", None), "registry", None)
         if registry is not None:
             grace = app.state.settings.shutdown_grace_s
             log.info("shutting down: running generations may finish for %.0f s", grace)

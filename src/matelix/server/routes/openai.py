@@ -21,10 +21,21 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from matelix import catalog
-from matelix.inference.engine import EngineClosed, PromptTooLong
-from matelix.inference.handle import GenerationEvent, RequestHandle, interleave
+from matelix.inference.handle import Usage
 from matelix.inference.loading import LoadedModel
-from matelix.inference.openai_schema import (
+from matelix.server import generation
+from matelix.server.errors import (
+    BUSY_RESPONSES,
+    ApiError,
+    describe_validation_errors,
+    error_body,
+    error_response,
+    log_client_error,
+)
+from matelix.server.generation import Generation, Limits
+from matelix.server.inference_errors import Fields
+from matelix.server.messages import texts_of
+from matelix.server.openai_schema import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
@@ -38,21 +49,10 @@ from matelix.inference.openai_schema import (
     ModelCard,
     ModelList,
     SamplingRequest,
-    Usage,
     new_id,
     now,
 )
-from matelix.inference.registry import get_registry
-from matelix.inference.sampling import SamplingParams
-from matelix.server.errors import (
-    BUSY_RESPONSES,
-    ApiError,
-    describe_validation_errors,
-    error_body,
-    error_response,
-)
-from matelix.server.inference_errors import INFERENCE_ERRORS, to_api_error
-from matelix.server.streaming import STREAM_HEADERS, result_or_cancel, sse
+from matelix.server.streaming import STREAM_HEADERS, sse
 
 OWNER = "matelix"
 FINISH_REASONS = ("stop", "length")
@@ -72,7 +72,9 @@ class OpenAIRoute(APIRoute):
                 message, param = describe_validation_errors(errors)
                 code = "missing_required_parameter" if any(e.get("type") == "missing" for e in errors) \
                     else "invalid_value"
-                return error_response(400, message.replace("Value error, ", ""), param=param, code=code)
+                message = message.replace("Value error, ", "")
+                log_client_error(request, 400, code, message)
+                return error_response(400, message, param=param, code=code)
 
         return route_handler
 
@@ -88,7 +90,7 @@ async def model_cards(app) -> list[ModelCard]:
     other resident model (e.g. a hub model loaded with `/load_inference`)."""
     # The registry is read on the event loop, which is the only place it changes; the disk scan runs on a
     # worker thread.
-    resident = get_registry(app).status()["loaded"]
+    resident = app.state.registry.status()["loaded"]
     found = await asyncio.to_thread(catalog.list_models, app.state.settings)
     cards = [ModelCard(id=m["id"], created=m["created"], owned_by=OWNER) for m in found]
     listed = {c.id for c in cards}
@@ -121,65 +123,18 @@ async def retrieve_model(model_id: str, request: Request) -> ModelCard:
 # ----- submitting -----------------------------------------------------------------------------------
 
 
-def sampling_params(body: SamplingRequest, max_new_tokens: int) -> SamplingParams:
-    return SamplingParams(
-        max_new_tokens=max_new_tokens, temperature=body.temperature, top_p=body.top_p,
-        top_k=max(body.top_k, 0), min_p=body.min_p, repetition_penalty=body.repetition_penalty,
-        presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty, seed=body.seed,
-        stop=tuple(body.stop or ()), stop_token_ids=tuple(body.stop_token_ids or ()), ignore_eos=body.ignore_eos)
-
-
 async def submit(request: Request, body: SamplingRequest, prompts: Callable[[LoadedModel], list[list[int]]],
-                 max_new_tokens: int | None, prompt_param: str, *, texts: list[tuple[str, str]],
-                 messages: int | None = None) -> tuple[LoadedModel, list[RequestHandle]]:
-    """Check the server's limits, load the model and queue `n` choices per prompt through the admission
-    gate (choice index = prompt index * n + j); all or nothing, so the caller answers a plain 4xx/429."""
+                 prompt_param: str, *, texts: list[tuple[str, str]], messages: int | None = None) -> Generation:
+    """Check the model id, then queue `n` choices per prompt through the generation adapter."""
     await find_model(request.app, body.model)
-    registry = get_registry(request.app)
-    for attempt in range(2):
-        try:
-            registry.admission.check_limits(texts=texts, messages=messages, max_new_tokens=max_new_tokens,
-                                            n=body.n)
-            loaded = await registry.acquire(body.model, prefer_resident=False)
-            # Without a limit a completion may fill the context; the engine clips to what is left.
-            params = sampling_params(body, max_new_tokens or loaded.context_length)
-            handles = await registry.admission.submit_prepared(loaded, lambda loaded=loaded: prompts(loaded),
-                                                                params, body.n)
-            return loaded, handles
-        except EngineClosed as exc:  # unloaded between acquire and submit: acquire once more
-            if attempt:
-                raise to_api_error(exc, model_param="model") from exc
-        except INFERENCE_ERRORS as exc:
-            if isinstance(exc, PromptTooLong):
-                exc.param = prompt_param
-            raise to_api_error(exc, model_param="model") from exc
-    raise AssertionError("unreachable")
-
-
-def _cancel(handles: list[RequestHandle]) -> None:
-    for handle in handles:
-        handle.cancel()
-
-
-def usage_of(handles: list[RequestHandle], n: int, completion_tokens: int) -> Usage:
-    """Prompt tokens count once per prompt (not per choice); completion tokens over every choice."""
-    return Usage.of(sum(h.prompt_tokens for h in handles[::n]), completion_tokens)
-
-
-def generation_failed(message: str | None) -> ApiError:
-    message = message or "generation failed"
-    if message.startswith("generation failed"):
-        return ApiError(500, message, code="generation_failed")
-    return ApiError(503, f"{message}; retry the request", code="model_unloaded", headers={"Retry-After": "1"})
-
-
-async def collect(request: Request, handles: list[RequestHandle]):
-    """Every choice's result; a disconnecting client cancels them all."""
-    results = await asyncio.gather(*(result_or_cancel(h, request) for h in handles))
-    for result in results:
-        if result.finish_reason not in FINISH_REASONS:
-            raise generation_failed(result.error)
-    return results
+    max_new_tokens = body.max_new_tokens
+    limits = Limits(texts=texts, messages=messages, max_new_tokens=max_new_tokens, n=body.n,
+                    stop=len(body.stop or ()))
+    # Without a limit a completion may fill the context; the engine clips to what is left.
+    return await generation.start(
+        request, model=body.model, prompts=prompts, n=body.n, limits=limits, prefer_resident=False,
+        params=lambda loaded: body.sampling_params(max_new_tokens or loaded.context_length),
+        fields=Fields(model="model", prompt=prompt_param, dotted=True))
 
 
 # ----- streaming ------------------------------------------------------------------------------------
@@ -251,35 +206,28 @@ class CompletionChunks(ChunkFormat):
         return self._chunk([], usage)
 
 
-async def stream_events(handles: list[RequestHandle], n: int, fmt: ChunkFormat) -> AsyncIterator[str]:
+async def stream_events(started: Generation, fmt: ChunkFormat) -> AsyncIterator[str]:
     """SSE body: openings, then deltas interleaved by choice index, one finish chunk per choice, the usage
     chunk when asked for, `[DONE]`. Leaving early (disconnect, error) cancels every choice."""
     completion_tokens = 0
-    try:
-        for index in range(len(handles)):
-            opening = fmt.opening(index)
-            if opening:
-                yield opening
-        async for index, event in interleave(handles):
-            if event.finished and event.finish_reason not in FINISH_REASONS:
-                yield error_event(event)
-                break
-            if event.text:
-                yield fmt.text(index, event.text)
-            if event.finished:
-                completion_tokens += event.usage.completion_tokens
-                yield fmt.finish(index, event.finish_reason)
-        else:
-            if fmt.include_usage:
-                yield fmt.usage(usage_of(handles, n, completion_tokens))
-        yield sse("[DONE]")
-    finally:
-        _cancel(handles)
-
-
-def error_event(event: GenerationEvent) -> str:
-    error = generation_failed(event.error)
-    return sse(error_body(error.message, type=error.type, param=None, code=error.code))
+    for index in range(len(started.handles)):
+        opening = fmt.opening(index)
+        if opening:
+            yield opening
+    async for index, event in started.events():
+        if event.finished and event.finish_reason not in FINISH_REASONS:
+            error = generation.error_of(event)
+            yield sse(error_body(error.message, type=error.type, code=error.code))
+            break
+        if event.text:
+            yield fmt.text(index, event.text)
+        if event.finished:
+            completion_tokens += event.usage.completion_tokens
+            yield fmt.finish(index, event.finish_reason)
+    else:
+        if fmt.include_usage:
+            yield fmt.usage(started.usage(completion_tokens))
+    yield sse("[DONE]")
 
 
 def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
@@ -298,18 +246,17 @@ def documented(model: type) -> dict:
 @router.post("/chat/completions", response_model=None, responses={**documented(ChatCompletion), **BUSY_RESPONSES})
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
     """Answer a conversation: a `chat.completion`, or `chat.completion.chunk` events with `stream`."""
-    messages = [{"role": m.role, "content": m.content} for m in body.messages]
-    texts = [(f"messages[{i}].content", m["content"]) for i, m in enumerate(messages)]
-    loaded, handles = await submit(request, body, lambda model: [model.render_chat(messages)],
-                                   body.max_new_tokens, "messages", texts=texts, messages=len(messages))
+    messages = [m.as_dict() for m in body.messages]
+    started = await submit(request, body, lambda model: [model.render_chat(messages)], "messages",
+                           texts=texts_of(body.messages), messages=len(messages))
     cid, created = new_id("chatcmpl"), now()
     if body.stream:
         fmt = ChatChunks(cid, created, body.model, body.include_usage)
-        return event_stream(stream_events(handles, body.n, fmt))
-    results = await collect(request, handles)
+        return event_stream(stream_events(started, fmt))
+    results = await generation.collect(request, started)
     choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason)
                for i, r in enumerate(results)]
-    usage = usage_of(handles, body.n, sum(r.usage.completion_tokens for r in results))
+    usage = started.usage(sum(r.usage.completion_tokens for r in results))
     return ChatCompletion(id=cid, created=created, model=body.model, choices=choices, usage=usage)
 
 
@@ -320,17 +267,17 @@ async def completions(request: Request, body: CompletionRequest) -> Completion |
         return [model.encode(p) if isinstance(p, str) else list(p) for p in body.prompt]
 
     texts = [(f"prompt[{i}]", p) for i, p in enumerate(body.prompt) if isinstance(p, str)]
-    loaded, handles = await submit(request, body, encode, body.max_new_tokens, "prompt", texts=texts)
+    started = await submit(request, body, encode, "prompt", texts=texts)
     echoes = None
     if body.echo:
-        texts = [p if isinstance(p, str) else loaded.tokenizer.decode(p) for p in body.prompt]
+        texts = [p if isinstance(p, str) else started.loaded.tokenizer.decode(p) for p in body.prompt]
         echoes = [text for text in texts for _ in range(body.n)]
     cid, created = new_id("cmpl"), now()
     if body.stream:
         fmt = CompletionChunks(cid, created, body.model, body.include_usage, echoes)
-        return event_stream(stream_events(handles, body.n, fmt))
-    results = await collect(request, handles)
+        return event_stream(stream_events(started, fmt))
+    results = await generation.collect(request, started)
     choices = [CompletionChoice(index=i, text=(echoes[i] if echoes else "") + r.text, finish_reason=r.finish_reason)
                for i, r in enumerate(results)]
-    usage = usage_of(handles, body.n, sum(r.usage.completion_tokens for r in results))
+    usage = started.usage(sum(r.usage.completion_tokens for r in results))
     return Completion(id=cid, created=created, model=body.model, choices=choices, usage=usage)

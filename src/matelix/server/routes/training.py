@@ -8,53 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
-from matelix.server.errors import ApiError, ErrorResponse
+from matelix.server.deps import JobsDep
+from matelix.server.errors import ApiError, ErrorResponse, as_api_error
 from matelix.training.config import TrainConfig
 from matelix.training.jobs import JobManager
 from matelix.training.preflight import RunRejected
 from matelix.training.rundir import MetricsReader, RunDir
 
-
-@asynccontextmanager
-async def _lifespan(app) -> AsyncIterator[None]:
-    # Scan training_outputs/ at start-up: re-attach to live workers, settle dead ones as interrupted.
-    jobs_of(app)
-    yield
-
-
-router = APIRouter(tags=["training"], lifespan=_lifespan)
+router = APIRouter(tags=["training"])
 
 MAX_LOG_LINES = 10_000
 WS_POLL_S = 0.25
-_jobs_lock = threading.Lock()
-
-
-def jobs_of(app) -> JobManager:
-    """The app's JobManager, created (scanning training_outputs/ and re-attaching) on first use."""
-    with _jobs_lock:
-        jobs = getattr(app.state, "jobs", None)
-        if jobs is None:
-            jobs = app.state.jobs = JobManager(app.state.settings)
-        return jobs
-
-
-def get_jobs(request: Request) -> JobManager:
-    return jobs_of(request.app)
-
-
-JobsDep = Annotated[JobManager, Depends(get_jobs)]
-
-
-def as_api_error(exc: RunRejected) -> ApiError:
-    return ApiError(exc.status, exc.message, param=exc.param, code=exc.code)
 
 
 def pick_run(jobs: JobManager, run_id: str | None) -> RunDir | None:
@@ -165,7 +134,7 @@ class _Follower:
 @router.websocket("/ws/logs")
 async def ws_logs(websocket: WebSocket, since: int = 0, metrics_since: int = 0, run_id: str | None = None):
     """Push `{"type": "log"|"status"|"metric", ...}` events; log ids continue after `since`."""
-    jobs = jobs_of(websocket.app)
+    jobs = websocket.app.state.jobs
     await websocket.accept()
     follower = _Follower(jobs, run_id, max(0, since), max(0, metrics_since))
     # The client sends nothing, but only a pending receive() learns that it has gone; without one an idle

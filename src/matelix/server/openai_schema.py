@@ -1,10 +1,12 @@
-"""The OpenAI wire format: request, response and stream-chunk models for `/v1/*`.
+"""The OpenAI wire format: request, response and stream-chunk models for `/v1/*` (HTTP only; the engine
+never sees these).
 
-Requests ignore unknown fields (clients send many optional ones), normalise the flexible shapes
-(`content` as a string or text parts, `stop` as a string or list, `prompt` as text or token ids) and
-reject, with a message naming the field, parameters whose meaning this server cannot honour (`tools`,
-`logprobs`, `response_format` other than text, `logit_bias`, `suffix`, `best_of` > n).
-Responses are plain pydantic models serialised to exactly the fields the `openai` SDK reads.
+Requests ignore unknown fields (clients send many optional ones), normalise the flexible shapes (`stop`
+as a string or list, `prompt` as text or token ids) and reject, with a message naming the field,
+parameters whose meaning this server cannot honour. Each request model turns itself into the engine's
+`SamplingParams`. Limits a deployment may change (how many stop strings, `n`) are settings, checked by the
+admission gate; the constants here are shape limits of the format itself. Responses are plain pydantic
+models serialised to exactly the fields the `openai` SDK reads; `usage` is the engine's own `Usage`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
 
-from matelix.inference.sampling import SEED_MAX, SEED_MIN
+from matelix.inference.handle import Usage
+from matelix.inference.sampling import MAX_STOP_STRING_LENGTH, SEED_MAX, SEED_MIN, SamplingParams
+from matelix.server.messages import ChatMessage
 
-MAX_N = 16
-MAX_STOP_SEQUENCES = 4
-MAX_STOP_LENGTH = 256
 MAX_PROMPTS = 64
 MAX_CHOICES = 128  # prompts x n of one completions request
-ROLE_ALIASES = {"developer": "system"}  # newer clients send "developer" for what older ones call "system"
 FinishReason = Literal["stop", "length"]
 
 
@@ -49,9 +49,10 @@ class SamplingRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (clipped to the context).")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    n: int = Field(1, ge=1, le=MAX_N, description="Choices per prompt; choice j samples with seed + j.")
-    stop: list[str] | None = Field(None, description=f"A string or up to {MAX_STOP_SEQUENCES}; never part of "
-                                                     "the returned text.")
+    n: int = Field(1, ge=1, description="Choices per prompt (at most MATELIX_MAX_N); choice j samples with "
+                                        "seed + j.")
+    stop: list[str] | None = Field(None, description="A string or a list (at most MATELIX_MAX_STOP_STRINGS); "
+                                                     "never part of the returned text.")
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX,
                              description="Same seed + prompt + parameters → same text (a 64-bit integer).")
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
@@ -82,10 +83,8 @@ class SamplingRequest(BaseModel):
         stops = [value] if isinstance(value, str) else value
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise ValueError("must be a string or a list of strings")
-        if len(stops) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(stops)}")
-        if any(len(s) > MAX_STOP_LENGTH for s in stops):
-            raise ValueError(f"a stop sequence may be at most {MAX_STOP_LENGTH} characters long")
+        if any(len(s) > MAX_STOP_STRING_LENGTH for s in stops):
+            raise ValueError(f"a stop sequence may be at most {MAX_STOP_STRING_LENGTH} characters long")
         return [s for s in stops if s] or None
 
     @field_validator("logit_bias")
@@ -106,41 +105,18 @@ class SamplingRequest(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def max_new_tokens(self) -> int | None:
+        return self.max_tokens
 
-class ChatMessage(BaseModel):
-    """One message; `content` is a string or a list of `{"type": "text", "text": ...}` parts."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant"]
-    content: str = ""
-    name: str | None = None
-
-    @field_validator("role", mode="before")
-    @classmethod
-    def _role_alias(cls, value: Any) -> Any:
-        if value in ("tool", "function"):
-            raise ValueError(f"role '{value}' is not supported (this server does not call tools); "
-                             "use system, user or assistant")
-        return ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _content_as_text(cls, value: Any) -> Any:
-        if value is None:
-            return ""
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, list):
-            raise ValueError("must be a string or a list of content parts")
-        texts = []
-        for i, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise ValueError(f"part {i} has type {kind!r}; only text parts "
-                                 "({\"type\": \"text\", \"text\": ...}) are supported")
-            texts.append(part["text"])
-        return "".join(texts)
+    def sampling_params(self, max_new_tokens: int) -> SamplingParams:
+        """The engine's parameters for this request; `max_new_tokens` after defaulting to the context."""
+        return SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+            top_k=max(self.top_k, 0), min_p=self.min_p, repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty, seed=self.seed,
+            stop=tuple(self.stop or ()), stop_token_ids=tuple(self.stop_token_ids or ()),
+            ignore_eos=self.ignore_eos)
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -256,23 +232,9 @@ class CompletionRequest(SamplingRequest):
             raise ValueError("best_of is not supported by this server; omit it or set it equal to n")
         return value
 
-    @property
-    def max_new_tokens(self) -> int | None:
-        return self.max_tokens
 
 
 # ---- responses --------------------------------------------------------------------------------------
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-    @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
-        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   total_tokens=prompt_tokens + completion_tokens)
 
 
 class ModelCard(BaseModel):

@@ -1,0 +1,49 @@
+"""The one chat message model, shared by `/chat`, `/chat_stream` and `/v1/chat/completions`.
+
+`content` is kept as sent (a string, a list of OpenAI content parts, or null); `inference.chat` turns it
+into text in one place (`message_text`) when the prompt is rendered, so a bad part is a 400 naming
+`messages[i].content` on every route. Unknown keys are ignored (OpenAI clients send `refusal`,
+`annotations` and the like back with assistant messages); `developer` is what newer clients call `system`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+ROLE_ALIASES = {"developer": "system"}
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str | list[Any] | None = None
+    name: str | None = None
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role_alias(cls, value: Any) -> Any:
+        if value in ("tool", "function"):
+            raise ValueError(f"role '{value}' is not supported (this server does not call tools); "
+                             "use system, user or assistant")
+        return ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    def as_dict(self) -> dict:
+        """What `inference.chat.render_chat` takes."""
+        return {"role": self.role, "content": self.content}
+
+
+def texts_of(messages: list[ChatMessage]) -> list[tuple[str, str]]:
+    """(field, text) of every message, for the admission gate's length limits. Content that is not text
+    counts as its text parts here; it is refused, naming its field, when the prompt is rendered."""
+    texts = []
+    for i, message in enumerate(messages):
+        content = message.content
+        if isinstance(content, list):
+            content = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        texts.append((f"messages[{i}].content", content or ""))
+    return texts
