@@ -8,6 +8,7 @@
     matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR]
     matelix ngrams mine DATASET --model DIR [--top-k N] [--max-len N] [--min-count N] [--min-chars N]
                         [--max-samples N] [--template-mode M] [--column-name C] [--show N] [--json]
+    matelix export RUN --format hf|adapter|gguf [--quant f16|q8_0] [--out DIR] [--home DIR] [--json]
 
 `matelix COMMAND --help` describes every option.
 """
@@ -98,6 +99,12 @@ def cmd_ngrams_mine(args: argparse.Namespace) -> int:
                     column_name=args.column_name, as_json=args.json, shown=args.show)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from matelix.export.console import run_export
+
+    return run_export(_settings(args), args.run, args.format, args.quant, args.out, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matelix", description="MaTeLiX Lab: fine-tune and serve causal LMs.")
     parser.add_argument("--version", action="version", version=f"matelix {__version__}")
@@ -165,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", help="start from a preset saved in the dashboard (presets/NAME.json)")
     train.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
     train.set_defaults(func=cmd_train)
+
+    export = sub.add_parser("export", help="export a run as a clean HF folder, its LoRA adapter, or GGUF + "
+                            "Ollama Modelfile, verified against the lab's model")
+    export.add_argument("run", help="run id (folder name under training_outputs/)")
+    export.add_argument("--format", required=True, choices=["hf", "adapter", "gguf"], help="what to write")
+    export.add_argument("--quant", choices=["f16", "q8_0"], help="GGUF weight type (default f16)")
+    export.add_argument("--out", help="output folder under home (default training_outputs/RUN/exports/NAME)")
+    export.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
+    export.add_argument("--json", action="store_true", help="print the export record as JSON")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
