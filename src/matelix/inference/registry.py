@@ -42,8 +42,8 @@ from matelix.catalog import (
 from matelix.inference.admission import AdmissionGate
 from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
 from matelix.paths import PathRefused, relative_to_home
+from matelix.runstates import ACTIVE_STATES
 from matelix.settings import Settings
-from matelix.training.rundir import ACTIVE_STATES
 
 log = logging.getLogger("matelix.inference")
 

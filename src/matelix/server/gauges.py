@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from matelix.training.rundir import STATES
+from matelix.runstates import STATES
 
 Family = tuple[str, str, dict[tuple[str, ...], float], tuple[str, ...]]
 

@@ -27,12 +27,8 @@ from pathlib import Path
 import psutil
 
 from matelix.catalog import is_model_dir, read_json
+from matelix.runstates import ACTIVE_STATES, FINAL_STATES, RESUMABLE_STATES, STATES  # noqa: F401 (run folders speak it)
 
-STATES = ("queued", "starting", "running", "stopping", "completed", "stopped", "failed", "interrupted",
-          "killed")
-ACTIVE_STATES = frozenset({"queued", "starting", "running", "stopping"})
-FINAL_STATES = frozenset({"completed", "stopped", "failed", "interrupted", "killed"})
-RESUMABLE_STATES = frozenset({"stopped", "failed", "interrupted", "killed"})
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
                  "pytorch_model.bin", "adapter_model.bin")
