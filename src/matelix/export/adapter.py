@@ -33,8 +33,7 @@ def write_adapter(run_path: Path, tokenizer, out: Path, base: str) -> dict:
     config = read_json(run_path / "adapter_config.json")
     weights = next((run_path / f for f in ADAPTER_FILES if (run_path / f).is_file()), None)
     if not config or weights is None:
-        raise AdapterExportError("the run holds no LoRA adapter (a full fine-tune, or an adapter merged on "
-                                 "save): export it as hf or gguf")
+        raise AdapterExportError("the run folder holds no adapter_config.json and adapter weights")
     out.mkdir(parents=True, exist_ok=True)
     config["base_model_name_or_path"] = base
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

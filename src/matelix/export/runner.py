@@ -33,6 +33,9 @@ PARITY = "parity.json"
 PARTIAL = ".partial-"
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
+NO_ADAPTER = ("the run holds no LoRA adapter (a full fine-tune, or an adapter merged on save): export it as "
+              "hf or gguf")
+
 Progress = Callable[[str, float], None]
 
 
@@ -62,8 +65,8 @@ def check_request(fmt: str, quant: str | None) -> str | None:
     return quant
 
 
-def run_folder(settings: Settings, run_id: str) -> RunDir:
-    """The finished run `run_id` with a final model, or ExportRejected (400/404/409)."""
+def find_run(settings: Settings, run_id: str) -> RunDir:
+    """The run folder `run_id`, or ExportRejected (400/404)."""
     if not isinstance(run_id, str) or "/" in run_id or "\\" in run_id:
         raise ExportRejected(400, f"run_id {run_id!r} must be a run folder name", param="run_id")
     try:
@@ -72,13 +75,21 @@ def run_folder(settings: Settings, run_id: str) -> RunDir:
         raise ExportRejected(400, f"run_id: {exc}", param="run_id", code="path_refused") from exc
     if path == settings.outputs_dir.resolve() or not (path / "train_config.json").is_file():
         raise ExportRejected(404, f"no training run {run_id!r}", param="run_id", code="run_not_found")
-    rundir = RunDir(path)
+    return RunDir(path)
+
+
+def run_folder(settings: Settings, run_id: str, fmt: str | None = None) -> RunDir:
+    """The finished run `run_id` with a final model (an adapter for `fmt="adapter"`), or ExportRejected
+    (400/404/409/422)."""
+    rundir = find_run(settings, run_id)
     status = rundir.read_status()
     if status.get("state") in ACTIVE_STATES and process_alive(status.get("pid"), status.get("pid_started")):
         raise ExportRejected(409, f"run {run_id!r} is still training; export it when it has ended",
                              code="run_active")
-    if not is_model_dir(path):
+    if not is_model_dir(rundir.path):
         raise ExportRejected(409, f"run {run_id!r} has no final model to export", code="no_model")
+    if fmt == "adapter" and not (rundir.path / "adapter_config.json").is_file():
+        raise ExportRejected(422, NO_ADAPTER, param="format", code="not_exportable")
     return rundir
 
 
@@ -95,7 +106,7 @@ def export_run(settings: Settings, run_id: str, fmt: str, quant: str | None = No
                progress: Progress = lambda stage, fraction: None) -> dict:
     """Export run `run_id` as `fmt` and return its record (with the parity result). Raises ExportRejected."""
     quant = check_request(fmt, quant)
-    rundir = run_folder(settings, run_id)
+    rundir = run_folder(settings, run_id, fmt)
     name = export_name(fmt, quant)
     dest = destination(settings, rundir, name, out)
     if dest == rundir.path.resolve() or rundir.path.resolve().is_relative_to(dest):
@@ -167,8 +178,7 @@ def _write(settings, rundir, source, fmt, quant, tmp, progress):
         from matelix.export.adapter import AdapterExportError, base_name, write_adapter
 
         if source.kind != "adapter":
-            raise AdapterExportError("the run holds no LoRA adapter (a full fine-tune, or an adapter merged on "
-                                     "save): export it as hf or gguf")
+            raise AdapterExportError(NO_ADAPTER)
         facts = write_adapter(rundir.path, source.tokenizer, tmp,
                               base_name(source.base_ref, source.base_path, settings.home))
         return facts, lambda: parity.Model(*_load_adapter(tmp, source.base_path or source.base_ref))

@@ -26,6 +26,7 @@ from matelix.server.middleware import AccessMiddleware, BodyLimitMiddleware
 from matelix.server.routes import (
     catalog,
     datasets,
+    exports,
     health,
     inference,
     metrics,
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, metrics, system, catalog, datasets, training, trainings, presets, ui, inference,
                    openai):
         app.include_router(module.router)
+    app.include_router(exports.router)
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
