@@ -12,6 +12,8 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Starlette's TestClient names the server `testserver`; the Host allow-list must know that name.
+os.environ.setdefault("MATELIX_ALLOWED_HOSTS", "testserver")
 
 from matelix.server.live import ThreadedServer as LiveServer  # noqa: E402
 from matelix.server.live import free_port  # noqa: E402, F401  (tests import both from here)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (comma-separated); empty = same-origin only."
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra host names the lab may be reached under (comma-separated; `*` = "
+                                          "any). IP addresses, localhost and the machine's name are always allowed.")
     trust_remote_code: bool = Field(False, description="Allow models that ship their own Python code.")
     offline: bool = Field(False, description="Never contact a model hub; only local models.")
     max_upload_mb: int = Field(512, ge=1, description="Largest dataset upload in MiB.")
@@ -47,7 +50,7 @@ class Settings(BaseSettings):
         10.0, ge=0, description="On SIGTERM/Ctrl-C, running generations may finish this long; then their streams "
                                 "end with an error event.")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

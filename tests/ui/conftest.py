@@ -79,12 +79,24 @@ def lab_home(home, tiny_model_dir) -> Iterator[Path]:
             os.killpg(int(status["pid"]), signal.SIGKILL)
 
 
-@pytest.fixture
-def page(browser) -> Iterator:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+def _page(browser, *, bypass_csp: bool) -> Iterator:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US", bypass_csp=bypass_csp)
     pg = context.new_page()
     # Generous: two shared CPU cores may be busy with other work while a run trains.
     pg.set_default_timeout(90_000)
     pg.problems = PageProblems(pg)
     yield pg
     context.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator:
+    """A page for driving the dashboard. Playwright's `wait_for_function` evaluates strings, which the lab's
+    Content-Security-Policy forbids, so this page ignores the CSP; `strict_page` enforces it."""
+    yield from _page(browser, bypass_csp=True)
+
+
+@pytest.fixture
+def strict_page(browser) -> Iterator:
+    """A page that enforces the lab's Content-Security-Policy, as a user's browser does."""
+    yield from _page(browser, bypass_csp=False)

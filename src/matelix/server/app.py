@@ -20,12 +20,14 @@ from matelix import __version__
 from matelix.inference.registry import ModelRegistry
 from matelix.server import gauges
 from matelix.server.auth import ApiKeyMiddleware
+from matelix.server.browser_guard import BrowserGuardMiddleware, SecurityHeadersMiddleware
 from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
 from matelix.server.metrics import Metrics
 from matelix.server.middleware import AccessMiddleware, BodyLimitMiddleware
 from matelix.server.routes import (
     catalog,
     datasets,
+    docs,
     exports,
     health,
     inference,
@@ -56,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the lab's ASGI app for `settings` (default: read from the environment)."""
     settings = settings or Settings()
     settings.ensure_dirs()
-    app = FastAPI(title="MaTeLiX Lab", version=__version__, responses=ERROR_RESPONSES,
+    app = FastAPI(title="MaTeLiX Lab", version=__version__, responses=ERROR_RESPONSES, docs_url=None, redoc_url=None,
                   description="Fine-tune causal LMs (full/LoRA), watch them learn, serve them (OpenAI-compatible).",
                   lifespan=lifespan)
     app.state.settings = settings
@@ -67,16 +69,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = JobManager(settings)
     gauges.register(app)
     install_error_handlers(app)
-    for module in (health, metrics, system, catalog, datasets, training, trainings, presets, ui, inference,
+    for module in (health, metrics, system, catalog, datasets, training, trainings, presets, ui, docs, inference,
                    openai):
         app.include_router(module.router)
     app.include_router(exports.router)
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
+    app.mount(docs.DOCS_ASSETS_URL, StaticFiles(directory=docs.DOCS_ASSETS_DIR), name="docs-assets")
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
-    # Order matters (last added is outermost): access (request id, log, metrics) > CORS > API key >
-    # body limit > routes, so even a 401 or 413 carries a request id and a CORS preflight is answered
-    # before the key check.
+    # Order matters (last added is outermost): access (request id, log, metrics) > security headers >
+    # browser guard (Host, Origin, JSON bodies) > CORS > API key > body limit > routes, so even a 401 or 413
+    # carries a request id and the headers, a foreign site is refused before anything else, and a CORS
+    # preflight is answered before the key check.
     mib = 1024 * 1024
     app.add_middleware(BodyLimitMiddleware, limits={"": settings.max_request_mb * mib,
                                                     UPLOAD_PATH: settings.max_upload_mb * mib})
@@ -84,6 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(BrowserGuardMiddleware, bound_host=settings.host, allowed_hosts=settings.allowed_hosts,
+                       cors_origins=settings.cors_origins, routes=app.router.routes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
     psutil.cpu_percent(interval=None)  # prime: the first reading is always 0.0
     return app

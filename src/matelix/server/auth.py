@@ -14,7 +14,7 @@ from matelix.server.errors import error_body
 
 PUBLIC_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
                           "/favicon.ico"})
-PUBLIC_PREFIXES = ("/ui/", "/static/")
+PUBLIC_PREFIXES = ("/ui/", "/static/", "/docs/assets/")
 
 UNAUTHORIZED = json.dumps(error_body(
     "Missing or invalid API key. Send 'Authorization: Bearer <key>' (or 'X-API-Key: <key>').",

@@ -33,8 +33,11 @@ class ErrorResponse(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": desc}
-    for code, desc in ((400, "Bad request"), (401, "Missing or wrong API key"), (404, "Not found"),
-                       (409, "Conflict"), (413, "Request body too large"), (422, "Validation error"))
+    for code, desc in ((400, "Bad request"), (401, "Missing or wrong API key"),
+                       (403, "Host or Origin not allowed (another site's page)"), (404, "Not found"),
+                       (409, "Conflict"), (413, "Request body too large"),
+                       (415, "A state-changing request whose body is not JSON and has no X-Requested-With header"),
+                       (422, "Validation error"))
 }
 # Generation routes only: the server's generation queue is full (with a `Retry-After` header).
 BUSY_RESPONSES: dict[int | str, dict[str, Any]] = {

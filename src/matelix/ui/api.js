@@ -38,9 +38,12 @@ export function requestKey(rejected) {
   return keyPrompt;
 }
 
+/* X-Requested-With marks the request as the dashboard's own: the server accepts a form upload (not JSON) only
+   with it, since another site's page cannot send that header without a CORS preflight the server refuses. */
 function authHeaders(headers = {}) {
   const key = apiKey();
-  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
+  const marked = { ...headers, "X-Requested-With": "matelix-dashboard" };
+  return key ? { ...marked, Authorization: `Bearer ${key}` } : marked;
 }
 
 async function errorOf(res) {
