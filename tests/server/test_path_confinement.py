@@ -18,6 +18,8 @@ from starlette.staticfiles import StaticFiles
 from matelix.server.app import create_app
 from matelix.settings import Settings
 
+FORM = {"X-Requested-With": "test"}  # a form upload needs it (server/browser_guard.py)
+
 SECRET = "SECRET-OUTSIDE-HOME"
 KEY = "confine-key"
 RUN_CONFIG = ('{"model_dir": "models/tiny", "csv_path": "datasets/chat.csv", "max_steps": 1}')
@@ -134,7 +136,7 @@ def test_upload_names_are_confined(client, world):
     such a file lands directly in datasets/ (removed again here)."""
     datasets = (world[0] / "datasets").resolve()
     for name in attacks(world[1], "secret.csv", "link.csv") + ["link.csv", "linkdir/x.csv", "..\\x.csv", ".csv"]:
-        r = client.post("/datasets/upload", files={"file": ("x.csv", b"text\nhello\n", "text/csv")},
+        r = client.post("/datasets/upload", headers=FORM, files={"file": ("x.csv", b"text\nhello\n", "text/csv")},
                         data={"name": name, "overwrite": "true"})
         if r.status_code == 201:
             saved = datasets / r.json()["name"]
@@ -142,7 +144,7 @@ def test_upload_names_are_confined(client, world):
             saved.unlink()
         else:
             assert_refused(r, f"upload name={name!r}")
-    r = client.post("/datasets/upload", files={"file": ("../../outside/evil.csv", b"text\nhello\n", "text/csv")})
+    r = client.post("/datasets/upload", headers=FORM, files={"file": ("../../outside/evil.csv", b"text\nhello\n", "text/csv")})
     assert_refused(r, "upload filename with folders")
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from matelix.demo import demo_data_path
 
+FORM = {"X-Requested-With": "test"}  # a form upload needs it (server/browser_guard.py)
+
 BROKEN = ("id,parent_id,system,Benutzer,Kontext,Assistentin\n"
           "1,,,Hallo,,Hi\n2,77,,Waise,,Antwort\n3,4,,A,,B\n4,3,,C,,D\n")
 
@@ -112,7 +114,7 @@ def test_preview_refuses_traversal(client, datasets, settings, raw):
 
 
 def test_upload_saves_under_a_sanitised_name(client, settings):
-    r = client.post("/datasets/upload", files={"file": ("Meine Daten (neu).csv", b"text\nHallo\n", "text/csv")})
+    r = client.post("/datasets/upload", headers=FORM, files={"file": ("Meine Daten (neu).csv", b"text\nHallo\n", "text/csv")})
     assert r.status_code == 201, r.text
     assert r.json() == {"name": "Meine_Daten_neu_.csv", "size_bytes": 11, "format": "column"}
     assert (settings.datasets_dir / "Meine_Daten_neu_.csv").read_bytes() == b"text\nHallo\n"
@@ -122,16 +124,16 @@ def test_upload_saves_under_a_sanitised_name(client, settings):
 
 def test_upload_refuses_overwrite_unless_asked(client, settings):
     files = {"file": ("d.jsonl", b'{"text": "a"}\n', "application/json")}
-    assert client.post("/datasets/upload", files=files).status_code == 201
-    r = client.post("/datasets/upload", files=files)
+    assert client.post("/datasets/upload", headers=FORM, files=files).status_code == 201
+    r = client.post("/datasets/upload", headers=FORM, files=files)
     assert r.status_code == 409 and r.json()["error"]["code"] == "dataset_exists"
-    assert client.post("/datasets/upload", files=files, data={"overwrite": "true"}).status_code == 201
+    assert client.post("/datasets/upload", headers=FORM, files=files, data={"overwrite": "true"}).status_code == 201
 
 
 @pytest.mark.parametrize("name", ["../evil.csv", "/tmp/evil.csv", "sub/evil.csv", "..\\evil.csv", "evil\x00.csv",
                                   "..", "evil.exe", ".csv"])
 def test_upload_refuses_names_that_escape_or_are_not_datasets(client, settings, name):
-    r = client.post("/datasets/upload", files={"file": ("x.csv", b"text\na\n", "text/csv")}, data={"name": name})
+    r = client.post("/datasets/upload", headers=FORM, files={"file": ("x.csv", b"text\na\n", "text/csv")}, data={"name": name})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "name"
     assert list(settings.datasets_dir.iterdir()) == []
@@ -145,15 +147,15 @@ def test_upload_size_limit_leaves_nothing_behind(make_settings):
 
     settings = make_settings(max_upload_mb=1)
     with TestClient(create_app(settings)) as c:
-        r = c.post("/datasets/upload", files={"file": ("big.csv", b"text\n" + b"x" * (2 << 20), "text/csv")})
+        r = c.post("/datasets/upload", headers=FORM, files={"file": ("big.csv", b"text\n" + b"x" * (2 << 20), "text/csv")})
     assert r.status_code == 413
     assert list(settings.datasets_dir.iterdir()) == []
 
 
 def test_upload_refuses_unreadable_content(client, settings):
-    r = client.post("/datasets/upload", files={"file": ("d.jsonl", b"{not json\n", "application/json")})
+    r = client.post("/datasets/upload", headers=FORM, files={"file": ("d.jsonl", b"{not json\n", "application/json")})
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
-    r = client.post("/datasets/upload", files={"file": ("e.csv", b"", "text/csv")})
+    r = client.post("/datasets/upload", headers=FORM, files={"file": ("e.csv", b"", "text/csv")})
     assert r.status_code == 400
     assert list(settings.datasets_dir.iterdir()) == []
 
@@ -175,7 +177,7 @@ def test_a_symlink_out_of_datasets_is_refused(client, settings):
     ("h.csv", b"text\n", "no data rows"),
 ])
 def test_upload_refuses_files_without_a_record(client, settings, filename, content, reason):
-    r = client.post("/datasets/upload", files={"file": (filename, content, "application/octet-stream")})
+    r = client.post("/datasets/upload", headers=FORM, files={"file": (filename, content, "application/octet-stream")})
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == "file" and error["code"] == "invalid_dataset" and reason in error["message"]
@@ -188,6 +190,6 @@ def test_upload_refuses_files_without_a_record(client, settings, filename, conte
     ("lines.jsonl", b'\n{"text": "a"}\n', "column"),
 ])
 def test_upload_detects_the_format_of_the_first_record(client, filename, content, fmt):
-    r = client.post("/datasets/upload", files={"file": (filename, content, "application/json")})
+    r = client.post("/datasets/upload", headers=FORM, files={"file": (filename, content, "application/json")})
     assert r.status_code == 201, r.text
     assert r.json()["format"] == fmt
