@@ -94,3 +94,38 @@ def test_row_order_does_not_matter_and_deep_chains_stay_bounded(tmp_path):
 def test_dialogplus_mode_reads_the_same_threads(tmp_path):
     loaded = _load(tmp_path, "1,,,A,,B\n", "dialogplus")
     assert loaded.format == "dialogplus" and loaded.render_mode == "dialogplus" and len(loaded.samples) == 1
+
+
+def _chain(rows: int) -> str:
+    return "".join(f"{i},{i - 1 if i > 1 else ''},,U{i},,A{i}\n" for i in range(1, rows + 1))
+
+
+def test_a_long_chain_shares_its_histories_instead_of_copying_them(tmp_path):
+    """20,000 rows in one chain: every sample's history is its parent's plus one turn. Copies would hold
+    ~20,000 x 256 message references (~40 MiB of lists); shared prefixes hold one node per row."""
+    import tracemalloc
+
+    path = tmp_path / "chain.csv"
+    path.write_text(HEADER + _chain(20_000), encoding="utf-8")
+    tracemalloc.start()
+    loaded = load_dataset(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(loaded.samples) == 20_000
+    assert peak < 30 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    last = loaded.samples[-1].messages
+    assert len(last) == MAX_HISTORY_MESSAGES and last[-1]["content"] == "A20000" and last[0]["content"] == "U19873"
+    assert [m["content"] for m in loaded.samples[1].messages] == ["U1", "A1", "U2", "A2"]
+
+
+def test_a_large_parent_id_cycle_is_reported_in_bounded_messages(tmp_path):
+    """One cycle through 50,000 rows: each row is reported, and each message names the cycle's first rows and
+    its length rather than all 50,000 rows (which would make the report quadratic in the cycle)."""
+    n = 50_000
+    body = "".join(f"{i},{i - 1 if i > 1 else n},,U{i},,A{i}\n" for i in range(1, n + 1)) + f"{n + 1},,,Q,,R\n"
+    loaded = _load(tmp_path, body)
+    assert [s.row for s in loaded.samples] == [n + 1]
+    errors = [p for p in loaded.problems if p.severity == "error"]
+    assert len(errors) == n
+    assert all(len(p.message) < 200 for p in errors)
+    assert "(50000 rows)" in errors[0].message

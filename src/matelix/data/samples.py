@@ -39,6 +39,45 @@ class Sample:
     row: int = 0
 
 
+class Turns:
+    """A conversation as a chain of shared prefixes: this node's messages follow its parent's.
+
+    A thread of N rows has N samples whose histories overlap; each row adds one node holding only its own
+    turn, so the file costs memory linear in its rows. A sample's message list is built when it is read
+    (and dropped after use), keeping at most `keep` messages from the end.
+    """
+
+    __slots__ = ("parent", "own", "length")
+
+    def __init__(self, parent: Turns | None, own: tuple[dict, ...]):
+        self.parent = parent
+        self.own = own
+        self.length = (parent.length if parent is not None else 0) + len(own)
+
+    def messages(self, keep: int | None = None) -> list[dict]:
+        parts: list[tuple[dict, ...]] = []
+        count, node = 0, self
+        while node is not None and (keep is None or count < keep):
+            parts.append(node.own)
+            count += len(node.own)
+            node = node.parent
+        out = [m for part in reversed(parts) for m in part]
+        return out[-keep:] if keep is not None and len(out) > keep else out
+
+
+class ThreadSample(Sample):
+    """A chat sample whose `messages` are built on access from shared `Turns` (system message first)."""
+
+    def __init__(self, turns: Turns, system: str, group: str, row: int, keep: int | None = None):
+        self.turns, self.system, self.keep = turns, system, keep
+        self.text, self.group, self.row = None, group, row
+
+    @property
+    def messages(self) -> list[dict]:  # type: ignore[override]
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.turns.messages(self.keep)
+
+
 @dataclass
 class LoadedDataset:
     """A dataset file read into samples. `format` is the detected (or forced) format; `render_mode` is how

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 
-from matelix.data.samples import DatasetError, Problem, Sample
+from matelix.data.samples import DatasetError, Problem, Sample, ThreadSample, Turns
 
 REQUIRED_COLUMNS = ("id", "parent_id", "Assistentin")
 OPTIONAL_COLUMNS = ("system", "Benutzer", "Kontext")
-# A history longer than this cannot fit any sensible chunk_size; capping it keeps memory linear even for
-# pathological single-chain files. Dropping the oldest turns is the left-truncation training would do anyway.
+# A history longer than this cannot fit any sensible chunk_size; capping it bounds the cost of reading one
+# sample of a pathological single-chain file. Dropping the oldest turns is the left-truncation training
+# would do anyway.
 MAX_HISTORY_MESSAGES = 256
+MAX_LISTED_CYCLE_ROWS = 8
 NO_PARENT = frozenset({"", "nan", "none", "null", "-1"})
 _FLOAT_INT = re.compile(r"^(-?\d+)\.0+$")
 _UNSEEN, _ON_PATH, _DONE = 0, 1, 2
@@ -104,7 +106,7 @@ def _resolve_order(parent: list[int], rows: list[tuple[int, list[str]]], problem
         bad = j != -1 and (state[j] == _ON_PATH or broken[j])
         if j != -1 and state[j] == _ON_PATH:
             cycle = path[path.index(j):]
-            chain = " -> ".join(str(k + 1) for k in [*cycle, cycle[0]])
+            chain = _describe_cycle(cycle)
             for k in cycle:
                 problems.append(Problem(row=k + 1, line=rows[k][0], severity="error",
                                         message=f"parent_id chain forms a cycle (rows {chain}); skipped"))
@@ -126,15 +128,24 @@ def _resolve_order(parent: list[int], rows: list[tuple[int, list[str]]], problem
     return order, broken
 
 
+def _describe_cycle(cycle: list[int]) -> str:
+    """`3 -> 4 -> 3`; a long cycle names its first rows and its length (each of its rows carries this text,
+    so listing every row would make the report grow with the square of the cycle)."""
+    if len(cycle) <= MAX_LISTED_CYCLE_ROWS:
+        return " -> ".join(str(k + 1) for k in [*cycle, cycle[0]])
+    shown = " -> ".join(str(k + 1) for k in cycle[:MAX_LISTED_CYCLE_ROWS])
+    return f"{shown} -> … ({len(cycle)} rows) -> {cycle[0] + 1}"
+
+
 def _samples_in_order(order: list[int], broken: list[bool], parent: list[int], ids: list[str],
                       cells_of: list[list[str]], col: dict[str, int], rows: list[tuple[int, list[str]]],
                       problems: list[Problem]) -> list[Sample]:
     n = len(parent)
-    history: list[list[dict] | None] = [None] * n
+    # Each row's history is its parent's plus its own turn, shared by reference (`Turns`), never copied.
+    history: list[Turns | None] = [None] * n
     system: list[str] = [""] * n
     root: list[str] = [""] * n
     has_child = [False] * n
-    capped = [False] * n
     for p in parent:
         if p != -1:
             has_child[p] = True
@@ -148,23 +159,17 @@ def _samples_in_order(order: list[int], broken: list[bool], parent: list[int], i
         own_system = cell(cells, "system")
         system[i] = own_system or (system[p] if p != -1 else "")
         root[i] = (root[p] if p != -1 else ids[i]) or f"row-{i + 1}"
-        before = history[p] if p != -1 else []
         user = _user_text(cell(cells, "Benutzer"), cell(cells, "Kontext"))
         answer = cell(cells, "Assistentin")
         turn = ([{"role": "user", "content": user}] if user else []) + (
             [{"role": "assistant", "content": answer}] if answer else [])
-        mine = before + turn
-        if len(mine) > MAX_HISTORY_MESSAGES:
-            capped[i] = True
-            if p == -1 or not capped[p]:
-                problems.append(Problem(row=i + 1, line=rows[i][0], severity="warning",
-                                        message=f"thread deeper than {MAX_HISTORY_MESSAGES} messages; "
-                                                "the oldest turns are left out from here on"))
-            mine = mine[-MAX_HISTORY_MESSAGES:]
-        history[i] = mine
+        mine = history[i] = Turns(history[p] if p != -1 else None, tuple(turn))
+        if mine.length > MAX_HISTORY_MESSAGES and (p == -1 or history[p].length <= MAX_HISTORY_MESSAGES):
+            problems.append(Problem(row=i + 1, line=rows[i][0], severity="warning",
+                                    message=f"thread deeper than {MAX_HISTORY_MESSAGES} messages; "
+                                            "the oldest turns are left out from here on"))
         if answer:
-            head = [{"role": "system", "content": system[i]}] if system[i] else []
-            made[i] = Sample(messages=head + mine, group=root[i], row=i + 1)
+            made[i] = ThreadSample(mine, system[i], group=root[i], row=i + 1, keep=MAX_HISTORY_MESSAGES)
         elif not has_child[i]:
             problems.append(Problem(row=i + 1, line=rows[i][0], severity="warning",
                                     message="empty Assistentin answer and no replies: the row produces no sample"))
