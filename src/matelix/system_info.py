@@ -5,11 +5,14 @@ from __future__ import annotations
 import platform
 import shutil
 import subprocess
+import time
 
 import psutil
 
 MIB = 1024 * 1024
 NVIDIA_FIELDS = "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu"
+CPU_WINDOW_S = 0.25
+_cpu_read_at: float | None = None
 
 
 def _torch_devices() -> tuple[bool, bool, int]:
@@ -66,6 +69,17 @@ def hardware() -> dict:
     }
 
 
+def cpu_percent() -> float:
+    """CPU use since the previous reading. psutil measures from its own previous call, so a first reading
+    (or one right after another) would be a meaningless 0.0 on a busy machine: that one is measured over a
+    short window instead."""
+    global _cpu_read_at
+    recent = _cpu_read_at is not None and time.monotonic() - _cpu_read_at >= CPU_WINDOW_S
+    value = psutil.cpu_percent(interval=None if recent else CPU_WINDOW_S)
+    _cpu_read_at = time.monotonic()
+    return value
+
+
 def sysstatus() -> dict:
     """Live usage: RAM in MiB, CPU percent, and the first GPU's figures (null without one)."""
     mem = psutil.virtual_memory()
@@ -73,7 +87,7 @@ def sysstatus() -> dict:
     first = gpus[0] if gpus else {}
     return {
         "ram_used": round((mem.total - mem.available) / MIB), "ram_total": round(mem.total / MIB),
-        "ram_percent": mem.percent, "cpu_percent": psutil.cpu_percent(interval=None),
+        "ram_percent": mem.percent, "cpu_percent": cpu_percent(),
         "gpu_util_percent": first.get("gpu_util_percent"), "gpu_mem_used": first.get("gpu_mem_used"),
         "gpu_mem_total": first.get("gpu_mem_total"), "gpu_temperature": first.get("gpu_temperature"),
         "gpus": gpus, "platform": platform.system(),

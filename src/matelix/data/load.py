@@ -64,8 +64,9 @@ def _load_csv(path: Path, template_mode: str, column_name: str) -> LoadedDataset
 def _column_from_cells(name: str, header: list[str], rows: list[tuple[int, list[str]]],
                        column_name: str) -> LoadedDataset:
     if column_name not in header:
-        raise DatasetError(f"{name}: missing column {column_name!r} for the column format "
-                           f"(found: {', '.join(header) or 'none'}); set column_name")
+        raise DatasetError(f"{name}: missing column {column_name!r} with the text (found columns: "
+                           f"{', '.join(header) or 'none'}); name the column that holds the text (column_name), "
+                           "or use the columns of a chat format")
     at = header.index(column_name)
     samples, problems = [], []
     for row, (line, cells) in enumerate(rows, start=1):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from matelix.training.rundir import ERROR_TAIL_LINES, RunDir, checkpoint_step, process_start_time
 
+WARNINGS_LOG = "warnings.log"
+
 
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -87,6 +89,30 @@ def training_arguments(config, placement, output_dir: Path, *, evaluate: bool):
     )
 
 
+def divert_library_warnings(rundir: RunDir) -> None:
+    """Library warnings (a transformers FutureWarning, a deprecation notice) speak to developers, not to the
+    person watching the run: they go to `warnings.log` beside `training.log` instead of into it."""
+    import warnings
+
+    path = rundir.path / WARNINGS_LOG
+
+    def to_file(message, category, filename, lineno, file=None, line=None) -> None:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = to_file
+
+
+def divert_transformers_logging(rundir: RunDir) -> None:
+    """transformers' own warnings (its logger, not the warnings module) go to `warnings.log` as well."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_default_handler()
+    hf_logging.add_handler(logging.FileHandler(rundir.path / WARNINGS_LOG, encoding="utf-8"))
+
+
 def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     """Run the whole job; returns the final state (`completed` or `stopped`)."""
     from transformers import PrinterCallback, Trainer, set_seed
@@ -98,6 +124,7 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     from matelix.training.preflight import resolve_run
 
     hf_logging.disable_progress_bar()  # redrawn bars are noise in a log file
+    divert_transformers_logging(rundir)
     is_main = _is_main()
     config = rundir.read_config()
     settings = Settings(home=rundir.path.resolve().parent.parent)
@@ -184,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     rundir = RunDir(args.run_dir)
     is_main = _is_main()
     _attach_log(rundir)
+    divert_library_warnings(rundir)
     log = make_log(is_main)
 
     from matelix.training.callbacks import StopSignal

@@ -1,12 +1,13 @@
-/* Dashboard entry point: tabs (hash routing, so a reload keeps the view), language switch, API key
-   dialog, and the five views, each a module with mount(root) and optional show()/hide(). */
+/* Dashboard entry point: tabs (hash routing, so a reload keeps the view), language and colour-scheme
+   switches, API key dialog, and the five views, each a module with mount(root) and optional show()/hide(). */
 
-import { onKeyRequired, setApiKey } from "./api.js";
+import { apiKey, onKeyRequired, setApiKey } from "./api.js";
 import { applyI18n, initLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import * as chat from "./chat.js";
 import * as monitor from "./monitor.js";
 import * as runs from "./runs.js";
 import * as system from "./system.js";
+import { initTheme, onThemeChange, setTheme, themeChoice } from "./theme.js";
 import * as train from "./train.js";
 
 const VIEWS = { train, monitor, runs, chat, system };
@@ -29,6 +30,7 @@ function showView(name) {
     tab.setAttribute("aria-selected", String(active));
     tab.tabIndex = active ? 0 : -1;
   }
+  window.scrollTo(0, 0);  // a view opens at its top, not at the scroll position of the one before
   VIEWS[name].show?.();
 }
 
@@ -91,8 +93,18 @@ function runBadge(status) {
   if (active) badge.textContent = `${t(`state.${status.state}`)} · ${status.step ?? 0}/${status.total_steps ?? "?"}`;
 }
 
+/** The key button is there only where a key is in use (one is stored, or the server asked for one). */
+function showKeyButton() {
+  document.getElementById("key-button").hidden = !apiKey();
+}
+
 function main() {
   initLanguage();
+  initTheme();
+  const theme = document.getElementById("theme-select");
+  theme.value = themeChoice();
+  theme.addEventListener("change", () => setTheme(theme.value));
+  onThemeChange(() => { for (const view of Object.values(VIEWS)) view.relabel?.(); });
   const select = document.getElementById("lang-select");
   select.value = language();
   select.addEventListener("change", () => setLanguage(select.value));
@@ -102,7 +114,11 @@ function main() {
     for (const view of Object.values(VIEWS)) view.relabel?.();
     runBadge(monitor.lastStatus());
   });
-  onKeyRequired(keyDialog);
+  onKeyRequired((rejected) => keyDialog(rejected).then((key) => {
+    document.getElementById("key-button").hidden = false;
+    return key;
+  }));
+  showKeyButton();
   monitor.onStatus(runBadge);
   document.getElementById("key-button").addEventListener("click", () => keyDialog(false, true)
     .then((key) => { setApiKey(key); location.reload(); }, () => {}));

@@ -5,8 +5,11 @@
 import { api } from "./api.js";
 import { escapeHtml, num } from "./format.js";
 import { t } from "./i18n.js";
+import { runNames } from "./reuse.js";
 
 const STORE_PREFIX = "matelix.chat.";
+const MODEL_KEY = "matelix.chatModel";         // the model picked last
+const SETTINGS_KEY = "matelix.chatSettings";   // system prompt and sampling parameters
 const PARAMS = [
   ["temperature", 0.7, 0, 2, 0.05], ["top_p", 0.95, 0, 1, 0.01], ["top_k", 50, 0, 1000, 1],
   ["max_new_tokens", 128, 1, 8192, 1], ["repetition_penalty", 1.1, 0.5, 2, 0.01],
@@ -58,7 +61,29 @@ export function mount(el) {
   root.querySelector("#chat-clear").addEventListener("click", () => { save([]); render(); });
   root.querySelector("#chat-load").addEventListener("click", load);
   root.querySelector("#chat-unload").addEventListener("click", unload);
-  root.querySelector("#chat-model").addEventListener("change", () => { render(); refreshState(); });
+  root.querySelector("#chat-model").addEventListener("change", () => {
+    localStorage.setItem(MODEL_KEY, model());
+    render();
+    refreshState();
+  });
+  restoreSettings();
+  root.querySelector(".chat-side").addEventListener("input", saveSettings);
+}
+
+function saveSettings() {
+  const params = Object.fromEntries(PARAMS.map(([name]) => [name, root.querySelector(`#chat-${name}`).value]));
+  localStorage.setItem(SETTINGS_KEY, JSON.stringify({ system: root.querySelector("#chat-system").value, params }));
+}
+
+function restoreSettings() {
+  let saved = null;
+  try { saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) || "null"); } catch { /* broken: defaults */ }
+  if (!saved) return;
+  root.querySelector("#chat-system").value = saved.system || "";
+  for (const [name] of PARAMS) {
+    const value = saved.params?.[name];
+    if (value !== undefined && value !== "") root.querySelector(`#chat-${name}`).value = value;
+  }
 }
 
 const model = () => root.querySelector("#chat-model").value;
@@ -82,8 +107,10 @@ function statsText(m) {
 }
 
 function messageHtml(m) {
-  return `<li class="msg ${m.role}"><span class="who">${escapeHtml(t(`chat.role_${m.role}`))}</span>
-    <div class="text">${escapeHtml(m.content)}</div>${m.role === "assistant" ? `<small class="stats">${escapeHtml(statsText(m))}</small>` : ""}</li>`;
+  // A reply that has no text yet says what is happening (loading the model, writing) instead of standing empty.
+  const waiting = m.pending && !m.content;
+  return `<li class="msg ${m.role}${waiting ? " pending" : ""}"><span class="who">${escapeHtml(t(`chat.role_${m.role}`))}</span>
+    <div class="text">${waiting ? `<span class="placeholder">${escapeHtml(t(m.pending))}</span>` : escapeHtml(m.content)}</div>${m.role === "assistant" ? `<small class="stats">${escapeHtml(statsText(m))}</small>` : ""}</li>`;
 }
 
 function render() {
@@ -95,13 +122,22 @@ function render() {
 }
 
 async function loadModels() {
-  models = await api("/available_models");
+  let names;
+  [models, names] = await Promise.all([api("/available_models"), runNames()]);
   const select = root.querySelector("#chat-model");
   const previous = select.value;
-  select.innerHTML = models.map((m) => `<option value="${escapeHtml(m.id)}">${escapeHtml(m.name)}${m.kind === "run" ? ` (${escapeHtml(t("chat.run"))})` : ""}</option>`).join("");
+  select.innerHTML = models.map((m) => {
+    const text = `${names.get(m.id) || m.name}${m.kind === "run" ? ` (${t("chat.run")})` : ""}`;
+    return `<option value="${escapeHtml(m.id)}" title="${escapeHtml(`${text} · ${m.id}`)}">${escapeHtml(text)}</option>`;
+  }).join("");
   const wanted = decodeURIComponent(location.hash.split("/").slice(1).join("/"));
-  if (wanted && models.some((m) => m.id === wanted)) select.value = wanted;
-  else if (previous && models.some((m) => m.id === previous)) select.value = previous;
+  const remembered = localStorage.getItem(MODEL_KEY);
+  const known = (id) => id && models.some((m) => m.id === id);
+  if (known(wanted)) select.value = wanted;
+  else if (known(previous)) select.value = previous;
+  else if (known(remembered)) select.value = remembered;
+  select.title = select.selectedOptions[0]?.title || "";
+  if (known(wanted)) localStorage.setItem(MODEL_KEY, wanted);
 }
 
 /** The entry of /inference_status for `id` (matched by id or path), or undefined when it is not resident. */
@@ -181,7 +217,10 @@ async function send() {
   showError("");
   const messages = conversation();
   messages.push({ role: "user", content: text });
-  const reply = { role: "assistant", content: "" };
+  const stateBox = root.querySelector("#chat-model-state");
+  const resident = stateBox.dataset.loaded === "true";
+  const reply = { role: "assistant", content: "", pending: resident ? "chat.writing" : "chat.loading_model" };
+  if (!resident) stateBox.textContent = t("chat.loading");
   messages.push(reply);
   save(messages);
   input.value = "";
@@ -202,6 +241,11 @@ async function send() {
       if (ev.delta) {
         reply.content += ev.delta;
         textBox().textContent = reply.content;
+        if (reply.pending) {  // the first piece: the model is loaded now
+          delete reply.pending;
+          textBox().parentElement.classList.remove("pending");
+          if (!resident) refreshState();
+        }
         root.querySelector("#chat-messages").scrollTop = 1e9;
       }
       if (ev.usage) reply.usage = ev.usage;
@@ -218,6 +262,7 @@ async function send() {
     const generated = reply.usage?.completion_tokens;
     if (generated && seconds > 0) reply.tokensPerSecond = generated / seconds;
     controller = null;
+    delete reply.pending;
     save(messages);
     render();
     refreshState();

@@ -6,11 +6,33 @@ export function escapeHtml(text) {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+/** A number in the UI language's format; very small or large ones in scientific notation (`5,0E-5`). */
 export function num(value, digits = 4) {
   if (value === null || value === undefined || Number.isNaN(value)) return "–";
   if (typeof value !== "number") return String(value);
-  if (value !== 0 && (Math.abs(value) < 1e-3 || Math.abs(value) >= 1e6)) return value.toExponential(2);
+  if (value !== 0 && (Math.abs(value) < 1e-3 || Math.abs(value) >= 1e6)) return scientific(value);
   return value.toLocaleString(language(), { maximumFractionDigits: digits });
+}
+
+/** Scientific notation in the UI language (`3.5E-4`, German `3,5E-4`). */
+export function scientific(value, digits = 2) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+  return value.toLocaleString(language(), { notation: "scientific", maximumFractionDigits: digits });
+}
+
+/** A learning rate: always scientific, so the same value reads the same everywhere. */
+export function learningRate(value) {
+  return value === 0 ? "0" : scientific(value);
+}
+
+/** A fixed number of decimals in the UI language (`4.8`, German `4,8`). */
+export function fixed(value, decimals = 1) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+  return value.toLocaleString(language(), { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
+export function percent(value, decimals = 0) {
+  return `${fixed(value, decimals)} %`;
 }
 
 export function duration(seconds) {
@@ -23,7 +45,7 @@ export function duration(seconds) {
 
 export function mib(value) {
   if (value === null || value === undefined) return "–";
-  return value >= 1024 ? `${(value / 1024).toFixed(1)} GiB` : `${Math.round(value)} MiB`;
+  return value >= 1024 ? `${fixed(value / 1024, 1)} GiB` : `${fixed(value, 0)} MiB`;
 }
 
 export function bytes(value) {
@@ -31,7 +53,7 @@ export function bytes(value) {
   const units = ["B", "KiB", "MiB", "GiB"];
   let v = value, i = 0;
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
-  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+  return `${fixed(v, i ? 1 : 0)} ${units[i]}`;
 }
 
 export function dateTime(value) {

@@ -4,9 +4,10 @@
 
 import { api, wsUrl } from "./api.js";
 import { lineChart } from "./charts.js";
-import { duration, escapeHtml, num } from "./format.js";
+import { duration, escapeHtml, learningRate, num } from "./format.js";
 import { t } from "./i18n.js";
 import { renderPreview } from "./preview.js";
+import { reuseSettings, runTitle } from "./reuse.js";
 
 export const ACTIVE_STATES = new Set(["queued", "starting", "running", "stopping"]);
 
@@ -14,6 +15,9 @@ export const ACTIVE_STATES = new Set(["queued", "starting", "running", "stopping
 export function isLive(s) {
   return Boolean(s && (s.running || ACTIVE_STATES.has(s.state)));
 }
+
+/** States a run can be resumed from (its last complete checkpoint). */
+export const RESUMABLE_STATES = new Set(["stopped", "failed", "interrupted", "killed"]);
 
 /** Whether a Stop request makes sense (the worker is not already finishing). */
 export function canStop(s) {
@@ -52,12 +56,16 @@ export function mount(el) {
       <h1 data-i18n="monitor.title">Monitor</h1>
       <div class="row">
         <span id="mon-state" class="state"></span>
+        <button type="button" id="mon-reuse" data-i18n="monitor.reuse" hidden>Reuse settings</button>
+        <button type="button" id="mon-resume" class="primary" data-i18n="monitor.resume" hidden>Resume</button>
         <button type="button" id="mon-stop" class="danger" data-i18n="train.stop" disabled>Stop</button>
       </div>
     </div>
     <p id="mon-empty" class="muted" data-i18n="monitor.empty">No run yet. Start one in the Train view.</p>
     <div id="mon-body" hidden>
+      <h2 id="mon-name" class="run-name" hidden></h2>
       <p class="run-id"><span data-i18n="monitor.run">Run</span>: <code id="mon-run"></code></p>
+      <p id="mon-notes" class="notes" hidden></p>
       <div class="card">
         <div class="progress-line">
           <progress id="mon-progress" max="1" value="0" aria-labelledby="mon-progress-text"></progress>
@@ -78,6 +86,10 @@ export function mount(el) {
       <div class="card"><h2 data-i18n="monitor.preview">Live preview</h2><div id="mon-preview" class="preview"></div></div>
     </div>`;
   root.querySelector("#mon-stop").addEventListener("click", stopRun);
+  root.querySelector("#mon-resume").addEventListener("click", resumeRun);
+  root.querySelector("#mon-reuse").addEventListener("click", () => {
+    if (status?.config) reuseSettings(status.config, runTitle(status));
+  });
   const log = root.querySelector("#mon-log");
   // Scrolling up pauses auto-scroll; scrolling back to the bottom resumes it.
   log.addEventListener("scroll", () => {
@@ -97,6 +109,19 @@ export async function stopRun() {
   }
 }
 
+async function resumeRun() {
+  const button = root.querySelector("#mon-resume");
+  button.disabled = true;
+  try {
+    await api(`/trainings/${encodeURIComponent(runId)}/resume`, { method: "POST" });
+    await attach();
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function showError(text) {
   const box = root.querySelector("#mon-error");
   box.hidden = !text;
@@ -106,9 +131,12 @@ function showError(text) {
 function charts() {
   if (!lossChart) {
     lossChart = lineChart(root.querySelector("#mon-loss"), {
-      series: [{ label: t("metric.loss") }, { label: t("metric.eval_loss"), points: true }], yLabel: "loss",
+      series: [{ label: t("metric.loss") }, { label: t("metric.eval_loss"), points: true }],
+      xLabel: t("axis.step"), yLabel: t("axis.loss"),
     });
-    lrChart = lineChart(root.querySelector("#mon-lr"), { series: [{ label: t("metric.learning_rate") }], yLabel: "lr" });
+    lrChart = lineChart(root.querySelector("#mon-lr"), {
+      series: [{ label: t("metric.learning_rate") }], xLabel: t("axis.step"), yLabel: t("axis.lr"), scientific: true,
+    });
   }
 }
 
@@ -158,12 +186,20 @@ function renderStatus() {
   root.querySelector("#mon-empty").hidden = Boolean(runId);
   root.querySelector("#mon-body").hidden = !runId;
   root.querySelector("#mon-stop").disabled = !canStop(s);
+  root.querySelector("#mon-resume").hidden = !(s && !active && RESUMABLE_STATES.has(s.state) && runId);
+  root.querySelector("#mon-reuse").hidden = !(s?.config && runId);
   const state = root.querySelector("#mon-state");
   state.textContent = s?.state ? t(`state.${s.state}`) : "";
   state.className = `state state-${s?.state || "none"}`;
   state.dataset.running = String(Boolean(s?.running));
   if (!s || !runId) return;
   root.querySelector("#mon-run").textContent = runId;
+  const name = root.querySelector("#mon-name");
+  name.hidden = !s.config?.run_name;
+  name.textContent = s.config?.run_name || "";
+  const notes = root.querySelector("#mon-notes");
+  notes.hidden = !s.config?.notes;
+  notes.textContent = s.config?.notes || "";
   const total = s.total_steps || 0;
   const progress = root.querySelector("#mon-progress");
   progress.max = total || 1;
@@ -176,7 +212,7 @@ function renderStatus() {
   const stats = [
     ["monitor.epoch", num(s.epoch, 2)], ["monitor.elapsed", duration(s.elapsed_seconds)],
     ["monitor.eta", active ? duration(s.eta_seconds) : "–"], ["metric.loss", num(s.loss)],
-    ["metric.eval_loss", num(s.eval_loss)], ["metric.learning_rate", num(s.learning_rate)],
+    ["metric.eval_loss", num(s.eval_loss)], ["metric.learning_rate", learningRate(s.learning_rate)],
     ["monitor.tokens_per_second", num(s.tokens_per_second, 0)], ["monitor.tokens_seen", num(s.tokens_seen, 0)],
   ];
   root.querySelector("#mon-stats").innerHTML = stats.map(([k, v]) =>

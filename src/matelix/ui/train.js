@@ -1,20 +1,39 @@
-/* Train view: model and dataset pickers (with upload, validation report and rendered preview), full/LoRA
-   presets, the generated TrainConfig form, Start and Stop. */
+/* Train view: model and dataset pickers (with upload, validation report beside the rendered preview),
+   quick settings, saved presets, the generated TrainConfig form, Start and Stop. The form remembers the
+   last settings in this browser, and "Reuse settings" of a run (Runs, Monitor) fills it. */
 
 import { api, ApiError } from "./api.js";
-import { bytes, escapeHtml } from "./format.js";
+import { bytes, escapeHtml, num } from "./format.js";
 import { t } from "./i18n.js";
 import * as monitor from "./monitor.js";
 import { samplesHtml } from "./preview.js";
-import { buildForm, fieldsFromOpenApi, PRESETS, revealField } from "./trainform.js";
+import { onReuse, runNames } from "./reuse.js";
+import { buildForm, fieldsFromOpenApi, optionLabel, QUICK_SETTINGS, revealField } from "./trainform.js";
+
+const SETTINGS_KEY = "matelix.train.settings";
+const FORMATS = ["column", "chat", "dialogplus", "messages", "sharegpt", "alpaca"];
+/** One example per format: what a newcomer needs to see to write such a file. */
+const FORMAT_EXAMPLES = {
+  column: "text\n\"Erster Trainingstext.\"\n\"Zweiter Trainingstext.\"",
+  chat: "id,parent_id,system,Benutzer,Kontext,Assistentin\n1,,Du bist hilfsbereit.,Hallo!,,Hallo! Wie kann ich helfen?\n2,1,,Was ist LoRA?,,Eine sparsame Art des Fine-Tunings.",
+  dialogplus: "id,parent_id,system,Benutzer,Kontext,Assistentin\n1,,Du bist hilfsbereit.,Hallo!,,Hallo! Wie kann ich helfen?",
+  messages: '{"messages": [{"role": "user", "content": "Hallo!"}, {"role": "assistant", "content": "Hallo! Wie kann ich helfen?"}]}',
+  sharegpt: '{"conversations": [{"from": "human", "value": "Hallo!"}, {"from": "gpt", "value": "Hallo! Wie kann ich helfen?"}]}',
+  alpaca: '{"instruction": "Übersetze ins Englische.", "input": "Guten Morgen", "output": "Good morning"}',
+};
 
 let root, form = null;
 let loaded = false;
+let ready = false;            // models, datasets and form are in: settings may be applied and remembered
+let datasets = [];
+let presets = [];
+let pendingSettings = null;   // settings to apply once the view is ready (a reuse before it loaded)
 
 export function mount(el) {
   root = el;
   root.innerHTML = `
     <h1 data-i18n="train.title">Train</h1>
+    <p id="train-notice" class="notice" role="status" hidden></p>
     <div class="grid2">
       <div class="card">
         <h2 data-i18n="train.model">Model</h2>
@@ -25,11 +44,24 @@ export function mount(el) {
           <input id="train-model-hub" type="text" placeholder="org/model" autocomplete="off" spellcheck="false">
           <small id="cfg-model_dir-err" class="field-error" role="alert" hidden></small>
         </div>
-        <h2 data-i18n="train.preset">Preset</h2>
-        <div class="row" role="group" aria-label="Preset" data-i18n-aria="train.preset">
+        <h2 data-i18n="train.preset">Quick settings</h2>
+        <div class="row" role="group" aria-label="Quick settings" data-i18n-aria="train.preset">
           <button type="button" class="preset" data-preset="full" data-i18n="train.preset_full">Full fine-tune</button>
           <button type="button" class="preset" data-preset="lora" data-i18n="train.preset_lora">LoRA</button>
         </div>
+        <h2 data-i18n="train.presets">Saved presets</h2>
+        <div class="row">
+          <label for="train-preset-pick" class="sr-only" data-i18n="train.preset_pick">Preset</label>
+          <select id="train-preset-pick" class="grow"></select>
+          <button type="button" id="train-preset-load" data-i18n="train.preset_load">Load</button>
+          <button type="button" id="train-preset-delete" class="danger" data-i18n="train.preset_delete">Delete</button>
+        </div>
+        <label for="train-preset-name" data-i18n="train.preset_name">Save the current settings as</label>
+        <div class="row">
+          <input id="train-preset-name" type="text" maxlength="64" autocomplete="off" class="grow">
+          <button type="button" id="train-preset-save" data-i18n="train.preset_save">Save</button>
+        </div>
+        <p id="train-preset-msg" class="muted" role="status"></p>
       </div>
       <div class="card">
         <h2 data-i18n="train.dataset">Dataset</h2>
@@ -40,23 +72,30 @@ export function mount(el) {
         </div>
         <div class="row">
           <label for="train-upload" class="sr-only" data-i18n="train.upload_file">Dataset file to upload</label>
-          <input id="train-upload" type="file" accept=".csv,.jsonl,.json,.parquet">
+          <input id="train-upload" type="file" accept=".csv,.jsonl,.json">
           <button type="button" id="train-upload-btn" data-i18n="train.upload">Upload</button>
         </div>
         <div class="row">
           <button type="button" id="train-validate" data-i18n="train.validate">Validate</button>
           <button type="button" id="train-preview" data-i18n="train.preview">Preview samples</button>
         </div>
-        <div id="train-dataset-out" class="dataset-out" aria-live="polite"></div>
+        <details id="train-formats" class="group"><summary data-i18n="train.formats">Which file formats work?</summary>
+          <div id="train-formats-list"></div></details>
       </div>
     </div>
+    <div id="train-dataset-out" class="grid2 dataset-results">
+      <div id="train-report" class="card dataset-out" aria-live="polite" hidden></div>
+      <div id="train-samples" class="card dataset-out" hidden></div>
+    </div>
     <form id="train-form" class="card" novalidate>
-      <h2 data-i18n="train.settings">Training settings</h2>
+      <div class="row spread"><h2 data-i18n="train.settings">Training settings</h2>
+        <button type="button" id="train-reset" class="ghost" data-i18n="train.reset">Reset to defaults</button></div>
       <div id="train-fields"><p class="muted" data-i18n="common.loading">Loading…</p></div>
       <div id="train-error" class="error" role="alert" hidden></div>
+      <p id="train-start-why" class="muted start-why" hidden></p>
       <div class="row end">
         <button type="button" id="train-stop" class="danger" data-i18n="train.stop" disabled>Stop</button>
-        <button type="submit" id="train-start" class="primary" data-i18n="train.start">Start training</button>
+        <button type="submit" id="train-start" class="primary" data-i18n="train.start" aria-describedby="train-start-why">Start training</button>
       </div>
     </form>`;
   root.querySelector("#train-form").addEventListener("submit", (e) => { e.preventDefault(); startRun(); });
@@ -64,27 +103,120 @@ export function mount(el) {
   root.querySelector("#train-upload-btn").addEventListener("click", upload);
   root.querySelector("#train-validate").addEventListener("click", validate);
   root.querySelector("#train-preview").addEventListener("click", preview);
-  root.querySelector("#train-dataset").addEventListener("change", () => { root.querySelector("#train-dataset-out").replaceChildren(); });
-  for (const b of root.querySelectorAll("[data-preset]")) b.addEventListener("click", () => applyPreset(b.dataset.preset));
-  monitor.onStatus((s) => {
-    root.querySelector("#train-stop").disabled = !monitor.canStop(s);
-    root.querySelector("#train-start").disabled = monitor.isLive(s);
+  root.querySelector("#train-reset").addEventListener("click", () => { form?.reset(); afterChange(); });
+  root.querySelector("#train-preset-load").addEventListener("click", loadPreset);
+  root.querySelector("#train-preset-save").addEventListener("click", savePreset);
+  root.querySelector("#train-preset-delete").addEventListener("click", deletePreset);
+  root.querySelector("#train-dataset").addEventListener("change", () => {
+    for (const id of ["#train-report", "#train-samples"]) clearOut(id);
   });
+  // Every change is remembered (and may change which fields apply); preset names are not settings.
+  for (const type of ["input", "change"]) {
+    root.addEventListener(type, (event) => { if (!event.target.closest("#train-preset-name, #train-upload")) afterChange(); });
+  }
+  for (const b of root.querySelectorAll("[data-preset]")) b.addEventListener("click", () => applyPreset(b.dataset.preset));
+  monitor.onStatus(showRunState);
+  onReuse((config, name) => {
+    pendingSettings = { config, name };
+    if (ready) applyPending();
+  });
+  renderFormats();
+}
+
+/** Start is off while a run is active, and the page says why (and which run). */
+function showRunState(s) {
+  const live = monitor.isLive(s);
+  root.querySelector("#train-stop").disabled = !monitor.canStop(s);
+  root.querySelector("#train-start").disabled = live || !form;
+  const why = root.querySelector("#train-start-why");
+  why.hidden = !live;
+  why.textContent = live ? t("train.busy", { name: s.config?.run_name || s.run_id }) : "";
+}
+
+function notice(text) {
+  const box = root.querySelector("#train-notice");
+  box.hidden = !text;
+  box.textContent = text || "";
+}
+
+function clearOut(id) {
+  const box = root.querySelector(id);
+  box.hidden = true;
+  box.replaceChildren();
+}
+
+function showOut(id, html) {
+  const box = root.querySelector(id);
+  box.hidden = false;
+  box.innerHTML = html;
 }
 
 function applyPreset(name) {
-  form?.apply(PRESETS[name]);
+  form?.apply(QUICK_SETTINGS[name]);
   for (const b of root.querySelectorAll("[data-preset]")) b.setAttribute("aria-pressed", String(b.dataset.preset === name));
+  afterChange();
+}
+
+/** The format the file will be read as: the chosen one, or the detected one of the picked dataset. */
+function effectiveFormat() {
+  const chosen = root.querySelector("#cfg-template_mode")?.value || "auto";
+  if (chosen !== "auto") return chosen;
+  return datasets.find((d) => d.name === root.querySelector("#train-dataset").value)?.format || null;
+}
+
+function afterChange() {
+  if (!form) return;
+  const fmt = effectiveFormat();
+  form.showField("column_name", !fmt || fmt === "column");
+  if (ready) localStorage.setItem(SETTINGS_KEY, JSON.stringify(currentSettings()));
+}
+
+function currentSettings() {
+  return { model_dir: modelDir(), csv_path: root.querySelector("#train-dataset").value, ...form.values() };
+}
+
+/** Fills the pickers and the form from a config (defaults for every field it leaves out). */
+function applySettings(config) {
+  const { model_dir: model, csv_path: dataset, ...values } = config;
+  const select = root.querySelector("#train-model");
+  const hub = root.querySelector("#train-model-hub");
+  const option = [...select.options].find((o) => o.value === model || o.dataset.id === model);
+  if (option) { select.value = option.value; hub.value = ""; } else if (model) hub.value = model;
+  const sets = root.querySelector("#train-dataset");
+  const name = (dataset || "").replace(/^datasets\//, "");
+  if ([...sets.options].some((o) => o.value === name)) sets.value = name;
+  form.reset();
+  form.apply(values);
+  for (const b of root.querySelectorAll("[data-preset]")) b.removeAttribute("aria-pressed");
+  afterChange();
+}
+
+function applyPending() {
+  const { config, name } = pendingSettings;
+  pendingSettings = null;
+  const { resume_from: _r, run_name: _n, notes: _notes, ...settings } = config;  // a new run, not the old one
+  applySettings(settings);
+  notice(t("train.reused", { name }));
+  window.scrollTo(0, 0);
+}
+
+function restoreSettings() {
+  if (pendingSettings) { applyPending(); return; }
+  let saved = null;
+  try { saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) || "null"); } catch { /* a broken entry: defaults */ }
+  if (!saved || typeof saved !== "object") return;
+  applySettings(saved);
+  notice(t("train.restored"));
 }
 
 async function loadModels() {
-  const models = await api("/available_models");
+  const [models, names] = await Promise.all([api("/available_models"), runNames()]);
   const select = root.querySelector("#train-model");
   const group = (kind, key) => {
     const items = models.filter((m) => m.kind === kind);
     if (!items.length) return "";
     return `<optgroup label="${escapeHtml(t(key))}">${items.map((m) =>
-      `<option value="${escapeHtml(m.path)}" data-id="${escapeHtml(m.id)}">${escapeHtml(m.name)}</option>`).join("")}</optgroup>`;
+      `<option value="${escapeHtml(m.path)}" data-id="${escapeHtml(m.id)}">${escapeHtml(names.has(m.id) ? `${names.get(m.id)} (${m.name})` : m.name)}</option>`).join("")}</optgroup>`;
   };
   const previous = select.value;
   select.innerHTML = group("local", "train.models_local") + group("run", "train.models_runs");
@@ -94,12 +226,13 @@ async function loadModels() {
 }
 
 async function loadDatasets(selectName) {
-  const sets = await api("/available_datasets");
+  datasets = await api("/available_datasets");
   const select = root.querySelector("#train-dataset");
   const previous = selectName || select.value;
-  select.innerHTML = sets.map((d) => `<option value="${escapeHtml(d.name)}">${escapeHtml(d.name)}
-    (${escapeHtml(d.format || "?")}, ${bytes(d.size_bytes)})</option>`).join("");
-  if (previous && sets.some((d) => d.name === previous)) select.value = previous;
+  select.innerHTML = datasets.map((d) => `<option value="${escapeHtml(d.name)}">${escapeHtml(d.name)}
+    (${escapeHtml(d.format ? optionLabel("template_mode", d.format) : t("train.format_unknown"))}, ${bytes(d.size_bytes)})</option>`).join("");
+  if (previous && datasets.some((d) => d.name === previous)) select.value = previous;
+  afterChange();
 }
 
 async function loadForm() {
@@ -112,6 +245,14 @@ async function loadForm() {
     return;
   }
   form = buildForm(box, schema);
+}
+
+/** Each format by what it is, with an example file. */
+function renderFormats() {
+  root.querySelector("#train-formats-list").innerHTML = FORMATS.map((f) => `
+    <div class="format" data-format="${f}"><h3>${escapeHtml(optionLabel("template_mode", f))}</h3>
+      <p class="muted">${escapeHtml(t(`format.help.${f}`))}</p>
+      <pre class="example" aria-label="${escapeHtml(t("train.example"))}">${escapeHtml(FORMAT_EXAMPLES[f])}</pre></div>`).join("");
 }
 
 function modelDir() {
@@ -175,20 +316,21 @@ async function startRun() {
   }
 }
 
+/** Uploads the file, then checks it at once and says what was found (or why it cannot be trained on). */
 async function upload() {
   const input = root.querySelector("#train-upload");
-  const out = root.querySelector("#train-dataset-out");
   if (!input.files.length) { input.click(); return; }
   const data = new FormData();
   data.append("file", input.files[0]);
-  out.innerHTML = `<p class="muted">${escapeHtml(t("train.uploading"))}</p>`;
+  clearOut("#train-samples");
+  showOut("#train-report", `<p class="muted">${escapeHtml(t("train.uploading"))}</p>`);
   try {
     const saved = await api("/datasets/upload", { method: "POST", form: data });
     await loadDatasets(saved.name);
-    out.innerHTML = `<p class="ok">${escapeHtml(t("train.uploaded", { name: saved.name }))}</p>`;
     input.value = "";
+    await validate({ uploaded: saved.name });
   } catch (err) {
-    out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
+    showOut("#train-report", `<p class="error" role="alert">${escapeHtml(err.message)}</p>`);
   }
 }
 
@@ -198,18 +340,23 @@ function problemHtml(p) {
   return `<li class="${escapeHtml(p.severity)}">${where ? `<strong>${escapeHtml(where)}</strong>: ` : ""}${escapeHtml(p.message)}</li>`;
 }
 
-/** The /datasets/validate report: counts, token statistics, and every problem with its row. */
-function reportHtml(r) {
-  const rows = [["train.format", r.format], ["train.rows", r.rows], ["train.samples", r.samples],
-    ["train.errors", r.error_count], ["train.warnings", r.warning_count]];
+/** The /datasets/validate report: what was found, counts, token statistics, every problem with its row. */
+function reportHtml(r, { uploaded = null, hubModel = false } = {}) {
+  const format = r.format ? `${optionLabel("template_mode", r.format)} (${r.format})` : t("train.format_unknown");
+  const rows = [["train.format", format], ["train.rows", num(r.rows, 0)], ["train.samples", num(r.samples, 0)],
+    ["train.errors", num(r.error_count, 0)], ["train.warnings", num(r.warning_count, 0)]];
   const tok = r.tokens;
   if (tok) {
-    rows.push(["train.tokens", `p50 ${tok.p50} · p95 ${tok.p95} · max ${tok.max}`]);
-    rows.push(["train.over_chunk", t("train.over_chunk_value", { n: tok.over_chunk_size, chunk: tok.chunk_size })]);
+    rows.push(["train.tokens", `p50 ${num(tok.p50, 0)} · p95 ${num(tok.p95, 0)} · max ${num(tok.max, 0)}`]);
+    rows.push(["train.over_chunk", t("train.over_chunk_value", { n: num(tok.over_chunk_size, 0), chunk: num(tok.chunk_size, 0) })]);
   }
   const problems = [...(r.errors || []), ...(r.warnings || [])];
-  return `<h3>${escapeHtml(t("train.report"))} <span id="train-report-verdict" class="${r.ok ? "good" : "bad"}">${escapeHtml(r.ok ? t("train.valid") : t("train.has_errors"))}</span></h3>
+  const found = uploaded && !r.ok ? `<p class="error">${escapeHtml(t("train.upload_bad", { name: uploaded }))}</p>`
+    : uploaded ? `<p class="ok">${escapeHtml(t("train.uploaded", { name: uploaded }))}</p>` : "";
+  return `${found}<h3>${escapeHtml(t("train.report"))} <span id="train-report-verdict" class="${r.ok ? "good" : "bad"}">${escapeHtml(r.ok ? t("train.valid") : t("train.has_errors"))}</span></h3>
+    <p id="train-found">${escapeHtml(t("train.found", { format, rows: num(r.rows, 0), samples: num(r.samples, 0) }))}</p>
     <dl class="facts">${rows.map(([k, v]) => `<dt>${escapeHtml(t(k))}</dt><dd>${escapeHtml(v ?? "–")}</dd>`).join("")}</dl>
+    ${hubModel ? `<p class="muted" id="train-tokens-note">${escapeHtml(t("train.tokens_local_only"))}</p>` : ""}
     ${problems.length ? `<ul class="problems">${problems.map(problemHtml).join("")}</ul>` : ""}`;
 }
 
@@ -219,8 +366,7 @@ function modelForData() {
   return root.querySelector("#train-model").selectedOptions[0]?.dataset.id || null;
 }
 
-async function validate() {
-  const out = root.querySelector("#train-dataset-out");
+async function validate({ uploaded = null } = {}) {
   const name = root.querySelector("#train-dataset").value;
   if (!name) return;
   const body = { dataset: name };
@@ -230,16 +376,19 @@ async function validate() {
   }
   const model = modelForData();
   if (model) body.model = model;
-  out.innerHTML = `<p class="muted">${escapeHtml(t("train.validating"))}</p>`;
+  showOut("#train-report", `<p class="muted">${escapeHtml(t("train.validating"))}</p>`);
   try {
-    out.innerHTML = reportHtml(await api("/datasets/validate", { method: "POST", body }));
+    const report = await api("/datasets/validate", { method: "POST", body });
+    showOut("#train-report", reportHtml(report, { uploaded, hubModel: !model }));
   } catch (err) {
-    out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
+    // A file that cannot be read at all: the same report heading, with the reason (it names what was found).
+    const lead = uploaded ? `<p class="error">${escapeHtml(t("train.upload_bad", { name: uploaded }))}</p>` : "";
+    showOut("#train-report", `${lead}<h3>${escapeHtml(t("train.report"))} <span id="train-report-verdict" class="bad">${escapeHtml(t("train.has_errors"))}</span></h3>
+      <p class="error" role="alert">${escapeHtml(err.message)}</p>`);
   }
 }
 
 async function preview() {
-  const out = root.querySelector("#train-dataset-out");
   const name = root.querySelector("#train-dataset").value;
   if (!name) return;
   const params = new URLSearchParams({ n: "5" });
@@ -252,21 +401,91 @@ async function preview() {
   if (model) params.set("model", model);
   try {
     const answer = await api(`/datasets/${encodeURIComponent(name)}/preview?${params}`);
-    out.innerHTML = `<h3>${escapeHtml(t("train.preview"))} <small>(${escapeHtml(answer.format)})</small></h3>
-      ${samplesHtml(answer.samples.map((x) => ({ label: `${t("train.row")} ${x.row}`, segments: x.parts })))}`;
+    showOut("#train-samples", `<h3>${escapeHtml(t("train.samples_title"))} <small>(${escapeHtml(optionLabel("template_mode", answer.format))})</small></h3>
+      ${samplesHtml(answer.samples.map((x) => ({ label: `${t("train.row")} ${x.row}`, segments: x.parts })))}`);
   } catch (err) {
-    out.innerHTML = `<p class="error" role="alert">${escapeHtml(err.message)}</p>`;
+    showOut("#train-samples", `<p class="error" role="alert">${escapeHtml(err.message)}</p>`);
   }
 }
 
-/** Labels in the new language: the generated form and the model groups. */
+// -- saved presets (on the server, shared with `matelix train --preset`) ---------------------------------
+
+function presetMessage(text, isError = false) {
+  const box = root.querySelector("#train-preset-msg");
+  box.textContent = text;
+  box.className = isError ? "error" : "muted";
+}
+
+async function loadPresets(select) {
+  presets = await api("/presets");
+  const pick = root.querySelector("#train-preset-pick");
+  pick.innerHTML = presets.length ? presets.map((p) => `<option value="${escapeHtml(p.name)}">${escapeHtml(p.name)}</option>`).join("")
+    : `<option value="">${escapeHtml(t("train.preset_none"))}</option>`;
+  if (select) pick.value = select;
+  root.querySelector("#train-preset-load").disabled = !presets.length;
+  root.querySelector("#train-preset-delete").disabled = !presets.length;
+}
+
+function loadPreset() {
+  const preset = presets.find((p) => p.name === root.querySelector("#train-preset-pick").value);
+  if (!preset || !form) return;
+  applySettings(preset.config);
+  presetMessage(t("train.preset_loaded", { name: preset.name }));
+}
+
+async function savePreset() {
+  const input = root.querySelector("#train-preset-name");
+  const name = input.value.trim();
+  if (!name || !form) { input.focus(); return; }
+  const { run_name: _n, notes: _notes, ...config } = currentSettings();
+  try {
+    const saved = await api("/presets", { method: "POST", body: { name, config } });
+    await loadPresets(saved.name);
+    input.value = "";
+    presetMessage(t("train.preset_saved", { name: saved.name }));
+  } catch (err) {
+    presetMessage(err.message, true);
+  }
+}
+
+async function deletePreset() {
+  const name = root.querySelector("#train-preset-pick").value;
+  if (!name || !confirm(t("train.preset_confirm_delete", { name }))) return;
+  try {
+    await api(`/presets/${encodeURIComponent(name)}`, { method: "DELETE" });
+    await loadPresets();
+    presetMessage(t("train.preset_deleted", { name }));
+  } catch (err) {
+    presetMessage(err.message, true);
+  }
+}
+
+/** Labels in the new language: the generated form, the model groups, formats and dataset names. */
 export function relabel() {
   form?.relabel();
-  if (loaded) loadModels().catch(() => {});
+  renderFormats();
+  if (loaded) {
+    loadModels().catch(() => {});
+    loadDatasets().catch(() => {});
+    loadPresets(root.querySelector("#train-preset-pick").value).catch(() => {});
+  }
+  showRunState(monitor.lastStatus());
 }
 
 export function show() {
-  if (loaded) { loadModels().catch(() => {}); loadDatasets().catch(() => {}); return; }
+  if (loaded) {
+    loadModels().catch(() => {});
+    loadDatasets().catch(() => {});
+    loadPresets(root.querySelector("#train-preset-pick").value).catch(() => {});
+    return;
+  }
   loaded = true;
-  Promise.all([loadModels(), loadDatasets(), loadForm()]).catch((err) => showGeneralError(err.message));
+  Promise.all([loadModels(), loadDatasets(), loadForm(), loadPresets()])
+    .then(() => {
+      ready = true;
+      restoreSettings();
+      afterChange();
+      showRunState(monitor.lastStatus());
+    })
+    .catch((err) => showGeneralError(err.message));
 }

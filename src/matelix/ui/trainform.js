@@ -4,11 +4,11 @@
    to the field its `param` names. */
 
 import { escapeHtml } from "./format.js";
-import { has, t } from "./i18n.js";
+import { has, language, t } from "./i18n.js";
 
 /** Fields shown outside the folded groups, in this order (the pickers handle model_dir and csv_path). */
-const BASIC = ["train_mode", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
-  "gradient_accumulation_steps", "chunk_size", "template_mode", "column_name"];
+const BASIC = ["run_name", "train_mode", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
+  "gradient_accumulation_steps", "chunk_size", "template_mode", "column_name", "notes"];
 const GROUPS = [
   ["data", ["chat_template", "train_on_prompt", "packing", "shuffle", "sort_by_length", "eval_split", "eval_steps"]],
   ["optim", ["lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed"]],
@@ -20,8 +20,8 @@ const GROUPS = [
 ];
 export const PICKED = new Set(["model_dir", "csv_path"]);
 
-/** Presets set a few fields; everything else keeps its value. */
-export const PRESETS = {
+/** Quick settings set a few fields; everything else keeps its value. */
+export const QUICK_SETTINGS = {
   full: { train_mode: "full", learning_rate: 4e-4 },
   lora: { train_mode: "lora", learning_rate: 2e-4, lora_r: 8, lora_alpha: 16, lora_dropout: 0.05, merge_lora_on_save: true },
 };
@@ -37,7 +37,7 @@ function describeField(name, prop) {
     enum: main.enum || (main.const !== undefined ? [main.const] : null),
     min: main.minimum, max: main.maximum, exclusiveMin: main.exclusiveMinimum, exclusiveMax: main.exclusiveMaximum,
     minLength: main.minLength, maxLength: main.maxLength,
-    default: prop.default, description: prop.description || "",
+    default: prop.default, description: prop.description || "", descriptionDe: prop["x-description-de"] || "",
   };
 }
 
@@ -52,6 +52,22 @@ function label(name) {
   return has(`field.${name}`) ? t(`field.${name}`) : name;
 }
 
+/** The field's help text from the server's schema, in the UI language where the schema has it. */
+function helpText(f) {
+  return language() === "de" && f.descriptionDe ? f.descriptionDe : f.description;
+}
+
+/** What a choice is called in the UI (dataset formats by what they are, other choices in words). */
+export function optionLabel(name, value) {
+  const key = name === "template_mode" ? `format.${value}` : `option.${name}.${value}`;
+  return has(key) ? t(key) : String(value);
+}
+
+function optionsHtml(f) {
+  return `${f.nullable ? `<option value="">–</option>` : ""}${f.enum.map((v) =>
+    `<option value="${escapeHtml(v)}" ${v === f.default ? "selected" : ""}>${escapeHtml(optionLabel(f.name, v))}</option>`).join("")}`;
+}
+
 function inputHtml(f) {
   const id = `cfg-${f.name}`;
   const common = `id="${id}" name="${f.name}" aria-describedby="${id}-help ${id}-err"`;
@@ -61,8 +77,7 @@ function inputHtml(f) {
   }
   let control;
   if (f.type === "enum") {
-    control = `<select ${common}>${f.nullable ? `<option value="">–</option>` : ""}${f.enum.map((v) =>
-      `<option value="${escapeHtml(v)}" ${v === f.default ? "selected" : ""}>${escapeHtml(v)}</option>`).join("")}</select>`;
+    control = `<select ${common}>${optionsHtml(f)}</select>`;
   } else if (f.type === "integer" || f.type === "number") {
     const attrs = [f.min !== undefined && `min="${f.min}"`, f.max !== undefined && `max="${f.max}"`,
       f.type === "integer" ? `step="1"` : `step="any"`].filter(Boolean).join(" ");
@@ -70,6 +85,8 @@ function inputHtml(f) {
       placeholder="${f.nullable && f.default === null ? "–" : ""}">`;
   } else if (f.type === "array") {
     control = `<input type="text" ${common} value="${escapeHtml((f.default || []).join(", "))}" placeholder="q_proj, v_proj">`;
+  } else if (f.maxLength > 2000) {
+    control = `<textarea ${common} rows="2">${escapeHtml(f.default ?? "")}</textarea>`;
   } else {
     control = `<input type="text" ${common} value="${escapeHtml(f.default ?? "")}">`;
   }
@@ -78,7 +95,7 @@ function inputHtml(f) {
 
 function fieldHtml(f) {
   return `<div class="field" data-field="${f.name}">${inputHtml(f)}
-    <small id="cfg-${f.name}-help" class="help">${escapeHtml(f.description)}</small>
+    <small id="cfg-${f.name}-help" class="help">${escapeHtml(helpText(f))}</small>
     <small id="cfg-${f.name}-err" class="field-error" role="alert" hidden></small></div>`;
 }
 
@@ -105,8 +122,13 @@ export function buildForm(el, { fields }) {
     check: () => checkAll(el, fields),
     setError: (name, message) => setError(el, name, message),
     clearErrors: () => fields.forEach((f) => setError(el, f.name, "")),
-    relabel: () => el.querySelectorAll("[data-i18n-field]").forEach((n) => { n.textContent = label(n.dataset.i18nField); }),
+    reset: () => resetValues(el, fields),
+    relabel: () => relabelForm(el, byName),
     has: (name) => byName.has(name),
+    showField: (name, shown) => {
+      const box = el.querySelector(`.field[data-field="${name}"]`);
+      if (box) box.hidden = !shown;
+    },
   };
 }
 
@@ -130,6 +152,30 @@ function readValues(el, fields) {
     if (JSON.stringify(value) !== JSON.stringify(f.default ?? null)) out[f.name] = value;
   }
   return out;
+}
+
+/** Labels, help texts and choice names in the current language (values and errors stay). */
+function relabelForm(el, byName) {
+  el.querySelectorAll("[data-i18n-field]").forEach((n) => { n.textContent = label(n.dataset.i18nField); });
+  for (const f of byName.values()) {
+    const help = el.querySelector(`#cfg-${f.name}-help`);
+    if (help) help.textContent = helpText(f);
+    if (f.type !== "enum") continue;
+    for (const option of el.querySelectorAll(`#cfg-${f.name} option[value]`)) {
+      if (option.value) option.textContent = optionLabel(f.name, option.value);
+    }
+  }
+}
+
+function resetValues(el, fields) {
+  for (const f of fields) {
+    const input = el.querySelector(`#cfg-${f.name}`);
+    if (!input) continue;
+    if (f.type === "boolean") input.checked = Boolean(f.default);
+    else if (f.type === "array") input.value = (f.default || []).join(", ");
+    else input.value = f.default ?? "";
+    setError(el, f.name, "");
+  }
 }
 
 function applyValues(el, byName, values) {
