@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -70,8 +71,10 @@ def test_ctrl_c_stops_gracefully_and_saves_the_model(cli_home, tmp_path, capsys)
 
     threading.Thread(target=interrupt_when_training, daemon=True).start()
     assert run_foreground(config, cli_home) == 0
-    out = capsys.readouterr().out
-    assert "Run stopped" in out
+    captured = capsys.readouterr()
+    assert "Run stopped" in captured.out
+    # One ETA on the bar (the run's own, in the postfix), not tqdm's guess beside it.
+    assert "eta=" in captured.err and not re.search(r"\d\d:\d\d<", captured.err)
     (run,) = list(outputs.iterdir())
     assert (run / "model.safetensors").is_file()
     assert json.loads((run / "status.json").read_text())["state"] == "stopped"

@@ -23,6 +23,9 @@ from matelix.training.preflight import RunRejected
 from matelix.training.presets import PresetError, load_preset
 
 POLL_S = 0.5
+# tqdm's own remaining-time guess is left out: the run's ETA (the worker's, the same the dashboard shows)
+# is in the postfix, so the bar shows one ETA, not two that disagree.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 EXIT_CODES = {"completed": 0, "stopped": 0}
 
 
@@ -83,7 +86,7 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
     since, interrupts = 0, 0
     view: dict = {}
     last_shown: tuple | None = None
-    with tqdm(total=None, unit="step", dynamic_ncols=True, desc="train") as bar:
+    with tqdm(total=None, unit="step", dynamic_ncols=True, desc="train", bar_format=BAR_FORMAT) as bar:
         while True:
             try:
                 for line in reader.read(since, 1000):
