@@ -35,8 +35,10 @@ def test_a_models_own_template_is_used_for_chat(tiny_model_dir):
     r = render_spans(CHAT, tok, "own")
     assert r.text == "[system]Sei nett.\n[user]Hallo\n[assistant]Hi!</s>\n"
     assert r.text[r.start:r.end] == "Hi!</s>"
-    # dialogplus always renders with the MaTeLiX dialogplus template
-    assert render_sample(CHAT, tok, "dialogplus").startswith("<|System|>\nSei nett.\n</s>\n")
+    # dialogplus threads render through the model's own template too (its own end-of-turn token)
+    assert template_style(tok, "dialogplus") == "own"
+    assert render_sample(CHAT, tok, "dialogplus") == r.text
+    assert render_sample(CHAT, None, "dialogplus").startswith("<|System|>\nSei nett.\n</s>\n")
 
 
 def test_column_text_ends_with_eos(tiny_model_dir):

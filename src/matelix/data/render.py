@@ -2,7 +2,7 @@
 
 Chat samples render with the tokenizer's chat template, so training sees what inference will. The MaTeLiX
 templates are rendered directly with `render_message` (same text, no Jinja per sample); any other template
-goes through `apply_chat_template`. `dialogplus` always renders with the MaTeLiX dialogplus template.
+goes through `apply_chat_template`, threads of the `dialogplus` format included.
 """
 
 from __future__ import annotations
@@ -31,14 +31,20 @@ def eos_of(tokenizer) -> str:
 
 
 def template_style(tokenizer, template_mode: str) -> str:
-    """`column`, `chat`, `dialogplus` (MaTeLiX, rendered directly) or `own` (the tokenizer's own template)."""
+    """`column`, `chat`, `dialogplus` (MaTeLiX, rendered directly) or `own` (the tokenizer's own template).
+
+    Threads (`chat`, `dialogplus`) render through a model's own template when it has one; `dialogplus`'s
+    per-turn separator is then the template's own end-of-turn token, which it puts after every turn."""
     mode = render_mode_of(template_mode)
-    if mode != "chat":
+    if mode == "column":
         return mode
     template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
     if not template:
-        return "chat"
-    return _MATELIX_TEMPLATES.get(template, "own")
+        return mode
+    ours = _MATELIX_TEMPLATES.get(template)
+    if ours is None:
+        return "own"
+    return mode if mode == "dialogplus" else ours
 
 
 def render_spans(sample: Sample, tokenizer, style: str, *, train_on_prompt: bool = False) -> Rendered:

@@ -1,4 +1,5 @@
-"""The MaTeLiX chat format: role tokens, pad token and a Jinja chat template set on the tokenizer.
+"""The MaTeLiX chat format (role tokens, pad token, a Jinja chat template) and the tokenizer setup that
+decides between it and a model's own template.
 
 Each message renders as `<|Role|>\\n{content}\\n`. In `chat` mode an assistant message is closed by
 `{eos}\\n`; in `dialogplus` mode every message is. The generation prompt is `<|Assistentin|>\\n`.
@@ -46,13 +47,30 @@ def render_message(role: str, content: str, eos: str, mode: TemplateMode = "chat
     return text
 
 
-def setup_tokenizer(tokenizer, mode: TemplateMode = "chat", *, force_template: bool = False) -> list[str]:
-    """Add role tokens (special, never split) and a distinct pad token; install the MaTeLiX template.
+def uses_own_template(tokenizer, *, force_template: bool = False) -> bool:
+    """True when the tokenizer brings a chat template of its own (not a MaTeLiX one) and it is kept."""
+    current = getattr(tokenizer, "chat_template", None)
+    ours = current in (matelix_chat_template("chat"), matelix_chat_template("dialogplus"))
+    return bool(current) and not ours and not force_template
 
-    The template is installed when the tokenizer has none, when it has the other MaTeLiX template (so a
-    `dialogplus` run saves the dialogplus template it trained with), or when `force_template` is set.
-    Returns the tokens that were added (the caller resizes embeddings when this is non-empty).
+
+def setup_tokenizer(tokenizer, mode: TemplateMode = "chat", *, force_template: bool = False) -> list[str]:
+    """Prepare a tokenizer for training and serving; returns the tokens added (the caller resizes the
+    embeddings when this is non-empty).
+
+    A model with a chat template of its own trains and serves with it: nothing is added. Padding then uses
+    an existing token (the pad token, else EOS): padded positions have label -100 and attention mask 0, and
+    packed rows have no padding inside, so it is never learned. The embedding matrix keeps its size, tied
+    embeddings stay tied, and LoRA touches only its adapters.
+
+    Otherwise (no template, a MaTeLiX one, or `force_template`) the MaTeLiX format is installed: role tokens
+    (special, never split), a distinct pad token, and the template for `mode`, so a `dialogplus` run saves
+    the dialogplus template it trained with.
     """
+    if uses_own_template(tokenizer, force_template=force_template):
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        return []
     vocab = tokenizer.get_vocab()
     new_specials = [t for t in ROLE_TOKENS.values() if t not in vocab]
     needs_pad = tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token
@@ -63,9 +81,5 @@ def setup_tokenizer(tokenizer, mode: TemplateMode = "chat", *, force_template: b
         tokenizer.add_special_tokens({"extra_special_tokens": roles}, replace_extra_special_tokens=False)
     if needs_pad:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-    current = getattr(tokenizer, "chat_template", None)
-    ours = current in (matelix_chat_template("chat"), matelix_chat_template("dialogplus"))
-    if force_template or not current or ours:
-        tokenizer.chat_template = matelix_chat_template(mode)
+    tokenizer.chat_template = matelix_chat_template(mode)
     return new_specials
-

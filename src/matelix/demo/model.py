@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matelix.data.template import PAD_TOKEN, ROLE_TOKENS, matelix_chat_template
-from matelix.demo import DEMO_DATASETS, demo_data_path
+from matelix.demo import SEED_DEMO_DATASETS, demo_data_path
 
 BOS, EOS = "<s>", "</s>"
 SPECIAL_TOKENS = [BOS, EOS, PAD_TOKEN, *ROLE_TOKENS.values()]
@@ -37,7 +37,7 @@ class TinyLlamaSpec:
 
 def demo_texts() -> Iterator[str]:
     """Every text cell of the bundled demo datasets (the tokenizer's training corpus)."""
-    for name in DEMO_DATASETS:
+    for name in SEED_DEMO_DATASETS:
         with demo_data_path(name).open(encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
                 for key in ("text", "system", "Benutzer", "Kontext", "Assistentin"):

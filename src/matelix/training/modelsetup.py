@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from matelix.catalog import MODEL_MARKERS
-from matelix.data.template import setup_tokenizer
+from matelix.data.template import setup_tokenizer, uses_own_template
 from matelix.training.config import TrainConfig
 from matelix.training.embeddings import resize_with_mean_init
 from matelix.training.rundir import FINAL_SAVE_TMP
@@ -62,6 +62,11 @@ def prepare_tokenizer(tokenizer, config: TrainConfig, render_mode: str) -> list[
     """Role tokens, pad token and chat template (the seed's template setup); returns the tokens added."""
     mode = "dialogplus" if render_mode == "dialogplus" else "chat"
     return setup_tokenizer(tokenizer, mode, force_template=config.chat_template == "matelix")
+
+
+def template_choice(tokenizer) -> str:
+    """`own` when the run trains (and serves) with the model's own chat template, else `matelix`."""
+    return "own" if uses_own_template(tokenizer) else "matelix"
 
 
 def load_model(source: str | Path, placement: Placement, config: TrainConfig, *, trust_remote_code: bool = False):

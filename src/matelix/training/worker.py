@@ -115,13 +115,14 @@ def divert_transformers_logging(rundir: RunDir) -> None:
 
 def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     """Run the whole job; returns the final state (`completed` or `stopped`)."""
-    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers import PrinterCallback, set_seed
     from transformers.utils import logging as hf_logging
 
     from matelix.settings import Settings
     from matelix.training import dataprep, modelsetup
     from matelix.training.callbacks import LivePreviewCallback, RecordingCollator, StatusCallback
     from matelix.training.preflight import resolve_run
+    from matelix.training.trainer import LabTrainer
 
     hf_logging.disable_progress_bar()  # redrawn bars are noise in a log file
     divert_transformers_logging(rundir)
@@ -141,8 +142,10 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     tokenizer = modelsetup.load_tokenizer(resume or resolved.model_source,
                                           trust_remote_code=settings.trust_remote_code)
     added = modelsetup.prepare_tokenizer(tokenizer, config, render_mode)
-    if added:
-        log(f"Added tokens: {', '.join(added)}")
+    template = modelsetup.template_choice(tokenizer)
+    log(f"Chat template: {template}" + (f"; added tokens: {', '.join(added)}" if added else "; no tokens added"))
+    if is_main:
+        rundir.update_status(chat_template=template)
     model = modelsetup.load_model(resolved.model_source, placement, config,
                                   trust_remote_code=settings.trust_remote_code)
     grew = modelsetup.grow_vocabulary(model, tokenizer)
@@ -175,7 +178,7 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
                                              prompt_ids=_preview_prompt_ids(tokenizer, config, render_mode),
                                              every=config.preview_steps,
                                              max_new_tokens=config.preview_max_new_tokens, log=log))
-    trainer = Trainer(model=model, args=args, train_dataset=examples.train,
+    trainer = LabTrainer(model=model, args=args, train_dataset=examples.train,
                       eval_dataset=examples.eval if evaluate else None, data_collator=recorder,
                       processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # StatusCallback logs a formatted line per logging step
@@ -188,6 +191,14 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     if is_main:
         rundir.update_status(phase="training", train_examples=examples.stats.get("examples"),
                              train_rows=len(examples.train))
+    if is_main and config.nproc == 1 and resume is None:
+        from matelix.training.trainer import measure_micro_step, planned_steps
+
+        step_s = measure_micro_step(trainer) * config.gradient_accumulation_steps
+        total = planned_steps(len(examples.train), config)
+        log(f"Warm-up step: {step_s:.1f} s per optimizer step -> about {step_s * total / 60:.1f} min "
+            f"for {total} steps")
+        rundir.update_status(eta_seconds=step_s * total, total_steps=total, warmup_step_seconds=step_s)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     state = "stopped" if status_cb.stopped else "completed"
     log(f"Training {'stopped' if state == 'stopped' else 'finished'} at step {trainer.state.global_step}: "

@@ -1,0 +1,194 @@
+"""LoRA on the real SmolLM2-135M-Instruct: the lab's training path vs a plain HF Trainer + peft, in one run.
+
+    python bench/real_model.py [--steps 3] [--batch-size 4] [--chunk-size 512] [--checkpointing both|on|off]
+
+Both sides train the same conversations of `datasets/demo_chat.csv` (rendered with the model's own ChatML
+template by the lab's data library, assistant-only labels) with the same hyperparameters (LoRA r 8 on all
+seven projections, fp32, AdamW, lr 2e-4):
+  * lab: packed rows (PackedCollator), `LabTrainer` (head + loss on trained positions only, in chunks);
+  * baseline: `Trainer` + `DataCollatorForSeq2Seq` (each batch padded to its longest sample), the model's
+    own loss over full logits.
+Each variant runs in a fresh child process (peak RSS = VmHWM of that process) for the examples that fill
+`--steps` packed steps; the baseline trains the same examples in padded batches. Reported: all tokens/s
+(padding included), real tokens/s, trained tokens/s, peak RSS, MFU (4·N·real tokens/s over the measured
+fp32 matmul peak: LoRA's backward skips the frozen weights' gradients) and the held-out loss after
+training (the same 16 held-out examples, one loss function for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+HELDOUT = 16
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def examples_for(model_dir: Path, chunk_size: int):
+    from transformers import AutoTokenizer
+
+    from matelix.data import load_dataset, tokenize_samples
+    from matelix.data.template import setup_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert setup_tokenizer(tokenizer) == []  # its own template: nothing added
+    loaded = load_dataset(ROOT / "src/matelix/demo/data/demo_chat.csv")
+    out = tokenize_samples(loaded.samples, tokenizer, template_mode="auto", chunk_size=chunk_size)
+    return tokenizer, out.examples
+
+
+class Counting:
+    """Counts all tokens (padding included), real tokens and trained tokens of the batches it builds."""
+
+    def __init__(self, collator, pad_id: int):
+        self.collator, self.pad_id = collator, pad_id
+        self.all = self.real = self.trained = 0
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        self.all += batch["input_ids"].numel()
+        mask = batch.get("attention_mask")
+        self.real += int(mask.sum()) if mask is not None else sum(len(f["input_ids"]) for f in features)
+        self.trained += int((batch["labels"][:, 1:] != -100).sum())
+        return batch
+
+
+def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldout: list, batch: int,
+          pad_id: int, out) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from matelix.data.packing import PackedCollator, pack_examples
+    from matelix.training.trainer import LabTrainer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                             "gate_proj", "up_proj", "down_proj"]))
+    if variant == "lab":
+        rows = pack_examples(train, max(len(e["input_ids"]) for e in train))
+        collator = Counting(PackedCollator(pad_id), pad_id)
+        trainer_cls = LabTrainer
+    else:
+        rows = train
+        collator = Counting(DataCollatorForSeq2Seq(None, padding=True, label_pad_token_id=-100), pad_id)
+        trainer_cls = Trainer
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch, num_train_epochs=1,
+                                 learning_rate=2e-4, lr_scheduler_type="constant", logging_steps=1000,
+                                 save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
+                                 remove_unused_columns=False, train_sampling_strategy="sequential",
+                                 dataloader_num_workers=0)
+        trainer = trainer_cls(model=model, args=args, train_dataset=rows, data_collator=collator)
+        t = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t
+    model.eval()
+    losses = []
+    plain = DataCollatorForSeq2Seq(None, padding=True, label_pad_token_id=-100)
+    with torch.no_grad():
+        for e in heldout:
+            b = plain([e])
+            losses.append(float(model(**b).loss))
+    out.put({"variant": variant, "checkpointing": checkpointing, "seconds": seconds, "steps":
+             trainer.state.global_step, "all_tokens": collator.all, "real_tokens": collator.real,
+             "trained_tokens": collator.trained, "peak_rss_mib": peak_rss_mib(),
+             "heldout_loss": sum(losses) / len(losses),
+             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+             "params": sum(p.numel() for p in model.parameters())})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models/smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=3, help="packed optimizer steps of the lab side")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--checkpointing", choices=["both", "on", "off"], default="both")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if not (args.model / "config.json").is_file():
+        print(f"{args.model} missing: run `make demo` (or matelix demo-assets) first", file=sys.stderr)
+        return 2
+    from matelix.data.packing import pack_examples
+
+    tokenizer, examples = examples_for(args.model, args.chunk_size)
+    heldout, pool = examples[-HELDOUT:], examples[:-HELDOUT]
+    # the examples that fill `steps` packed rows of batch_size
+    want = args.steps * args.batch_size
+    n = len(pool)
+    while n > 1 and len(pack_examples(pool[:n], args.chunk_size)) > want:
+        n -= 1
+    train = pool[:n]
+    peak = matmul_peak_gflops()
+    modes = {"both": [True, False], "on": [True], "off": [False]}[args.checkpointing]
+    ctx = mp.get_context("spawn")
+    results = []
+    for checkpointing in modes:
+        for variant in ("lab", "baseline"):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=child, args=(variant, checkpointing, str(args.model), train, heldout,
+                                                   args.batch_size, tokenizer.pad_token_id, queue))
+            proc.start()
+            r = queue.get()
+            proc.join()
+            r["all_tps"] = r["all_tokens"] / r["seconds"]
+            r["real_tps"] = r["real_tokens"] / r["seconds"]
+            r["trained_tps"] = r["trained_tokens"] / r["seconds"]
+            r["mfu"] = 4 * r["params"] * r["real_tps"] / (peak * 1e9)
+            results.append(r)
+            print(f"  {variant:8s} checkpointing {'on ' if checkpointing else 'off'}: {r['seconds']:.1f} s, "
+                  f"{r['real_tps']:.1f} real tok/s, peak {r['peak_rss_mib']:.0f} MiB", flush=True)
+    print(f"\n{len(train)} conversations, {sum(len(e['input_ids']) for e in train):,} tokens; held-out "
+          f"{HELDOUT}; matmul peak {peak:.0f} GFLOP/s")
+    print(f"{'variant':10s} {'ckpt':4s} {'steps':>5s} {'all tok/s':>9s} {'real tok/s':>10s} {'trained/s':>9s} "
+          f"{'peak MiB':>8s} {'MFU':>6s} {'held-out':>8s} {'trainable':>10s}")
+    for r in results:
+        print(f"{r['variant']:10s} {'on' if r['checkpointing'] else 'off':4s} {r['steps']:5d} {r['all_tps']:9.1f} "
+              f"{r['real_tps']:10.1f} {r['trained_tps']:9.1f} {r['peak_rss_mib']:8.0f} {100 * r['mfu']:5.1f}% "
+              f"{r['heldout_loss']:8.4f} {r['trainable']:10,}")
+    for checkpointing in modes:
+        lab, base = (next(r for r in results if r["variant"] == v and r["checkpointing"] == checkpointing)
+                     for v in ("lab", "baseline"))
+        print(f"checkpointing {'on ' if checkpointing else 'off'}: lab/baseline real tokens/s "
+              f"{lab['real_tps'] / base['real_tps']:.2f}x, peak RSS {lab['peak_rss_mib'] / base['peak_rss_mib']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"peak_gflops": peak, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The lab's `Trainer`: HF's Trainer with a causal-LM loss that never materialises the full logits.
+
+The decoder runs as usual (LoRA layers, gradient checkpointing and packing's position ids included); the
+output head and the loss then run on the trained positions only, in chunks (`chunked_loss`). A DDP-wrapped
+model (nproc > 1) must be called through its wrapper, so there the model computes logits for the trained
+positions only (`logits_to_keep` mask) and the loss is taken from them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from transformers import Trainer
+
+from matelix.training.chunked_loss import linear_cross_entropy, trained_positions
+
+
+def _causal_lm(model):
+    """The transformers model under peft/DDP wrappers, or None when `model` is wrapped by DDP (which must
+    be called as a whole so gradients are reduced)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+class LabTrainer(Trainer):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        keep, targets = trained_positions(labels)
+        base = _causal_lm(model)
+        decoder = getattr(base, "model", None) if base is not None else None
+        head = base.get_output_embeddings() if base is not None else None
+        if decoder is not None and isinstance(head, torch.nn.Linear) and head.bias is None:
+            hidden = decoder(**inputs, use_cache=False).last_hidden_state  # (B, T, H)
+            total = linear_cross_entropy(hidden[keep], head.weight, targets)
+        else:
+            logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (N, V)
+            total = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else max(int(targets.numel()), 1)
+        if isinstance(count, torch.Tensor):
+            count = count.to(total.device)
+        loss = total / count
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1 \
+                and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # the Trainer divides by it again
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+
+def planned_steps(rows: int, config, world_size: int = 1) -> int:
+    """Optimizer steps the Trainer will run for `rows` training rows (what `state.max_steps` becomes)."""
+    if config.max_steps:
+        return config.max_steps
+    batches = math.ceil(rows / (config.per_device_train_batch_size * world_size))
+    per_epoch = max(batches // config.gradient_accumulation_steps, 1)
+    return math.ceil(config.num_train_epochs * per_epoch)
+
+
+def measure_micro_step(trainer: LabTrainer) -> float:
+    """Seconds for one forward + backward of the first training batch, gradients discarded afterwards: the
+    warm-up step the first ETA is estimated from (it also warms allocator and kernels for step 1)."""
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    model.train()
+    start = time.perf_counter()
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return seconds

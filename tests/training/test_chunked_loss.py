@@ -1,0 +1,60 @@
+"""The lab's loss equals transformers' own causal-LM loss (value and gradients) without the full logits."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from matelix.training import chunked_loss
+from matelix.training.chunked_loss import linear_cross_entropy, trained_positions
+from matelix.training.trainer import _causal_lm
+
+
+def _batch(vocab: int):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (2, 24), generator=g)
+    labels = ids.clone()
+    labels[0, :10] = -100  # a prompt
+    labels[1, 15:] = -100  # padding at the end
+    return ids, labels
+
+
+def test_linear_cross_entropy_matches_logits_and_softmax(monkeypatch):
+    monkeypatch.setattr(chunked_loss, "CHUNK", 3)  # several chunks, the last one short
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(10, 8, generator=g, requires_grad=True)
+    weight = torch.randn(50, 8, generator=g, requires_grad=True)
+    targets = torch.randint(0, 50, (10,), generator=g)
+    ours = linear_cross_entropy(hidden, weight, targets)
+    ours.backward()
+    gh, gw = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    ref.backward()
+    assert torch.allclose(ours, ref, atol=1e-4)
+    assert torch.allclose(gh, hidden.grad, atol=1e-5) and torch.allclose(gw, weight.grad, atol=1e-5)
+
+
+def test_trained_positions_shift_the_labels():
+    labels = torch.tensor([[-100, -100, 7, 8, -100]])
+    keep, targets = trained_positions(labels)
+    assert keep.tolist() == [[False, True, True, False, False]]
+    assert targets.tolist() == [7, 8]
+
+
+def test_lab_loss_equals_the_models_own_loss_and_gradients(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    ids, labels = _batch(model.config.vocab_size)
+    ref = model(input_ids=ids, labels=labels).loss
+    ref.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    base = _causal_lm(model)
+    keep, targets = trained_positions(labels)
+    hidden = base.model(input_ids=ids).last_hidden_state
+    ours = linear_cross_entropy(hidden[keep], base.get_output_embeddings().weight, targets) / targets.numel()
+    ours.backward()
+    assert torch.allclose(ours, ref, atol=1e-5)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref_grads[name], atol=1e-5), name
