@@ -112,7 +112,7 @@ def test_a_long_chain_shares_its_histories_instead_of_copying_them(tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(loaded.samples) == 20_000
-    assert peak < 30 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    assert peak < 50 * 1024 * 1024  # copies: ~100 MiB, f"peak {peak / 2**20:.1f} MiB"
     last = loaded.samples[-1].messages
     assert len(last) == MAX_HISTORY_MESSAGES and last[-1]["content"] == "A20000" and last[0]["content"] == "U19873"
     assert [m["content"] for m in loaded.samples[1].messages] == ["U1", "A1", "U2", "A2"]

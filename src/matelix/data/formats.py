@@ -60,5 +60,5 @@ def detect_format_safe(path: Path) -> str | None:
     """detect_format, or None for a file that cannot be read or parsed."""
     try:
         return detect_format(path)
-    except (OSError, ValueError, UnicodeDecodeError, csv.Error):
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error, RecursionError):  # RecursionError: nested too deep
         return None

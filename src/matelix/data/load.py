@@ -13,7 +13,7 @@ from matelix.data.formats import (
     format_of_record,
 )
 from matelix.data.readers import iter_json_records, read_csv
-from matelix.data.samples import DatasetError, LoadedDataset, Problem, Sample
+from matelix.data.samples import DatasetError, LoadedDataset, Problem, Sample, ThreadSample, Turns
 from matelix.data.threads import build_chat_samples
 
 ROLE_ALIASES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant",
@@ -31,11 +31,14 @@ def render_mode_of(template_mode: str) -> str:
     return template_mode if template_mode in ("column", "dialogplus") else "chat"
 
 
-def load_dataset(path: Path, template_mode: str = "auto", column_name: str = "text") -> LoadedDataset:
+def load_dataset(path: Path, template_mode: str = "auto", column_name: str = "text",
+                 max_samples: int | None = None) -> LoadedDataset:
     """Read `path` into samples. `template_mode` forces a format (`auto` detects it from the file).
 
     Raises DatasetError for a file that cannot be read (encoding, quoting, missing columns, unknown mode);
     row-level findings go to `.problems` and the affected rows are skipped or repaired as each message says.
+    `max_samples` stops reading a JSON/JSONL file once that many samples are found (a preview); a CSV is read
+    whole, as a reply may come before its parent, but its samples' histories are built only when read.
     """
     check_template_mode(template_mode)
     path = Path(path)
@@ -47,7 +50,7 @@ def load_dataset(path: Path, template_mode: str = "auto", column_name: str = "te
         raise DatasetError(f"{path.name}: no such dataset file")
     if suffix in CSV_SUFFIXES:
         return _load_csv(path, template_mode, column_name)
-    return _load_records(path, template_mode, column_name)
+    return _load_records(path, template_mode, column_name, max_samples)
 
 
 def _load_csv(path: Path, template_mode: str, column_name: str) -> LoadedDataset:
@@ -84,7 +87,8 @@ def _column_from_cells(name: str, header: list[str], rows: list[tuple[int, list[
                          render_mode="column")
 
 
-def _load_records(path: Path, template_mode: str, column_name: str) -> LoadedDataset:
+def _load_records(path: Path, template_mode: str, column_name: str, max_samples: int | None = None
+                  ) -> LoadedDataset:
     if template_mode in ("chat", "dialogplus"):
         fmt, render = "auto", template_mode
     else:
@@ -106,6 +110,11 @@ def _load_records(path: Path, template_mode: str, column_name: str) -> LoadedDat
                 _chat_record(fmt, record, row, loaded)
         except _RecordProblem as exc:
             loaded.problems.append(Problem(row=row, line=line, severity=exc.severity, message=str(exc)))
+        except RecursionError:  # content parts nested so deeply that reading them recurses too far
+            loaded.problems.append(Problem(row=row, line=line, severity="error",
+                                           message="the record is nested too deeply; skipped"))
+        if max_samples is not None and len(loaded.samples) >= max_samples:
+            break
     if fmt == "auto":
         loaded.format = "column" if render == "column" else "messages"
     loaded.render_mode = render
@@ -173,5 +182,11 @@ def _chat_record(fmt: str, record: dict, row: int, loaded: LoadedDataset) -> Non
     answers = [k for k, m in enumerate(messages) if m["role"] == "assistant" and m["content"]]
     if not answers:
         raise _RecordProblem("no non-empty assistant answer: the record produces no sample", "warning")
+    # The samples share their history (`Turns`): a record of N turns costs N message references, not N * N.
+    turns, last, made = None, 0, []
     for k in answers:
-        loaded.samples.append(Sample(messages=messages[:k + 1], group=group, row=row))
+        for message in messages[last:k + 1]:
+            turns = Turns(turns, (message,))
+        last = k + 1
+        made.append(ThreadSample(turns, "", group=group, row=row))
+    loaded.samples.extend(made)

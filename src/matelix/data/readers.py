@@ -12,6 +12,10 @@ from matelix.data.samples import DatasetError
 
 # Large text cells (long documents in column mode) are legitimate; the stdlib default is 128 KiB.
 csv.field_size_limit(64 * 1024 * 1024)
+# Python's JSON parser recurses once per nesting level and gives up near the interpreter's recursion limit
+# (RecursionError, not ValueError); no dataset record nests anywhere near this deep.
+MAX_JSON_DEPTH = 500
+TOO_DEEP = f"is nested too deeply (more than {MAX_JSON_DEPTH} levels of arrays/objects); not a dataset record"
 
 
 def read_text(path: Path) -> str:
@@ -49,6 +53,27 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return [h.strip() for h in header], rows
 
 
+def too_deep_line(text: str, limit: int = MAX_JSON_DEPTH) -> int:
+    """The line where brackets outside strings first nest deeper than `limit` (1 if they never do)."""
+    depth, line, in_string, escaped = 0, 1, False, False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif escaped:
+            escaped = False
+        elif in_string:
+            escaped, in_string = ch == "\\", ch != '"'
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif ch in "]}":
+            depth -= 1
+    return 1
+
+
 def iter_json_records(path: Path) -> Iterator[tuple[int, int, object]]:
     """`(row, line, record)` for every record of a JSONL file or a JSON array; bad JSON is a DatasetError."""
     text = read_text(path)
@@ -62,12 +87,16 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, int, object]]:
                 record = json.loads(line)
             except ValueError as exc:
                 raise DatasetError(f"{path.name}: line {line_no} (record {row}) is not valid JSON: {exc}") from exc
+            except RecursionError as exc:
+                raise DatasetError(f"{path.name}: line {line_no} (record {row}) {TOO_DEEP}") from exc
             yield row, line_no, record
         return
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise DatasetError(f"{path.name}: not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise DatasetError(f"{path.name}: line {too_deep_line(text)} {TOO_DEEP}") from exc
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

@@ -38,6 +38,10 @@ class Sample:
     group: str = ""
     row: int = 0
 
+    def message_count(self) -> int:
+        """How many messages the sample renders (0 for a text sample), without building a list."""
+        return len(self.messages or ())
+
 
 class Turns:
     """A conversation as a chain of shared prefixes: this node's messages follow its parent's.
@@ -76,6 +80,10 @@ class ThreadSample(Sample):
     def messages(self) -> list[dict]:  # type: ignore[override]
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + self.turns.messages(self.keep)
+
+    def message_count(self) -> int:
+        length = self.turns.length if self.keep is None else min(self.turns.length, self.keep)
+        return length + bool(self.system)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from matelix.data.budget import MAX_STATS_MESSAGES
 from matelix.data.load import check_template_mode, load_dataset, render_mode_of
 from matelix.data.render import render_spans, template_style
 from matelix.data.samples import DatasetError, Problem
@@ -30,6 +31,8 @@ class TokenStats(BaseModel):
     dropped: int = Field(description="samples with nothing left to train")
     tokens: int
     trained_tokens: int
+    measured_samples: int = Field(description="samples these figures cover: all, unless the file has more than "
+                                              f"{MAX_STATS_MESSAGES} messages (then the first samples up to that)")
 
 
 class ValidationReport(BaseModel):
@@ -67,7 +70,7 @@ def token_stats(samples, tokenizer, template_mode: str, chunk_size: int) -> Toke
     """Length percentiles of the full rendered samples, and what chunk_size does to them (one tokenization)."""
     lengths: list[int] = []
     over = examples = dropped = tokens = trained = 0
-    for _, ids, a, b in token_spans(samples, tokenizer, template_mode=template_mode):
+    for _, ids, a, b in token_spans(list(_within_budget(samples)), tokenizer, template_mode=template_mode):
         lengths.append(len(ids))
         windows = cut_windows(len(ids), a, b, chunk_size)
         over += len(ids) > chunk_size and bool(windows)
@@ -78,7 +81,17 @@ def token_stats(samples, tokenizer, template_mode: str, chunk_size: int) -> Toke
     lengths.sort()
     return TokenStats(chunk_size=chunk_size, p50=_percentile(lengths, 0.5), p95=_percentile(lengths, 0.95),
                       max=lengths[-1] if lengths else 0, over_chunk_size=over, examples=examples, dropped=dropped,
-                      tokens=tokens, trained_tokens=trained)
+                      tokens=tokens, trained_tokens=trained, measured_samples=len(lengths))
+
+
+def _within_budget(samples, budget: int = MAX_STATS_MESSAGES):
+    """The first samples whose messages (a text sample counts one) fit in `budget`, at least one."""
+    used = 0
+    for k, sample in enumerate(samples):
+        used += sample.message_count() or 1
+        if used > budget and k:
+            return
+        yield sample
 
 
 def validate_dataset(path: Path, template_mode: str = "auto", tokenizer=None, chunk_size: int = 1024,
@@ -118,7 +131,7 @@ class PreviewSample(BaseModel):
 def preview_samples(path: Path, template_mode: str = "auto", tokenizer=None, n: int = 5,
                     column_name: str = "text", train_on_prompt: bool = False) -> tuple[str, list[PreviewSample]]:
     """The detected format and the first `n` samples rendered exactly as the model sees them."""
-    loaded = load_dataset(path, template_mode, column_name)
+    loaded = load_dataset(path, template_mode, column_name, max_samples=n)
     mode = loaded.render_mode if template_mode == "auto" else template_mode
     style = template_style(tokenizer, mode)
     out = []

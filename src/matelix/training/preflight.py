@@ -91,8 +91,7 @@ def resolve_resume(resume_from: str, settings: Settings) -> Path:
 
 def check_loadable(config: TrainConfig, resolved: ResolvedRun, settings: Settings) -> None:
     """Placement fits the machine, tokenizer loads, dataset parses into at least one sample."""
-    from matelix.data.load import load_dataset
-    from matelix.data.samples import DatasetError
+    from matelix.data.budget import bounded_read
     from matelix.training.modelsetup import SetupError, load_tokenizer, resolve_placement
 
     try:
@@ -110,8 +109,16 @@ def check_loadable(config: TrainConfig, resolved: ResolvedRun, settings: Setting
         raise RunRejected(400, f"model_dir: cannot load a tokenizer from {config.model_dir!r}: "
                           f"{type(exc).__name__}: {str(exc)[:300]}", param="model_dir",
                           code="model_unloadable") from exc
+    with bounded_read():  # one dataset read at a time in the server; its memory is returned afterwards
+        _check_dataset(config, resolved.dataset_path)
+
+
+def _check_dataset(config: TrainConfig, dataset_path: Path) -> None:
+    from matelix.data.load import load_dataset
+    from matelix.data.samples import DatasetError
+
     try:
-        loaded = load_dataset(resolved.dataset_path, config.template_mode, config.column_name)
+        loaded = load_dataset(dataset_path, config.template_mode, config.column_name)
     except DatasetError as exc:
         raise RunRejected(400, f"csv_path: {exc}", param="csv_path", code="dataset_invalid") from exc
     if not loaded.samples:
@@ -130,6 +137,9 @@ def resolve_run(config: TrainConfig, settings: Settings, *, check: bool = True) 
     resolved = ResolvedRun(source, name, dataset, resume)
     if check:
         check_loadable(config, resolved, settings)
+        from matelix.training.evaluation import check_probe_file
+
+        check_probe_file(config, settings)
     return resolved
 
 

@@ -20,7 +20,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from matelix.data import DATASET_SUFFIXES, TEMPLATE_MODES, DatasetError, PreviewSample, ValidationReport
+from matelix.data.budget import bounded_read
 from matelix.data.formats import format_of_header, format_of_record
+from matelix.data.readers import TOO_DEEP, read_text, too_deep_line
 from matelix.data.validate import load_tokenizer, preview_samples, validate_dataset
 from matelix.paths import PathRefused, confine, too_long
 from matelix.server.deps import SettingsDep
@@ -96,7 +98,8 @@ def validate(body: ValidateRequest, settings: SettingsDep) -> ValidationReport:
     """Validate a dataset: format, rows, samples, every problem by row, token statistics with a model."""
     path = dataset_path(body.dataset, settings)
     tokenizer = load_tokenizer_for(body.model, settings, body.template_mode) if body.model else None
-    report = validate_dataset(path, body.template_mode, tokenizer, body.chunk_size, body.column_name)
+    with bounded_read():
+        report = validate_dataset(path, body.template_mode, tokenizer, body.chunk_size, body.column_name)
     if report.format is None:  # not readable at all (encoding, quoting, missing columns): a bad request
         raise ApiError(400, report.errors[0].message, param="dataset", code="invalid_dataset")
     report.file = path.relative_to(settings.datasets_dir.resolve()).as_posix()
@@ -117,7 +120,8 @@ def preview(
     path = dataset_path(name, settings, "name")
     tokenizer = load_tokenizer_for(model, settings, template_mode) if model else None
     try:
-        fmt, samples = preview_samples(path, template_mode, tokenizer, n, column_name, train_on_prompt)
+        with bounded_read():
+            fmt, samples = preview_samples(path, template_mode, tokenizer, n, column_name, train_on_prompt)
     except DatasetError as exc:
         raise ApiError(400, str(exc), param="name", code="invalid_dataset") from exc
     return PreviewResponse(dataset=path.relative_to(settings.datasets_dir.resolve()).as_posix(), format=fmt,
@@ -193,9 +197,18 @@ def _readable_format(tmp: Path, name: str) -> str:
     try:
         return _upload_format(tmp, suffix)
     except (UnicodeDecodeError, ValueError, csv.Error) as exc:
-        reason = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        reason = _where_not_utf8(tmp) if isinstance(exc, UnicodeDecodeError) else str(exc)
         raise ApiError(400, f"file: {name!r} cannot be read as {suffix}: {reason}", param="file",
                        code="invalid_dataset") from exc
+
+
+def _where_not_utf8(path: Path) -> str:
+    """`line N is not valid UTF-8 (…)`, from reading the whole file the way validation does."""
+    try:
+        read_text(path)
+    except DatasetError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return "it is not UTF-8 text"
 
 
 def _upload_format(path: Path, suffix: str) -> str:
@@ -210,12 +223,13 @@ def _upload_format(path: Path, suffix: str) -> str:
         return format_of_header(header)
     if suffix == ".jsonl":
         with path.open("r", encoding="utf-8-sig") as fh:
-            first = next((line for line in fh if line.strip()), None)
+            line_no, first = next(((n, line) for n, line in enumerate(fh, start=1) if line.strip()), (0, None))
         if first is None:
             raise ValueError("it has only blank lines, no record (expected one JSON object per line)")
-        record = json.loads(first)
+        record = _parse(first, line_no)
     else:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
+        data = _parse(text, None)
         if not isinstance(data, list | dict):
             raise ValueError(f"it is a JSON {_json_type(data)}, not an object or an array of objects")
         if data == []:
@@ -225,6 +239,14 @@ def _upload_format(path: Path, suffix: str) -> str:
         raise ValueError(f"the first record is a JSON {_json_type(record)}, not an object (expected "
                          f"{'one object per line' if suffix == '.jsonl' else 'an object or an array of objects'})")
     return format_of_record(record)
+
+
+def _parse(text: str, line: int | None) -> object:
+    """json.loads; a document nested too deeply is a ValueError naming its line, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ValueError(f"line {line or too_deep_line(text)} {TOO_DEEP}") from exc
 
 
 def _json_type(value: object) -> str:
