@@ -58,3 +58,28 @@ def test_lab_loss_equals_the_models_own_loss_and_gradients(tiny_model_dir):
     assert torch.allclose(ours, ref, atol=1e-5)
     for name, p in model.named_parameters():
         assert torch.allclose(p.grad, ref_grads[name], atol=1e-5), name
+
+
+def test_split_passes_give_the_gradients_of_the_whole_batch(tiny_model_dir, tmp_path):
+    from transformers import TrainingArguments
+
+    from matelix.training.trainer import LabTrainer
+
+    grads = {}
+    for per_pass in (None, 24):  # whole batch, then one row per pass
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                 per_device_train_batch_size=2)
+        trainer = LabTrainer(model=model, args=args)
+        trainer.tokens_per_pass = per_pass
+        ids, labels = _batch(model.config.vocab_size)
+        count = (labels[:, 1:] != -100).sum()
+        loss = trainer.training_step(model, {"input_ids": ids, "labels": labels}, num_items_in_batch=count)
+        grads[per_pass] = (float(loss), {n: p.grad.clone() for n, p in model.named_parameters()
+                                         if p.grad is not None})
+    (whole_loss, whole), (split_loss, split) = grads[None], grads[24]
+    assert abs(whole_loss - split_loss) < 1e-5
+    assert whole.keys() == split.keys()
+    for name in whole:
+        assert torch.allclose(whole[name], split[name], atol=1e-5), name

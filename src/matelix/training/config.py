@@ -54,6 +54,10 @@ class TrainConfig(BaseModel):
     train_mode: Literal["full", "lora"] = Field("full", description="Full fine-tune or LoRA adapters.")
     nproc: int = Field(1, ge=1, le=64, description="Processes for multi-process (DDP) training; >1 uses torchrun.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    tokens_per_pass: int | None = Field(
+        None, ge=64, le=1_048_576, description="Split each batch into forward/backward passes of at most this "
+        "many tokens: the same gradients with the activation memory of one pass. Default: 1024 on a CPU, "
+        "whole batches on a GPU.")
 
     # Optimisation.
     learning_rate: float = Field(4e-4, gt=0, le=1, description="Peak learning rate.")

@@ -26,7 +26,33 @@ def _causal_lm(model):
     return get_base() if callable(get_base) else model
 
 
+# Tokens per forward/backward pass on a CPU: activations scale with tokens in flight, while a CPU's
+# matmuls are already saturated by one 512-token row, so smaller passes cost little time and much memory.
+CPU_TOKENS_PER_PASS = 1024
+
+
 class LabTrainer(Trainer):
+    """`tokens_per_pass`: split each batch into passes of at most this many tokens (rows kept whole), each
+    with its own backward: the gradients are those of the whole batch (every pass is normalised by the
+    batch's trained-token count), the activation memory that of one pass. None = whole batches."""
+
+    tokens_per_pass: int | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        ids = inputs["input_ids"]
+        rows, width = ids.shape
+        per_pass = max(1, (self.tokens_per_pass or 0) // max(width, 1))
+        if not self.tokens_per_pass or per_pass >= rows or num_items_in_batch is None \
+                or self.accelerator.num_processes > 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        total = None
+        for start in range(0, rows, per_pass):
+            part = {k: v[start:start + per_pass] if isinstance(v, torch.Tensor) and v.dim() > 0
+                    and v.shape[0] == rows else v for k, v in inputs.items()}
+            loss = super().training_step(model, part, num_items_in_batch)
+            total = loss if total is None else total + loss
+        return total
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")

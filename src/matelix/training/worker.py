@@ -122,7 +122,7 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     from matelix.training import dataprep, modelsetup
     from matelix.training.callbacks import LivePreviewCallback, RecordingCollator, StatusCallback
     from matelix.training.preflight import resolve_run
-    from matelix.training.trainer import LabTrainer
+    from matelix.training.trainer import CPU_TOKENS_PER_PASS, LabTrainer
 
     hf_logging.disable_progress_bar()  # redrawn bars are noise in a log file
     divert_transformers_logging(rundir)
@@ -170,9 +170,13 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
 
     evaluate = bool(examples.eval)
     args = training_arguments(config, placement, rundir.path, evaluate=evaluate)
+    from matelix.training import evaluation
+
+    eval_cb = evaluation.setup(config, settings, rundir, split.eval, tokenizer, render_mode, has_eval_loss=evaluate,
+                               resume_step=checkpoint_step(resume) if resume else None, is_main=is_main, log=log)
     recorder = RecordingCollator(examples.collator)
     status_cb = StatusCallback(rundir, stop, is_main=is_main, started_at=time.time(), log=log)
-    callbacks = [status_cb]
+    callbacks = [status_cb, *evaluation.best_model_settings(args, config), *([eval_cb] if eval_cb else [])]
     if is_main:
         callbacks.append(LivePreviewCallback(rundir, tokenizer, recorder,
                                              prompt_ids=_preview_prompt_ids(tokenizer, config, render_mode),
@@ -181,6 +185,7 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     trainer = LabTrainer(model=model, args=args, train_dataset=examples.train,
                       eval_dataset=examples.eval if evaluate else None, data_collator=recorder,
                       processing_class=tokenizer, callbacks=callbacks)
+    trainer.tokens_per_pass = config.tokens_per_pass or (CPU_TOKENS_PER_PASS if placement.device == "cpu" else None)
     trainer.remove_callback(PrinterCallback)  # StatusCallback logs a formatted line per logging step
     if resume is not None and is_main:
         rundir.truncate_metrics(checkpoint_step(resume))
@@ -188,6 +193,7 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     if stop.requested():
         log("Stop requested before training began")
         return "stopped"
+    evaluation.evaluate_base(trainer, eval_cb)
     if is_main:
         rundir.update_status(phase="training", train_examples=examples.stats.get("examples"),
                              train_rows=len(examples.train))
@@ -203,6 +209,8 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     state = "stopped" if status_cb.stopped else "completed"
     log(f"Training {'stopped' if state == 'stopped' else 'finished'} at step {trainer.state.global_step}: "
         f"mean loss {result.training_loss:.4f}")
+    if state == "completed":
+        evaluation.evaluate_final(trainer, eval_cb, rundir, log, is_main=is_main)
     if is_main:
         rundir.update_status(phase="saving", step=trainer.state.global_step, train_loss=result.training_loss)
         form = modelsetup.save_final_model(trainer.model, tokenizer, rundir.path, config,
