@@ -220,7 +220,8 @@ async function loadModels() {
   };
   const previous = select.value;
   select.innerHTML = group("local", "train.models_local") + group("run", "train.models_runs");
-  const demo = models.find((m) => m.name === "tiny-demo");
+  // The real pretrained model is the default; the tiny random one is for trying the machinery.
+  const demo = models.find((m) => m.name === "smollm2-135m-instruct") || models.find((m) => m.name === "tiny-demo");
   if (previous && [...select.options].some((o) => o.value === previous)) select.value = previous;
   else if (demo) select.value = demo.path;
 }
@@ -232,6 +233,7 @@ async function loadDatasets(selectName) {
   select.innerHTML = datasets.map((d) => `<option value="${escapeHtml(d.name)}">${escapeHtml(d.name)}
     (${escapeHtml(d.format ? optionLabel("template_mode", d.format) : t("train.format_unknown"))}, ${bytes(d.size_bytes)})</option>`).join("");
   if (previous && datasets.some((d) => d.name === previous)) select.value = previous;
+  else if (datasets.some((d) => d.name === "demo_persona.jsonl")) select.value = "demo_persona.jsonl";
   afterChange();
 }
 
