@@ -162,8 +162,8 @@ def test_temperature_out_of_range_is_a_bad_request(openai_client):
     ({"stop": [f"s{i}" for i in range(65)]}, "stop"),  # MATELIX_MAX_STOP_STRINGS is 64
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"logprobs": True}, "logprobs"),
+    ({"response_format": {"type": "json_schema"}}, "response_format"),  # without its schema
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "messages.0.content"),

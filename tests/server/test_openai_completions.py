@@ -100,7 +100,7 @@ def test_seed_is_reproducible(openai_client):
     ({"prompt": [999999]}, "prompt"),
     ({"temperature": -0.1}, "temperature"),
     ({"best_of": 3}, "best_of"),
-    ({"logprobs": 2}, "logprobs"),
+    ({"logprobs": 21}, "logprobs"),
     ({"suffix": "!"}, "suffix"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
 ])

@@ -70,9 +70,10 @@ def test_unknown_fields_are_ignored_and_harmless_known_ones_accepted():
 
 @pytest.mark.parametrize(("kw", "field"), [
     ({"temperature": 2.5}, "temperature"), ({"n": 0}, "n"), ({"top_p": 0}, "top_p"),
-    ({"stream_options": {"include_usage": True}}, "stream_options"), ({"logprobs": True}, "logprobs"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"), ({"top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"logit_bias": {"a": 1}}, "logit_bias"),
     ({"tools": [{"type": "function"}]}, "tools"), ({"response_format": {"type": "json_schema"}}, "response_format"),
-    ({"logit_bias": {"1": 5}}, "logit_bias"), ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+    ({"logit_bias": {"1": 101}}, "logit_bias"), ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
 ])
 def test_values_that_cannot_be_honoured_fail_on_their_field(kw, field):
     with pytest.raises(ValidationError) as exc:
@@ -108,7 +109,8 @@ def test_prompts_times_n_is_bounded():
 def test_completion_defaults_and_unsupported_fields():
     r = CompletionRequest(model="m", prompt="x", max_tokens=None, best_of=1)
     assert r.max_new_tokens == 16
-    for kw in ({"logprobs": 0}, {"suffix": "!"}, {"best_of": 2}):
+    assert CompletionRequest(model="m", prompt="x", logprobs=1, echo=True).sampling_params(1).prompt_logprobs == 1
+    for kw in ({"logprobs": 21}, {"suffix": "!"}, {"best_of": 2}):
         with pytest.raises(ValidationError):
             CompletionRequest(model="m", prompt="x", **kw)
 

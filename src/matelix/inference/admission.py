@@ -119,12 +119,17 @@ class AdmissionGate:
             handle.add_done_callback(lambda h, event, model=model: self._finished(model, h, event))
         return handles
 
-    async def submit_prepared(self, loaded, prepare: Callable[[], list[list[int]]], params: SamplingParams,
-                              n: int = 1) -> list[RequestHandle]:
-        """`submit(loaded, prepare(), params, n)` on a worker thread, so rendering and tokenising the prompts
-        and setting up their samplers never block the event loop. Raises what `prepare` and `submit` raise;
-        when the caller is cancelled meanwhile (client gone), whatever gets queued is cancelled at once."""
-        work = asyncio.ensure_future(asyncio.to_thread(lambda: self.submit(loaded, prepare(), params, n)))
+    async def submit_prepared(self, loaded, prepare: Callable[[], list[list[int]]],
+                              params: SamplingParams | Callable[[], SamplingParams], n: int = 1) -> list[RequestHandle]:
+        """`submit(loaded, prepare(), params, n)` on a worker thread, so rendering and tokenising the prompts,
+        building the params (a callable: e.g. compiling a grammar) and setting up their samplers never block
+        the event loop. Raises what `prepare`, `params` and `submit` raise; when the caller is cancelled
+        meanwhile (client gone), whatever gets queued is cancelled at once."""
+        def run() -> list[RequestHandle]:
+            prompts = prepare()
+            return self.submit(loaded, prompts, params() if callable(params) else params, n)
+
+        work = asyncio.ensure_future(asyncio.to_thread(run))
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:

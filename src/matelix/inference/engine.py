@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from matelix.inference.detokenize import TextStream
-from matelix.inference.handle import GenerationEvent, RequestHandle, Usage
+from matelix.inference.handle import GenerationEvent, RequestHandle, TokenLogprob, Usage
+from matelix.inference.logprobs import prompt_logprobs, step_logprobs
 from matelix.inference.sampling import InvalidSamplingParams, RowSampler, SamplingParams, sample_rows
 
 log = logging.getLogger("matelix.inference")
@@ -80,6 +81,7 @@ class _Request:
     stop_ids: frozenset[int]
     generated: list[int] = field(default_factory=list)
     pos: int = 0  # position of the next token fed to the model
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None  # until the first event carries them
 
     @property
     def max_new_tokens(self) -> int:
@@ -188,6 +190,10 @@ class Engine:
             raise PromptTooLong(f"the prompt has {len(prompt_ids)} tokens but the model's context is "
                                 f"{self.context_length} tokens (at most {self.context_length - 1} allowed)",
                                 "prompt")
+        bad = next((t for t, _ in params.logit_bias if t >= self.vocab_size), None)
+        if bad is not None:
+            raise RequestRejected(f"logit_bias names token id {bad}, outside the vocabulary (0..{self.vocab_size - 1})",
+                                  "logit_bias")
         if params.stop and self._text_stream is None:
             raise RequestRejected("stop strings need a tokenizer; this engine has none", "stop")
         handle = RequestHandle(f"req-{next(self._ids)}", len(prompt_ids), min(params.max_new_tokens, room),
@@ -247,10 +253,13 @@ class Engine:
             taken.append(self._pending.popleft())
         return taken
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache):
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache,
+                 all_positions: bool = False) -> torch.Tensor:
+        """Logits of the last position (B, V), or of every position (B, T, V) when `all_positions`."""
+        keep = {} if all_positions else self._keep_kw
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                         use_cache=True, **{self._cache_kw: cache}, **self._keep_kw)
-        return out.logits[:, -1, :]  # (B, V)
+                         use_cache=True, **{self._cache_kw: cache}, **keep)
+        return out.logits if all_positions else out.logits[:, -1, :]
 
     def _prefill(self, group: list[_Request]) -> None:
         from transformers import DynamicCache
@@ -266,9 +275,20 @@ class Engine:
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         input_ids, mask, position_ids = (t.to(self.device) for t in (input_ids, mask, position_ids))
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, mask, position_ids, cache)
+        # Prompt logprobs (completions with echo) come from this same pass: every position's logits.
+        all_positions = any(r.params.prompt_logprobs is not None for r in group)
+        logits = self._forward(input_ids, mask, position_ids, cache, all_positions)
+        if all_positions:
+            for i, request in enumerate(group):
+                if request.params.prompt_logprobs is not None:
+                    n = len(request.prompt_ids)
+                    request.prompt_logprobs = prompt_logprobs(logits[i, length - n:], request.prompt_ids,
+                                                              request.params.prompt_logprobs)
+            logits = logits[:, -1, :]
         tokens = sample_rows(logits, [r.sampler for r in group])
-        keep = [i for i, (r, t) in enumerate(zip(group, tokens, strict=True)) if not self._emit_or_fail(r, t)]
+        chosen = self._logprobs(logits, group, tokens)
+        keep = [i for i, (r, t) in enumerate(zip(group, tokens, strict=True))
+                if not self._emit_or_fail(r, t, chosen.get(i))]
         if not keep:
             return
         if len(keep) < len(group):
@@ -296,12 +316,23 @@ class Engine:
         self._mask = F.pad(self._mask, (0, 1), value=1)  # (B, T + 1)
         logits = self._forward(input_ids, self._mask, position_ids, self._cache)
         tokens = sample_rows(logits, [r.sampler for r in rows])
+        chosen = self._logprobs(logits, rows, tokens)
         keep = []
         for i, (request, token) in enumerate(zip(rows, tokens, strict=True)):
             request.pos += 1
-            if not self._emit_or_fail(request, token):
+            if not self._emit_or_fail(request, token, chosen.get(i)):
                 keep.append(i)
         self._select(keep)
+
+    @staticmethod
+    def _logprobs(logits: torch.Tensor, rows: list[_Request], tokens: list) -> dict[int, TokenLogprob]:
+        """Logprobs of the sampled tokens, for the rows that asked (row index → entry); the rest pay nothing."""
+        wanted = [i for i, (r, t) in enumerate(zip(rows, tokens, strict=True))
+                  if r.params.logprobs is not None and not isinstance(t, Exception)]
+        if not wanted:
+            return {}
+        entries = step_logprobs(logits, wanted, [tokens[i] for i in wanted], [rows[i].params.logprobs for i in wanted])
+        return dict(zip(wanted, entries, strict=True))
 
     def _drop_cancelled(self) -> None:
         keep = []
@@ -336,24 +367,25 @@ class Engine:
     def _reset_batch(self) -> None:
         self._rows, self._cache, self._mask = [], None, None
 
-    def _emit_or_fail(self, request: _Request, token: int | Exception) -> bool:
+    def _emit_or_fail(self, request: _Request, token: int | Exception, logprob: TokenLogprob | None = None) -> bool:
         """`_emit`, except that a failure of this one request (its sampler or its detokenizer) ends only this
         request, with finish_reason "error"; True when the request is finished."""
         if not isinstance(token, Exception):
             try:
-                return self._emit(request, token)
+                return self._emit(request, token, logprob)
             except Exception as exc:  # reported to that request only
                 token = exc
         log.warning("request %s failed on %s: %s", request.handle.id, self.name, token)
         self._finish(request, "error", error=f"generation failed: {type(token).__name__}: {token}", kind="failed")
         return True
 
-    def _emit(self, request: _Request, token: int) -> bool:
+    def _emit(self, request: _Request, token: int, logprob: TokenLogprob | None = None) -> bool:
         """Record `token` for `request`, send its event; True when the request is finished."""
         request.generated.append(token)
         stream = request.stream
         finish, text = None, ""
-        if token in request.stop_ids:
+        grammar = request.sampler.grammar
+        if token in request.stop_ids or (grammar is not None and grammar.done):
             finish = "stop"
             text = stream.finish()[0] if stream else ""
         else:
@@ -368,7 +400,9 @@ class Engine:
             finish = "cancelled"
         usage = Usage(prompt_tokens=len(request.prompt_ids), completion_tokens=len(request.generated)) \
             if finish else None
-        request.handle._push(GenerationEvent(text, (token,), finish, usage))
+        prompt, request.prompt_logprobs = request.prompt_logprobs, None  # sent once, on the first event
+        request.handle._push(GenerationEvent(text, (token,), finish, usage, logprobs=(logprob,) if logprob else (),
+                                             prompt_logprobs=prompt))
         if finish:
             self.completed_count += 1
             self.cancelled_count += finish == "cancelled"

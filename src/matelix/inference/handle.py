@@ -55,6 +55,17 @@ class Usage(BaseModel):
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A token's log-probability under the model (raw logits, before sampling warpers), and the `top` most
+    likely alternatives at that position as (token id, logprob), most likely first. A prompt's first token
+    has `logprob` None: nothing predicts it."""
+
+    token_id: int
+    logprob: float | None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationEvent:
     """One step of one request: new text (possibly empty while a character or stop string is pending)
     and the token ids generated in this step."""
@@ -65,6 +76,10 @@ class GenerationEvent:
     usage: Usage | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """One per id in `token_ids`, when the request asked for logprobs."""
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None
+    """On the first event, when asked for: one per prompt token (the first one's logprob is None)."""
 
     @property
     def finished(self) -> bool:
@@ -81,6 +96,8 @@ class GenerationResult:
     usage: Usage | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 class RequestHandle:
@@ -195,6 +212,9 @@ def _collect(events: list[GenerationEvent]) -> GenerationResult:
     for e in events:
         texts.append(e.text)
         out.token_ids.extend(e.token_ids)
+        out.logprobs.extend(e.logprobs)
+        if e.prompt_logprobs is not None:
+            out.prompt_logprobs = e.prompt_logprobs
         if e.finished:
             out.finish_reason, out.usage, out.error, out.error_kind = e.finish_reason, e.usage, e.error, e.error_kind
     out.text = "".join(texts)

@@ -6,8 +6,9 @@
 batched with others. `sample_rows` samples a whole batch: greedy rows without penalties take one vectorised
 argmax, the rest go row by row.
 
-Processing order follows transformers' `generate`: repetition penalty, presence/frequency penalty,
-temperature, top-k, top-p, min-p; then argmax (temperature 0) or a multinomial draw.
+Processing order follows transformers' `generate`: logit bias, grammar mask, repetition penalty,
+presence/frequency penalty, temperature, top-k, top-p, min-p; then argmax (temperature 0) or a multinomial
+draw.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from matelix.inference.grammar import GrammarMask
+
+MAX_LOGPROBS = 20  # alternatives per position, as OpenAI allows
 MAX_STOP_STRING_LENGTH = 256  # how many stop strings a request may send is a setting, checked at admission
 # The seeds `torch.Generator.manual_seed` accepts: a signed or unsigned 64-bit integer (-1 and 2**64 - 1 are the
 # same seed). Per-choice seeds wrap into this range, so `seed + j` never overflows.
@@ -64,6 +68,14 @@ class SamplingParams:
     """Keep generating past the model's stop tokens (benchmarks); `stop_token_ids` still apply."""
     skip_special_tokens: bool = True
     """Leave special tokens (role markers, EOS) out of the streamed text."""
+    logprobs: int | None = None
+    """Return each generated token's logprob and its `logprobs` most likely alternatives (0..20; None = off)."""
+    prompt_logprobs: int | None = None
+    """Return each prompt token's logprob and alternatives, from the prefill pass (0..20; None = off)."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to the logits before sampling (-100..100; 100 ≈ force, -100 ≈ ban)."""
+    grammar: object | None = None
+    """A compiled xgrammar grammar (`inference.grammar.compile_grammar`) the output must stay inside."""
 
     def validate(self) -> SamplingParams:
         """Check every field; returns self so it can be chained. Raises InvalidSamplingParams."""
@@ -81,6 +93,15 @@ class SamplingParams:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not SEED_MIN <= self.seed <= SEED_MAX):
             raise InvalidSamplingParams("seed", f"must be an integer from {SEED_MIN} to {SEED_MAX}, got {self.seed!r}")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 <= value <= MAX_LOGPROBS):
+                raise InvalidSamplingParams(name, f"must be an integer from 0 to {MAX_LOGPROBS}, got {value!r}")
+        for token, bias in self.logit_bias:
+            if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+                raise InvalidSamplingParams("logit_bias", f"keys must be token ids, got {token!r}")
+            _check_range("logit_bias", bias, -100.0, 100.0)
         for s in self.stop:
             if not isinstance(s, str) or not s or len(s) > MAX_STOP_STRING_LENGTH:
                 raise InvalidSamplingParams(
@@ -93,7 +114,9 @@ class SamplingParams:
 
     @property
     def penalised(self) -> bool:
-        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+        """Anything that changes the logits before the argmax (a greedy row with none of it is an argmax)."""
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 \
+            or bool(self.logit_bias) or self.grammar is not None
 
     def for_choice(self, index: int) -> SamplingParams:
         """The params of choice `index` of an n>1 request: seeds differ per choice (seed + index) so choices
@@ -128,6 +151,12 @@ class RowSampler:
             self.seen[ids] = True
         if params.presence_penalty != 0.0 or params.frequency_penalty != 0.0:
             self.counts = torch.zeros(vocab_size, dtype=torch.float32, device=device)
+        self.grammar = GrammarMask(params.grammar, vocab_size) if params.grammar is not None else None
+        self.bias: torch.Tensor | None = None  # (V,) float: logit_bias
+        if params.logit_bias:
+            self.bias = torch.zeros(vocab_size, dtype=torch.float32, device=device)
+            for token, value in params.logit_bias:
+                self.bias[token] += value
 
     @property
     def trivial(self) -> bool:
@@ -135,6 +164,8 @@ class RowSampler:
         return self.params.greedy and not self.params.penalised
 
     def observe(self, token: int) -> None:
+        if self.grammar is not None:
+            self.grammar.accept(token)
         if self.seen is not None and token < self.seen.numel():
             self.seen[token] = True
         if self.counts is not None and token < self.counts.numel():
@@ -143,6 +174,10 @@ class RowSampler:
     def process(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply penalties and warpers to one row of logits (V,), float32."""
         p = self.params
+        if self.bias is not None:
+            logits = logits + self.bias
+        if self.grammar is not None:  # tokens that would leave the grammar become -inf
+            logits = self.grammar.apply(logits.contiguous())
         if self.seen is not None:
             picked = logits[self.seen]
             logits[self.seen] = torch.where(picked < 0, picked * p.repetition_penalty, picked / p.repetition_penalty)

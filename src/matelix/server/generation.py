@@ -78,8 +78,8 @@ def registry_of(request: Request) -> ModelRegistry:
 async def start(request: Request, *, model: str | None, prompts: Callable[[LoadedModel], list[list[int]]],
                 params: Callable[[LoadedModel], SamplingParams], limits: Limits, fields: Fields,
                 n: int = 1, prefer_resident: bool = True) -> Generation:
-    """Check the limits, acquire the model, render the prompts and queue `n` choices per prompt, all or
-    nothing; raises the ApiError for whatever refuses the request."""
+    """Check the limits, acquire the model, render the prompts, build the params (both off the event loop)
+    and queue `n` choices per prompt, all or nothing; raises the ApiError for whatever refuses the request."""
     registry = registry_of(request)
     for attempt in range(2):
         try:
@@ -88,7 +88,7 @@ async def start(request: Request, *, model: str | None, prompts: Callable[[Loade
                                             tokens_param=fields.max_tokens)
             loaded = await registry.acquire(model, prefer_resident=prefer_resident)
             handles = await registry.admission.submit_prepared(
-                loaded, lambda loaded=loaded: prompts(loaded), params(loaded), n)
+                loaded, lambda loaded=loaded: prompts(loaded), lambda loaded=loaded: params(loaded), n)
             return Generation(loaded, handles, n)
         except EngineClosed as exc:  # unloaded between acquire and submit: acquire once more
             if attempt:

@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from matelix.inference.admission import Overloaded, RequestLimitExceeded
 from matelix.inference.chat import InvalidMessages
 from matelix.inference.engine import EngineClosed, PromptTooLong, RequestRejected
+from matelix.inference.grammar import GrammarRejected
 from matelix.inference.registry import ModelLoadFailed, ModelNotFound, ModelRefused
 from matelix.paths import PathRefused
 from matelix.server.errors import ApiError
 
 INFERENCE_ERRORS = (PathRefused, ModelNotFound, ModelRefused, ModelLoadFailed, RequestRejected, InvalidMessages,
-                    EngineClosed, Overloaded)
+                    GrammarRejected, EngineClosed, Overloaded)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def to_api_error(exc: Exception, fields: Fields = Fields(model="model_dir")) -> 
                         headers={"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, PromptTooLong):
         return ApiError(400, str(exc), param=fields.name(exc.param), code="context_length_exceeded")
-    if isinstance(exc, RequestRejected | InvalidMessages):
+    if isinstance(exc, RequestRejected | InvalidMessages | GrammarRejected):
         return ApiError(400, str(exc), param=fields.name(exc.param), code="invalid_value")
     if isinstance(exc, EngineClosed):
         return unloaded(str(exc))

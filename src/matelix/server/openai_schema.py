@@ -11,14 +11,30 @@ models serialised to exactly the fields the `openai` SDK reads; `usage` is the e
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from matelix.inference.grammar import GrammarSpec
 from matelix.inference.handle import Usage
-from matelix.inference.sampling import MAX_STOP_STRING_LENGTH, SEED_MAX, SEED_MIN, SamplingParams
+from matelix.inference.sampling import (
+    MAX_LOGPROBS,
+    MAX_STOP_STRING_LENGTH,
+    SEED_MAX,
+    SEED_MIN,
+    SamplingParams,
+)
 from matelix.server.messages import ChatMessage
 
 MAX_PROMPTS = 64
@@ -37,6 +53,41 @@ def now() -> int:
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: bool = False
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = "response"
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(alias="schema", description="The JSON schema the output follows.")
+    strict: bool | None = Field(None, description="Accepted; the output always follows the schema strictly "
+                                                  "(no properties beyond it).")
+
+
+class ResponseFormat(BaseModel):
+    """`{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {\"name\": ..., \"schema\": {...}}")
+        return self
+
+    def grammar_spec(self, param: str = "response_format") -> GrammarSpec | None:
+        if self.type == "json_object":
+            return GrammarSpec("json_object", param=param)
+        if self.type == "json_schema":
+            return GrammarSpec("json_schema", json.dumps(self.json_schema.json_schema), param)
+        return None
+
+
+GUIDES = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 
 
 class SamplingRequest(BaseModel):
@@ -63,7 +114,8 @@ class SamplingRequest(BaseModel):
     stream: bool = Field(False, description="Send server-sent events of chunks, then `data: [DONE]`.")
     stream_options: StreamOptions | None = Field(None, description="Only with stream: include_usage adds a "
                                                                    "final usage chunk.")
-    logit_bias: dict[str, float] | None = Field(None, description="Not supported: non-empty → 400.")
+    logit_bias: dict[str, float] | None = Field(None, description="Token id (as a string) → bias from -100 to 100, "
+                                                                  "added to the logits before sampling.")
     user: str | None = Field(None, description="Accepted and ignored.")
     stop_token_ids: list[int] | None = Field(None, max_length=64, description="vLLM extra: more stop tokens.")
     ignore_eos: bool = Field(False, description="vLLM extra: keep generating past EOS (benchmarks).")
@@ -89,10 +141,13 @@ class SamplingRequest(BaseModel):
 
     @field_validator("logit_bias")
     @classmethod
-    def _no_logit_bias(cls, value: dict | None) -> dict | None:
-        if value:
-            raise ValueError("logit_bias is not supported by this server; remove it")
-        return None
+    def _token_ids_and_bounded_biases(cls, value: dict | None) -> dict | None:
+        for key, bias in (value or {}).items():
+            if not key.strip().isdigit():
+                raise ValueError(f"keys must be token ids, got {key!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"biases must be from -100 to 100, got {bias} for token {key}")
+        return value or None
 
     @field_validator("stream_options")
     @classmethod
@@ -109,14 +164,53 @@ class SamplingRequest(BaseModel):
     def max_new_tokens(self) -> int | None:
         return self.max_tokens
 
-    def sampling_params(self, max_new_tokens: int) -> SamplingParams:
-        """The engine's parameters for this request; `max_new_tokens` after defaulting to the context."""
+    guided_json: dict[str, Any] | str | None = Field(None, description="vLLM extra: a JSON schema the output "
+                                                                       "follows.")
+    guided_regex: str | None = Field(None, description="vLLM extra: a regular expression the output matches.")
+    guided_choice: list[str] | None = Field(None, min_length=1, description="vLLM extra: the output is one of these.")
+    guided_grammar: str | None = Field(None, description="vLLM extra: an EBNF grammar (GBNF style) the output "
+                                                         "follows.")
+
+    @model_validator(mode="after")
+    def _one_guide(self) -> SamplingRequest:
+        given = [f for f in GUIDES if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(GUIDES)}; got {', '.join(given)}")
+        return self
+
+    def grammar_spec(self) -> GrammarSpec | None:
+        """What the output is constrained to, if anything (compiled against the model's tokenizer later)."""
+        if self.guided_json is not None:
+            schema = self.guided_json if isinstance(self.guided_json, str) else json.dumps(self.guided_json)
+            return GrammarSpec("json_schema", schema, "guided_json")
+        if self.guided_regex is not None:
+            return GrammarSpec("regex", self.guided_regex, "guided_regex")
+        if self.guided_choice is not None:
+            return GrammarSpec.choices(self.guided_choice)
+        if self.guided_grammar is not None:
+            return GrammarSpec("ebnf", self.guided_grammar, "guided_grammar")
+        return None
+
+    @property
+    def top_logprobs_wanted(self) -> int | None:
+        """Alternatives per generated token the answer shows (None = no logprobs)."""
+        return None
+
+    @property
+    def prompt_logprobs_wanted(self) -> int | None:
+        return None
+
+    def sampling_params(self, max_new_tokens: int, grammar: object | None = None) -> SamplingParams:
+        """The engine's parameters for this request; `max_new_tokens` after defaulting to the context,
+        `grammar` compiled from `grammar_spec()`."""
         return SamplingParams(
             max_new_tokens=max_new_tokens, temperature=self.temperature, top_p=self.top_p,
             top_k=max(self.top_k, 0), min_p=self.min_p, repetition_penalty=self.repetition_penalty,
             presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty, seed=self.seed,
             stop=tuple(self.stop or ()), stop_token_ids=tuple(self.stop_token_ids or ()),
-            ignore_eos=self.ignore_eos)
+            ignore_eos=self.ignore_eos, logprobs=self.top_logprobs_wanted,
+            prompt_logprobs=self.prompt_logprobs_wanted,
+            logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()), grammar=grammar)
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -124,33 +218,29 @@ class ChatCompletionRequest(SamplingRequest):
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = Field(None, description="Return each generated token's logprob.")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="With logprobs: that many most "
+                                                                             "likely alternatives per token.")
+    response_format: ResponseFormat | None = Field(None, description="text, json_object (any JSON object) or "
+                                                                     "json_schema (output valid against the schema).")
     tools: list[Any] | None = None
     functions: list[Any] | None = None
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported by this server; omit logprobs or set it to false")
-        return value
-
     @field_validator("top_logprobs")
     @classmethod
-    def _no_top_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise ValueError("top_logprobs is not supported by this server; remove it")
+    def _top_logprobs_need_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
         return value
 
-    @field_validator("response_format")
-    @classmethod
-    def _text_format_only(cls, value: dict | None) -> dict | None:
-        if value is not None and value.get("type", "text") != "text":
-            raise ValueError(f"response_format type {value.get('type')!r} is not supported; "
-                             "only {\"type\": \"text\"}")
-        return value
+    @property
+    def top_logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def grammar_spec(self) -> GrammarSpec | None:
+        if self.response_format is not None and self.response_format.type != "text":
+            return self.response_format.grammar_spec()
+        return super().grammar_spec()
 
     @field_validator("tools", "functions")
     @classmethod
@@ -172,7 +262,9 @@ class CompletionRequest(SamplingRequest):
     prompt: list[str] | list[list[int]] = Field(min_length=1, max_length=MAX_PROMPTS)
     max_tokens: int | None = Field(16, ge=1)
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="Each token's logprob and that many "
+                                                                         "most likely alternatives; with echo also "
+                                                                         "the prompt's.")
     suffix: str | None = None
     best_of: int | None = None
 
@@ -211,13 +303,6 @@ class CompletionRequest(SamplingRequest):
     def _null_max_tokens(cls, value: Any) -> Any:
         return 16 if value is None else value
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: int | None) -> int | None:
-        if value is not None:
-            raise ValueError("logprobs are not supported by this server; remove it")
-        return value
-
     @field_validator("suffix")
     @classmethod
     def _no_suffix(cls, value: str | None) -> str | None:
@@ -231,6 +316,14 @@ class CompletionRequest(SamplingRequest):
         if value is not None and value != info.data.get("n"):
             raise ValueError("best_of is not supported by this server; omit it or set it equal to n")
         return value
+
+    @property
+    def top_logprobs_wanted(self) -> int | None:
+        return self.logprobs
+
+    @property
+    def prompt_logprobs_wanted(self) -> int | None:
+        return self.logprobs if self.echo else None
 
 
 
@@ -254,10 +347,34 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+    refusal: None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape: parallel lists over the tokens of `text` (echoed prompt first)."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason
 
 
@@ -284,7 +401,7 @@ class ChatDelta(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 
@@ -300,7 +417,7 @@ class ChatCompletionChunk(BaseModel):
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 

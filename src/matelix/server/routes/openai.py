@@ -21,28 +21,26 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from matelix import catalog
-from matelix.inference.handle import Usage
+from matelix.inference.grammar import compile_grammar
 from matelix.inference.loading import LoadedModel
+from matelix.inference.sampling import SamplingParams
 from matelix.server import generation
 from matelix.server.errors import (
     BUSY_RESPONSES,
     ApiError,
     describe_validation_errors,
-    error_body,
     error_response,
     log_client_error,
 )
 from matelix.server.generation import Generation, Limits
 from matelix.server.inference_errors import Fields
+from matelix.server.logprob_format import TokenTexts, chat_logprobs, completion_logprobs
 from matelix.server.messages import texts_of
 from matelix.server.openai_schema import (
     AssistantMessage,
     ChatChoice,
-    ChatChunkChoice,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatDelta,
     Completion,
     CompletionChoice,
     CompletionRequest,
@@ -52,10 +50,10 @@ from matelix.server.openai_schema import (
     new_id,
     now,
 )
-from matelix.server.streaming import STREAM_HEADERS, sse
+from matelix.server.openai_stream import ChatChunks, CompletionChunks, stream_events
+from matelix.server.streaming import STREAM_HEADERS
 
 OWNER = "matelix"
-FINISH_REASONS = ("stop", "length")
 
 
 class OpenAIRoute(APIRoute):
@@ -130,111 +128,25 @@ async def submit(request: Request, body: SamplingRequest, prompts: Callable[[Loa
     max_new_tokens = body.max_new_tokens
     limits = Limits(texts=texts, messages=messages, max_new_tokens=max_new_tokens, n=body.n,
                     stop=len(body.stop or ()))
-    # Without a limit a completion may fill the context; the engine clips to what is left.
-    return await generation.start(
-        request, model=body.model, prompts=prompts, n=body.n, limits=limits, prefer_resident=False,
-        params=lambda loaded: body.sampling_params(max_new_tokens or loaded.context_length),
-        fields=Fields(model="model", prompt=prompt_param, dotted=True))
+    spec = body.grammar_spec()
+
+    def params(loaded: LoadedModel) -> SamplingParams:
+        grammar = None
+        if spec is not None:  # compiled on a worker thread, once per schema (xgrammar caches it)
+            grammar = compile_grammar(loaded.tokenizer, loaded.engine.vocab_size, loaded.stop_token_ids, spec)
+        # Without a limit a completion may fill the context; the engine clips to what is left.
+        return body.sampling_params(max_new_tokens or loaded.context_length, grammar)
+
+    return await generation.start(request, model=body.model, prompts=prompts, params=params, n=body.n,
+                                  limits=limits, prefer_resident=False,
+                                  fields=Fields(model="model", prompt=prompt_param, dotted=True))
 
 
-# ----- streaming ------------------------------------------------------------------------------------
-
-
-class ChunkFormat:
-    """How one endpoint frames its stream chunks (chat deltas or completion text)."""
-
-    def __init__(self, include_usage: bool):
-        self.include_usage = include_usage
-
-    def frame(self, chunk) -> str:
-        # OpenAI sends `usage: null` on every chunk only when the client asked for the usage chunk.
-        return sse(chunk.model_dump_json(exclude=None if self.include_usage else {"usage"}))
-
-    def opening(self, index: int) -> str | None:
-        return None
-
-    def text(self, index: int, text: str) -> str:
-        raise NotImplementedError
-
-    def finish(self, index: int, reason: str) -> str:
-        raise NotImplementedError
-
-    def usage(self, usage: Usage) -> str:
-        raise NotImplementedError
-
-
-class ChatChunks(ChunkFormat):
-    def __init__(self, cid: str, created: int, model: str, include_usage: bool):
-        super().__init__(include_usage)
-        self.base = {"id": cid, "created": created, "model": model}
-
-    def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
-        return self.frame(ChatCompletionChunk(**self.base, choices=choices, usage=usage))
-
-    def opening(self, index: int) -> str:
-        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
-
-    def text(self, index: int, text: str) -> str:
-        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=text))])
-
-    def finish(self, index: int, reason: str) -> str:
-        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=reason)])
-
-    def usage(self, usage: Usage) -> str:
-        return self._chunk([], usage)
-
-
-class CompletionChunks(ChunkFormat):
-    def __init__(self, cid: str, created: int, model: str, include_usage: bool, echoes: list[str] | None):
-        super().__init__(include_usage)
-        self.base = {"id": cid, "created": created, "model": model}
-        self.echoes = echoes
-
-    def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> str:
-        return self.frame(Completion(**self.base, choices=choices, usage=usage))
-
-    def opening(self, index: int) -> str | None:
-        return self.text(index, self.echoes[index]) if self.echoes and self.echoes[index] else None
-
-    def text(self, index: int, text: str) -> str:
-        return self._chunk([CompletionChoice(index=index, text=text)])
-
-    def finish(self, index: int, reason: str) -> str:
-        return self._chunk([CompletionChoice(index=index, text="", finish_reason=reason)])
-
-    def usage(self, usage: Usage) -> str:
-        return self._chunk([], usage)
-
-
-async def stream_events(started: Generation, fmt: ChunkFormat) -> AsyncIterator[str]:
-    """SSE body: openings, then deltas interleaved by choice index, one finish chunk per choice, the usage
-    chunk when asked for, `[DONE]`. Leaving early (disconnect, error) cancels every choice."""
-    completion_tokens = 0
-    for index in range(len(started.handles)):
-        opening = fmt.opening(index)
-        if opening:
-            yield opening
-    async for index, event in started.events():
-        if event.finished and event.finish_reason not in FINISH_REASONS:
-            error = generation.error_of(event)
-            yield sse(error_body(error.message, type=error.type, code=error.code))
-            break
-        if event.text:
-            yield fmt.text(index, event.text)
-        if event.finished:
-            completion_tokens += event.usage.completion_tokens
-            yield fmt.finish(index, event.finish_reason)
-    else:
-        if fmt.include_usage:
-            yield fmt.usage(started.usage(completion_tokens))
-    yield sse("[DONE]")
+# ----- endpoints ------------------------------------------------------------------------------------
 
 
 def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
-
-
-# ----- endpoints ------------------------------------------------------------------------------------
 
 
 def documented(model: type) -> dict:
@@ -250,11 +162,12 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Cha
     started = await submit(request, body, lambda model: [model.render_chat(messages)], "messages",
                            texts=texts_of(body.messages), messages=len(messages))
     cid, created = new_id("chatcmpl"), now()
+    texts = TokenTexts(started.loaded.tokenizer) if body.logprobs else None
     if body.stream:
-        fmt = ChatChunks(cid, created, body.model, body.include_usage)
-        return event_stream(stream_events(started, fmt))
+        return event_stream(stream_events(started, ChatChunks(cid, created, body.model, body.include_usage, texts)))
     results = await generation.collect(request, started)
-    choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason)
+    choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
+                          logprobs=chat_logprobs(r.logprobs, texts) if texts else None)
                for i, r in enumerate(results)]
     usage = started.usage(sum(r.usage.completion_tokens for r in results))
     return ChatCompletion(id=cid, created=created, model=body.model, choices=choices, usage=usage)
@@ -264,7 +177,11 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Cha
 async def completions(request: Request, body: CompletionRequest) -> Completion | StreamingResponse:
     """Continue text prompts: a `text_completion`, or `text_completion` chunk events with `stream`."""
     def encode(model: LoadedModel) -> list[list[int]]:
-        return [model.encode(p) if isinstance(p, str) else list(p) for p in body.prompt]
+        # An empty text prompt starts from the model's BOS token when it has one (as vLLM does), so the model
+        # generates unconditioned text instead of the request being refused as empty.
+        bos = model.tokenizer.bos_token_id
+        return [(model.encode(p) or ([bos] if bos is not None else [])) if isinstance(p, str) else list(p)
+                for p in body.prompt]
 
     texts = [(f"prompt[{i}]", p) for i, p in enumerate(body.prompt) if isinstance(p, str)]
     started = await submit(request, body, encode, "prompt", texts=texts)
@@ -273,11 +190,17 @@ async def completions(request: Request, body: CompletionRequest) -> Completion |
         texts = [p if isinstance(p, str) else started.loaded.tokenizer.decode(p) for p in body.prompt]
         echoes = [text for text in texts for _ in range(body.n)]
     cid, created = new_id("cmpl"), now()
+    texts = TokenTexts(started.loaded.tokenizer) if body.logprobs is not None else None
     if body.stream:
-        fmt = CompletionChunks(cid, created, body.model, body.include_usage, echoes)
+        fmt = CompletionChunks(cid, created, body.model, body.include_usage, texts, echoes=echoes)
         return event_stream(stream_events(started, fmt))
     results = await generation.collect(request, started)
-    choices = [CompletionChoice(index=i, text=(echoes[i] if echoes else "") + r.text, finish_reason=r.finish_reason)
-               for i, r in enumerate(results)]
+    choices = []
+    for i, r in enumerate(results):
+        logprobs = None
+        if texts is not None:
+            logprobs = completion_logprobs([*(r.prompt_logprobs or ()), *r.logprobs], texts)
+        choices.append(CompletionChoice(index=i, text=(echoes[i] if echoes else "") + r.text,
+                                        finish_reason=r.finish_reason, logprobs=logprobs))
     usage = started.usage(sum(r.usage.completion_tokens for r in results))
     return Completion(id=cid, created=created, model=body.model, choices=choices, usage=usage)
