@@ -5,9 +5,11 @@ error shape naming where the file is bad — never a 500 — and the server keep
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -118,3 +120,18 @@ def test_nul_bytes_in_a_csv_are_text_and_mixed_encodings_name_their_line(client,
     (home / "datasets" / "mixed.csv").write_bytes(mixed)
     _invalid(client.post("/datasets/validate", json={"dataset": "mixed.csv"}), "line 3", "not valid UTF-8")
     _invalid(client.get("/datasets/mixed.csv/preview"), "line 3")
+
+
+def test_upload_parts_left_by_a_killed_server_are_removed_at_start_up(home, make_settings):
+    from fastapi.testclient import TestClient
+
+    from matelix.server.app import create_app
+
+    stale, fresh = home / "datasets" / ".upload-abc.part", home / "datasets" / ".upload-new.part"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    with TestClient(create_app(make_settings())) as c:
+        assert c.get("/health").status_code == 200
+    assert not stale.exists()
+    assert fresh.exists()  # written just now: maybe another server's upload in progress

@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the lab's ASGI app for `settings` (default: read from the environment)."""
     settings = settings or Settings()
     settings.ensure_dirs()
+    datasets.remove_stale_uploads(settings)  # parts left by a server killed mid-upload
     app = FastAPI(title="MaTeLiX Lab", version=__version__, responses=ERROR_RESPONSES, docs_url=None, redoc_url=None,
                   description="Fine-tune causal LMs (full/LoRA), watch them learn, serve them (OpenAI-compatible).",
                   lifespan=lifespan)

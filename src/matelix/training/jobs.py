@@ -40,7 +40,8 @@ from matelix.training.rundir import (
 )
 
 STATUS_FIELDS = ("step", "total_steps", "epoch", "progress", "loss", "eval_loss", "learning_rate", "grad_norm",
-                 "tokens_per_second", "tokens_seen", "eta_seconds", "phase")
+                 "tokens_per_second", "tokens_seen", "eta_seconds", "phase",
+                 "final_from_step", "best_checkpoint")  # which step the final model is (early stopping)
 KILL_WAIT_S = 10.0
 
 
@@ -74,6 +75,7 @@ class JobManager:
         self.settings = settings
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen] = {}
+        self._stop_timers: dict[str, threading.Timer] = {}
         self._logs: dict[str, LogReader] = {}
         for rundir in self.runs():
             self.refresh(rundir)
@@ -237,11 +239,22 @@ class JobManager:
         rundir = self.rundir(run_id) if run_id else self.active()
         if rundir is None or not self.alive(rundir):
             raise RunRejected(409, "no training run is active", code="no_active_run")
-        rundir.request_stop()
-        timer = threading.Timer(self.settings.stop_timeout_s + 0.5, self.refresh, args=(rundir,))
-        timer.daemon = True
-        timer.start()
+        with self._lock:
+            # A repeated stop neither restarts the grace period nor adds a timer: one pending timer per run.
+            if not rundir.stop_requested():
+                rundir.request_stop()
+            pending = self._stop_timers.get(rundir.run_id)
+            if pending is None or not pending.is_alive():
+                timer = threading.Timer(self.settings.stop_timeout_s + 0.5, self._stop_overdue, args=(rundir,))
+                timer.daemon = True
+                self._stop_timers[rundir.run_id] = timer
+                timer.start()
         return rundir
+
+    def _stop_overdue(self, rundir: RunDir) -> None:
+        with self._lock:
+            self._stop_timers.pop(rundir.run_id, None)
+        self.refresh(rundir)
 
     def kill(self, run_id: str) -> None:
         """End a worker now (it is marked `killed`); for a stop that must not wait."""

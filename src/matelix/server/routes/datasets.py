@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
 
@@ -34,6 +35,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 TemplateMode = Literal[TEMPLATE_MODES]  # type: ignore[valid-type]
 MAX_PREVIEW_SAMPLES = 50
 UPLOAD_CHUNK_BYTES = 1 << 20
+STALE_UPLOAD_S = 60.0  # an upload in progress writes its part file at least once per chunk
 UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -155,6 +157,21 @@ async def upload(
     # Copying and parsing the file block; a worker thread does them so the server keeps answering meanwhile.
     size, fmt = await run_in_threadpool(_store_upload, file.file, safe, overwrite, settings)
     return UploadResponse(name=safe, size_bytes=size, format=fmt)
+
+
+def remove_stale_uploads(settings: Settings) -> list[str]:
+    """Delete `.upload-*.part` files no upload is writing (left by a server killed mid-upload); a part written
+    to within the last STALE_UPLOAD_S may belong to another server on the same home and is kept."""
+    removed = []
+    now = time.time()
+    for part in settings.datasets_dir.glob(".upload-*.part"):
+        try:
+            if part.is_file() and not part.is_symlink() and now - part.stat().st_mtime > STALE_UPLOAD_S:
+                part.unlink()
+                removed.append(part.name)
+        except OSError:
+            continue
+    return removed
 
 
 def _store_upload(source: BinaryIO, safe: str, overwrite: bool, settings: Settings) -> tuple[int, str]:
