@@ -28,6 +28,7 @@ from matelix.server.routes import (
     catalog,
     datasets,
     docs,
+    estimate,
     exports,
     health,
     inference,
@@ -70,8 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = JobManager(settings)
     gauges.register(app)
     install_error_handlers(app)
-    for module in (health, metrics, system, catalog, datasets, training, trainings, presets, ui, docs, inference,
-                   openai):
+    for module in (health, metrics, system, catalog, datasets, training, trainings, presets, estimate, ui, docs,
+                   inference, openai):
         app.include_router(module.router)
     app.include_router(exports.router)
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")

@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { escapeHtml, num } from "./format.js";
-import { t } from "./i18n.js";
+import { has, t } from "./i18n.js";
 import { runNames } from "./reuse.js";
 
 const STORE_PREFIX = "matelix.chat.";
@@ -101,7 +101,7 @@ function statsText(m) {
   const parts = [];
   if (m.usage) parts.push(t("chat.tokens", { prompt: m.usage.prompt_tokens, completion: m.usage.completion_tokens }));
   if (m.tokensPerSecond) parts.push(`${num(m.tokensPerSecond, 1)} tok/s`);
-  if (m.finish) parts.push(m.finish);
+  if (m.finish) parts.push(has(`chat.finish_${m.finish}`) ? t(`chat.finish_${m.finish}`) : m.finish);
   if (m.stopped) parts.push(t("chat.stopped"));
   return parts.join(" · ");
 }

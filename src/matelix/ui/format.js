@@ -43,6 +43,14 @@ export function duration(seconds) {
   return h ? `${h}:${pad(m)}:${pad(r)}` : `${m}:${pad(r)}`;
 }
 
+/** A duration as a person says it: `40 s`, `12 min`, `2.5 h` (German `2,5 h`). */
+export function roughDuration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "–";
+  if (seconds < 90) return `${fixed(Math.max(1, Math.round(seconds)), 0)} s`;
+  if (seconds < 90 * 60) return `${fixed(Math.round(seconds / 60), 0)} min`;
+  return `${fixed(seconds / 3600, 1)} h`;
+}
+
 export function mib(value) {
   if (value === null || value === undefined) return "–";
   return value >= 1024 ? `${fixed(value / 1024, 1)} GiB` : `${fixed(value, 0)} MiB`;

@@ -110,7 +110,7 @@ async function load() {
         aria-label="${escapeHtml(t("runs.compare"))} ${escapeHtml(r.run_id)}"></td>
       <td class="run-cell">${r.config?.run_name ? `<strong class="run-name">${escapeHtml(r.config.run_name)}</strong>` : ""}<code>${escapeHtml(r.run_id)}</code></td>
       <td><span class="state state-${escapeHtml(r.state || "none")}">${escapeHtml(r.state ? t(`state.${r.state}`) : "–")}</span></td>
-      <td>${escapeHtml(r.model ?? r.config?.model_dir ?? "–")}${r.train_mode ? ` <small>(${escapeHtml(r.train_mode)})</small>` : ""}</td>
+      <td>${escapeHtml(r.model ?? r.config?.model_dir ?? "–")}${r.train_mode ? ` <small>(${escapeHtml(r.train_mode === "lora" ? "LoRA" : t("train.preset_full"))})</small>` : ""}</td>
       <td>${escapeHtml(r.dataset ?? r.config?.csv_path ?? "–")}</td><td>${num(r.final_loss)}</td>
       <td>${duration(r.duration_seconds)}</td><td>${dateTime(r.created_at)}</td></tr>`).join("");
   root.querySelector("#runs-empty").hidden = runs.length > 0;

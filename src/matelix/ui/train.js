@@ -3,6 +3,7 @@
    last settings in this browser, and "Reuse settings" of a run (Runs, Monitor) fills it. */
 
 import { api, ApiError } from "./api.js";
+import { showEstimate } from "./estimate.js";
 import { bytes, escapeHtml, num } from "./format.js";
 import { t } from "./i18n.js";
 import * as monitor from "./monitor.js";
@@ -78,6 +79,7 @@ export function mount(el) {
         <div class="row">
           <button type="button" id="train-validate" data-i18n="train.validate">Validate</button>
           <button type="button" id="train-preview" data-i18n="train.preview">Preview samples</button>
+          <button type="button" id="train-estimate-btn" data-i18n="estimate.button">Estimate the duration</button>
         </div>
         <details id="train-formats" class="group"><summary data-i18n="train.formats">Which file formats work?</summary>
           <div id="train-formats-list"></div></details>
@@ -87,6 +89,7 @@ export function mount(el) {
       <div id="train-report" class="card dataset-out" aria-live="polite" hidden></div>
       <div id="train-samples" class="card dataset-out" hidden></div>
     </div>
+    <div id="train-estimate" class="card" aria-live="polite" hidden></div>
     <form id="train-form" class="card" novalidate>
       <div class="row spread"><h2 data-i18n="train.settings">Training settings</h2>
         <button type="button" id="train-reset" class="ghost" data-i18n="train.reset">Reset to defaults</button></div>
@@ -103,6 +106,7 @@ export function mount(el) {
   root.querySelector("#train-upload-btn").addEventListener("click", upload);
   root.querySelector("#train-validate").addEventListener("click", validate);
   root.querySelector("#train-preview").addEventListener("click", preview);
+  root.querySelector("#train-estimate-btn").addEventListener("click", estimate);
   root.querySelector("#train-reset").addEventListener("click", () => { form?.reset(); afterChange(); });
   root.querySelector("#train-preset-load").addEventListener("click", loadPreset);
   root.querySelector("#train-preset-save").addEventListener("click", savePreset);
@@ -382,12 +386,24 @@ async function validate({ uploaded = null } = {}) {
   try {
     const report = await api("/datasets/validate", { method: "POST", body });
     showOut("#train-report", reportHtml(report, { uploaded, hubModel: !model }));
+    // A file that can be trained on: measure how long the run would take, unless a run is training now.
+    if (report.ok && !monitor.isLive(monitor.lastStatus())) estimate();
   } catch (err) {
     // A file that cannot be read at all: the same report heading, with the reason (it names what was found).
     const lead = uploaded ? `<p class="error">${escapeHtml(t("train.upload_bad", { name: uploaded }))}</p>` : "";
     showOut("#train-report", `${lead}<h3>${escapeHtml(t("train.report"))} <span id="train-report-verdict" class="bad">${escapeHtml(t("train.has_errors"))}</span></h3>
       <p class="error" role="alert">${escapeHtml(err.message)}</p>`);
   }
+}
+
+/** The expected duration of a run with the current settings (a few real steps, measured by the server). */
+function estimate() {
+  if (!form || !modelDir() || !root.querySelector("#train-dataset").value) return;
+  showEstimate(root.querySelector("#train-estimate"), { model_dir: modelDir(),
+    csv_path: root.querySelector("#train-dataset").value, ...form.values() }, (values) => {
+    form.apply(values);
+    afterChange();
+  });
 }
 
 async function preview() {

@@ -1,0 +1,55 @@
+"""`POST /estimate`: how long a run with this config would take on this machine, measured before it starts.
+
+The measurement (the run's data pipeline and a few real optimizer steps) runs in a child process, as
+training does, so the server keeps answering meanwhile; it is refused while a run trains (the two would
+slow each other down and the figure would be wrong).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from matelix.server.errors import ApiError
+from matelix.server.routes.training import JobsDep, as_api_error
+from matelix.training.config import TrainConfig
+from matelix.training.jobs import worker_env
+from matelix.training.preflight import RunRejected, resolve_run
+
+router = APIRouter(tags=["training"])
+
+ESTIMATE_TIMEOUT_S = 900
+
+
+@router.post("/estimate")
+async def estimate(config: TrainConfig, jobs: JobsDep) -> dict:
+    """Rows, tokens and optimizer steps of the run, measured seconds per step, and the expected duration
+    (`seconds`), with cheaper settings suggested when it is long (`long`, `suggestions`)."""
+    settings = jobs.settings
+    try:
+        await run_in_threadpool(resolve_run, config, settings)  # a bad model or dataset: the same 4xx as /start
+    except RunRejected as exc:
+        raise as_api_error(exc) from exc
+    active = await run_in_threadpool(jobs.active)
+    if active is not None:
+        raise ApiError(409, f"run {active.run_id!r} is training; estimate when it has ended", code="run_active")
+    try:
+        done = await run_in_threadpool(
+            subprocess.run, [sys.executable, "-m", "matelix.training.estimate", str(settings.home)],
+            input=config.model_dump_json(), capture_output=True, text=True, timeout=ESTIMATE_TIMEOUT_S,
+            env=worker_env(settings, 1), cwd=str(settings.home))
+    except subprocess.TimeoutExpired as exc:
+        raise ApiError(504, f"the estimate took longer than {ESTIMATE_TIMEOUT_S} s", code="timeout") from exc
+    lines = done.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        answer = {}
+    if done.returncode != 0 or "seconds" not in answer:
+        tail = answer.get("error") or (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ApiError(400, f"the estimate failed: {tail}", code="estimate_failed")
+    return answer
