@@ -80,6 +80,16 @@ class TrainConfig(BaseModel):
     sort_by_length: bool = Field(True, description="Group samples of similar length.")
     eval_split: float = Field(0.0, ge=0, lt=1, description="Fraction of threads held out for evaluation.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: at save steps).")
+    probe_file: str | None = Field(None, description="JSONL file under datasets/ with prompts the model answers "
+                                   "before training, at every checkpoint and at the end (`messages` or `prompt`, "
+                                   "optional `expected`); default: the held-out prompts.")
+    max_probes: int = Field(16, ge=1, le=256, description="Most probes answered per evaluation.")
+    probe_max_new_tokens: int = Field(48, ge=1, le=1024, description="Length of each probe answer in tokens.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, le=1000, description="Stop after this many evaluations without a lower eval loss "
+        "(needs eval_split).")
+    load_best_model_at_end: bool = Field(False, description="The final model is the checkpoint with the lowest "
+                                         "eval loss (needs eval_split; evaluation steps must divide save_steps).")
 
     # Checkpoints, logging, preview.
     save_steps: int = Field(200, ge=1, description="Write a checkpoint every N optimizer steps.")
@@ -121,6 +131,12 @@ class TrainConfig(BaseModel):
     def _combinations(self) -> TrainConfig:
         if self.eval_steps is not None and self.eval_split == 0:
             raise ValueError("eval_steps is set but eval_split is 0: set eval_split (e.g. 0.1) to evaluate")
+        if (self.early_stopping_patience or self.load_best_model_at_end) and self.eval_split == 0:
+            raise ValueError("early_stopping_patience and load_best_model_at_end compare eval losses: set "
+                             "eval_split (e.g. 0.1)")
+        if self.load_best_model_at_end and self.eval_steps and self.save_steps % self.eval_steps:
+            raise ValueError(f"load_best_model_at_end needs save_steps ({self.save_steps}) to be a multiple of "
+                             f"eval_steps ({self.eval_steps}), so every checkpoint has an eval loss")
         if self.nproc > 1 and self.device == "mps":
             raise ValueError("nproc > 1 is not supported on mps; use device cpu or cuda")
         if self.device == "cpu" and self.precision == "fp16":

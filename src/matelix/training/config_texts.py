@@ -42,6 +42,15 @@ GERMAN_DESCRIPTIONS: dict[str, str] = {
     "sort_by_length": "Beispiele ähnlicher Länge zusammen gruppieren.",
     "eval_split": "Anteil der Unterhaltungen, die für die Evaluation zurückgehalten werden.",
     "eval_steps": "Alle N Schritte evaluieren (sonst bei jedem Checkpoint).",
+    "probe_file": "JSONL-Datei unter datasets/ mit Prompts, die das Modell vor dem Training, an jedem Checkpoint "
+                  "und am Ende beantwortet (`messages` oder `prompt`, optional `expected`); sonst die "
+                  "zurückgehaltenen Prompts.",
+    "max_probes": "Höchstens so viele Prompts pro Evaluation.",
+    "probe_max_new_tokens": "Länge jeder Prompt-Antwort in Tokens.",
+    "early_stopping_patience": "Nach so vielen Evaluationen ohne niedrigeren Eval-Loss aufhören (braucht "
+                               "eval_split).",
+    "load_best_model_at_end": "Das fertige Modell ist der Checkpoint mit dem niedrigsten Eval-Loss (braucht "
+                              "eval_split; save_steps muss ein Vielfaches der Eval-Schritte sein).",
     "save_steps": "Alle N Optimierungsschritte einen Checkpoint schreiben.",
     "save_total_limit": "So viele Checkpoints behalten (die ältesten werden gelöscht); leer = alle.",
     "logging_steps": "Alle N Optimierungsschritte eine Metrikzeile schreiben.",

@@ -33,6 +33,23 @@ def training(run_id: str, jobs: JobsDep) -> dict:
             "checkpoints": [{"name": c.name, "path": relative_to_home(c, home)} for c in rundir.checkpoints()]}
 
 
+@router.get("/trainings/{run_id}/evaluation")
+def evaluation(run_id: str, jobs: JobsDep) -> dict:
+    """The run's evaluation report: held-out loss and probe answers of the base model, every checkpoint and
+    the final model, their scores and flips (404 `no_evaluation` for a run without eval split or probes)."""
+    from matelix.training.evaluation import read_report
+
+    try:
+        rundir = jobs.rundir(run_id)
+    except RunRejected as exc:
+        raise as_api_error(exc) from exc
+    report = read_report(rundir)
+    if not report:
+        raise ApiError(404, f"run {run_id!r} has no evaluation report (it needs eval_split or probe_file; "
+                       "a running one writes it after its base evaluation)", code="no_evaluation")
+    return report
+
+
 class RunLabels(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
