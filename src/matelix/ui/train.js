@@ -5,6 +5,7 @@
 import { api, ApiError } from "./api.js";
 import { showEstimate } from "./estimate.js";
 import { bytes, escapeHtml, num } from "./format.js";
+import { GGUF_HTML, initGgufImport } from "./ggufimport.js";
 import { t } from "./i18n.js";
 import * as monitor from "./monitor.js";
 import { samplesHtml } from "./preview.js";
@@ -45,6 +46,7 @@ export function mount(el) {
           <input id="train-model-hub" type="text" placeholder="org/model" autocomplete="off" spellcheck="false">
           <small id="cfg-model_dir-err" class="field-error" role="alert" hidden></small>
         </div>
+        ${GGUF_HTML}
         <h2 data-i18n="train.preset">Quick settings</h2>
         <div class="row" role="group" aria-label="Quick settings" data-i18n-aria="train.preset">
           <button type="button" class="preset" data-preset="full" data-i18n="train.preset_full">Full fine-tune</button>
@@ -109,6 +111,11 @@ export function mount(el) {
   root.querySelector("#train-estimate-btn").addEventListener("click", estimate);
   root.querySelector("#train-reset").addEventListener("click", () => { form?.reset(); afterChange(); });
   root.querySelector("#train-preset-load").addEventListener("click", loadPreset);
+  initGgufImport(root, async (modelDir) => {
+    await loadModels();
+    root.querySelector("#train-model").value = modelDir;
+    afterChange();
+  });
   root.querySelector("#train-preset-save").addEventListener("click", savePreset);
   root.querySelector("#train-preset-delete").addEventListener("click", deletePreset);
   root.querySelector("#train-dataset").addEventListener("change", () => {
