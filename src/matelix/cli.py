@@ -105,6 +105,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run_export(_settings(args), args.run, args.format, args.quant, args.out, as_json=args.json)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from matelix.evaluation.console import run_eval
+
+    return run_eval(_settings(args), args.model, args.tasks, args.limit, args.backend, as_json=args.json)
+
+
+def _ngram_defaults() -> dict:
+    from matelix.training.config import TrainConfig
+
+    fields = TrainConfig.model_fields
+    return {key: fields[f"ngram_{name}"].default for key, name in (
+        ("top_k", "top_k"), ("max_len", "max"), ("min_count", "min_count"), ("min_chars", "min_chars"),
+        ("max_samples", "max_samples"))}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matelix", description="MaTeLiX Lab: fine-tune and serve causal LMs.")
     parser.add_argument("--version", action="version", version=f"matelix {__version__}")
@@ -152,13 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     mine = ngrams.add_parser("mine", help="show the phrases use_ngrams would add and the compression they give")
     mine.add_argument("dataset", type=Path, help="CSV, JSONL or JSON dataset file")
     mine.add_argument("--model", type=Path, required=True, help="model folder whose tokenizer is extended")
-    mine.add_argument("--top-k", type=int, default=1500, help="most phrases added (default 1500)")
-    mine.add_argument("--max-len", type=int, default=12,
-                      help="longest phrase in tokens (default 12; at least 32 for code-heavy data)")
-    mine.add_argument("--min-count", type=int, default=2,
-                      help="least occurrences of a phrase (default 2; runs use ngram_min_count)")
-    mine.add_argument("--min-chars", type=int, default=4, help="shortest phrase in characters (default 4)")
-    mine.add_argument("--max-samples", type=int, default=20_000, help="samples mined at most (default 20000)")
+    # The same defaults as a run's ngram_* fields, so `mine` shows exactly what a run with them adds.
+    run_default = _ngram_defaults()
+    mine.add_argument("--top-k", type=int, default=run_default["top_k"],
+                      help=f"most phrases added (default {run_default['top_k']}, as ngram_top_k)")
+    mine.add_argument("--max-len", type=int, default=run_default["max_len"],
+                      help=f"longest phrase in tokens (default {run_default['max_len']}; at least 32 for code-heavy data)")
+    mine.add_argument("--min-count", type=int, default=run_default["min_count"],
+                      help=f"least occurrences of a phrase (default {run_default['min_count']}, as ngram_min_count)")
+    mine.add_argument("--min-chars", type=int, default=run_default["min_chars"],
+                      help=f"shortest phrase in characters (default {run_default['min_chars']})")
+    mine.add_argument("--max-samples", type=int, default=run_default["max_samples"],
+                      help=f"samples mined at most (default {run_default['max_samples']})")
     mine.add_argument("--template-mode", default="auto",
                       help="auto, column, chat, dialogplus, messages, sharegpt or alpaca (default auto)")
     mine.add_argument("--column-name", default="text", help="text column for the column format")

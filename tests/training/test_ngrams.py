@@ -152,7 +152,7 @@ def test_cli_prints_the_compression_of_the_demo_text(tiny_model_dir, capsys):
     from matelix.cli import main
 
     assert main(["ngrams", "mine", str(demo_data_path("demo_text.csv")), "--model", str(tiny_model_dir),
-                 "--json"]) == 0
+                 "--min-count", "2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["saved_pct"] >= 15 and data["tokens"]
     assert main(["ngrams", "mine", str(demo_data_path("demo_text.csv")), "--model", str(tiny_model_dir),
@@ -291,3 +291,17 @@ def test_a_tokenizer_without_a_fast_backend_is_left_alone(tmp_path):
     totals = apply_ngrams(SlowTokenizer(), None, ["text"] * 10, SimpleNamespace(), tmp_path, log=lines.append)
     assert totals["added_tokens"] == 0 and "skipped" in totals and not list(tmp_path.iterdir())
     assert "fast" in lines[0]
+
+
+def test_cli_defaults_propose_exactly_what_a_run_with_default_options_adds(tiny_model_dir, tmp_path, capsys):
+    from matelix.cli import main
+    from matelix.training.config import TrainConfig
+
+    path = demo_data_path("demo_chat.csv")
+    assert main(["ngrams", "mine", str(path), "--model", str(tiny_model_dir), "--json"]) == 0
+    proposed = json.loads(capsys.readouterr().out)["totals"]["added_tokens"]
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = _texts("demo_chat.csv", tokenizer)
+    config = TrainConfig(model_dir="models/m", csv_path="datasets/demo_chat.csv", use_ngrams=True)
+    totals = apply_ngrams(tokenizer, None, texts, config, tmp_path, log=lambda s: None)
+    assert totals["added_tokens"] == proposed > 0
