@@ -22,7 +22,7 @@ def finished_run(home: Path, run_id: str, model_files: Path, train_mode: str) ->
     rundir = RunDir(home / "training_outputs" / run_id)
     shutil.copytree(model_files, rundir.path)
     rundir.write_config(TrainConfig(model_dir="models/tiny-demo", csv_path="datasets/demo_chat.csv",
-                                    train_mode=train_mode))
+                                    train_mode=train_mode, merge_lora_on_save=train_mode != "lora"))
     rundir.update_status(state="completed", model="models/tiny-demo", train_mode=train_mode, created_at=1.0)
     return rundir
 

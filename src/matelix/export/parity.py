@@ -37,18 +37,17 @@ class Model:
 
 
 def greedy(model, prompt: list[int], max_new: int, stops: set[int]) -> list[int]:
-    """Greedy answer ids: a plain argmax loop over full forward passes (no cache, so no cache API can
-    differ between the two sides); ends at a stop token."""
+    """Greedy answer ids (argmax at every step, no sampling settings of the model's own); ends at a stop
+    token. The same call on both sides, so only the weights and the loader can make them differ."""
     import torch
+    from transformers import GenerationConfig
 
-    out: list[int] = []
+    config = GenerationConfig(max_new_tokens=max_new, do_sample=False, num_beams=1, eos_token_id=sorted(stops),
+                              pad_token_id=min(stops))
+    ids = torch.tensor([prompt])
     with torch.no_grad():
-        for _ in range(max_new):
-            logits = model(input_ids=torch.tensor([prompt + out])).logits  # (1, T, V)
-            out.append(int(logits[0, -1].argmax()))
-            if out[-1] in stops:
-                break
-    return out
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    return out[0, len(prompt):].tolist()
 
 
 def answer_logprobs(model, prompt: list[int], answer: list[int]) -> tuple[list[float], list[int]]:
