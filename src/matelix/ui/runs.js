@@ -3,10 +3,12 @@
 
 import { api } from "./api.js";
 import { COLORS, lineChart } from "./charts.js";
-import { dateTime, duration, escapeHtml, num } from "./format.js";
-import { t } from "./i18n.js";
+import { dateTime, duration, escapeHtml, learningRate, num } from "./format.js";
+import { has, t } from "./i18n.js";
 import * as exportsPanel from "./exports.js";
 import * as monitor from "./monitor.js";
+import { reuseSettings, runTitle } from "./reuse.js";
+import { optionLabel } from "./trainform.js";
 
 let root, runs = [], selected = null, lastSeen = null;
 let detailLoss = null, detailLr = null, overlay = null;
@@ -18,7 +20,8 @@ export function mount(el) {
   root.innerHTML = `
     <div class="row spread"><h1 data-i18n="runs.title">Runs</h1>
       <button type="button" id="runs-refresh" data-i18n="common.refresh">Refresh</button></div>
-    <div class="card table-wrap">
+    <div class="card table-wrap" id="runs-table-wrap">
+      <p id="runs-scroll-hint" class="muted scroll-hint" data-i18n="runs.scroll_hint" hidden>More columns: scroll sideways →</p>
       <table id="runs-table">
         <caption class="sr-only" data-i18n="runs.title">Runs</caption>
         <thead><tr>
@@ -32,14 +35,25 @@ export function mount(el) {
       <p id="runs-empty" class="muted" data-i18n="runs.empty" hidden>No runs yet.</p>
     </div>
     <div class="card" id="runs-compare-card" hidden>
-      <h2 data-i18n="runs.overlay">Loss curves compared</h2><div id="runs-overlay" class="chart" role="img" data-i18n-aria="chart.overlay" aria-label="Loss by step of the ticked runs"></div></div>
+      <h2 data-i18n="runs.overlay">Loss curves compared</h2><div id="runs-overlay" class="chart" role="img" data-i18n-aria="chart.overlay" aria-label="Loss by step of the ticked runs"></div>
+      <h3 data-i18n="runs.diff">Configuration differences</h3><div id="runs-diff" class="table-wrap"></div></div>
     <div class="card" id="runs-detail" hidden>
       <div class="row spread"><h2 id="runs-detail-title"></h2>
         <div class="row">
+          <button type="button" id="runs-reuse" data-i18n="runs.reuse">Reuse settings</button>
           <button type="button" id="runs-chat" data-i18n="runs.chat">Chat with this model</button>
           <button type="button" id="runs-resume" data-i18n="runs.resume">Resume</button>
           <button type="button" id="runs-delete" class="danger" data-i18n="runs.delete">Delete</button></div></div>
+      <p class="run-id"><code id="runs-detail-id"></code></p>
       <div id="runs-detail-error" class="error" role="alert" hidden></div>
+      <div class="labels">
+        <label for="runs-name" data-i18n="runs.name">Name</label>
+        <input id="runs-name" type="text" maxlength="100" autocomplete="off">
+        <label for="runs-notes" data-i18n="runs.notes">Notes</label>
+        <textarea id="runs-notes" rows="2" maxlength="10000"></textarea>
+        <div class="row"><button type="button" id="runs-labels-save" data-i18n="runs.labels_save">Save name and notes</button>
+          <span id="runs-labels-msg" class="muted" role="status"></span></div>
+      </div>
       <dl class="stats" id="runs-detail-stats"></dl>
       <div class="grid2">
         <div><h3 data-i18n="monitor.loss_chart">Loss</h3><div id="runs-loss" class="chart" role="img" data-i18n-aria="chart.loss" aria-label="Loss by step"></div></div>
@@ -52,6 +66,12 @@ export function mount(el) {
   root.querySelector("#runs-refresh").addEventListener("click", load);
   root.querySelector("#runs-resume").addEventListener("click", resume);
   exportsPanel.mount(root.querySelector("#runs-exports"));
+  root.querySelector("#runs-labels-save").addEventListener("click", saveLabels);
+  root.querySelector("#runs-reuse").addEventListener("click", () => {
+    const run = runs.find((r) => r.run_id === selected);
+    if (run?.config) reuseSettings(run.config, runTitle(run));
+  });
+  new ResizeObserver(scrollHint).observe(root.querySelector("#runs-table-wrap"));
   root.querySelector("#runs-delete").addEventListener("click", remove);
   root.querySelector("#runs-chat").addEventListener("click", () => {
     location.hash = `#chat/${encodeURIComponent(selected)}`;
@@ -91,12 +111,13 @@ async function load() {
   body.innerHTML = runs.map((r) => `<tr data-run="${escapeHtml(r.run_id)}" tabindex="0" class="${r.run_id === selected ? "selected" : ""}">
       <td><input type="checkbox" data-compare="${escapeHtml(r.run_id)}" ${compare.has(r.run_id) ? "checked" : ""}
         aria-label="${escapeHtml(t("runs.compare"))} ${escapeHtml(r.run_id)}"></td>
-      <td><code>${escapeHtml(r.run_id)}</code></td>
+      <td class="run-cell">${r.config?.run_name ? `<strong class="run-name">${escapeHtml(r.config.run_name)}</strong>` : ""}<code>${escapeHtml(r.run_id)}</code></td>
       <td><span class="state state-${escapeHtml(r.state || "none")}">${escapeHtml(r.state ? t(`state.${r.state}`) : "–")}</span></td>
-      <td>${escapeHtml(r.model ?? r.config?.model_dir ?? "–")}${r.train_mode ? ` <small>(${escapeHtml(r.train_mode)})</small>` : ""}</td>
+      <td>${escapeHtml(r.model ?? r.config?.model_dir ?? "–")}${r.train_mode ? ` <small>(${escapeHtml(r.train_mode === "lora" ? "LoRA" : t("train.preset_full"))})</small>` : ""}</td>
       <td>${escapeHtml(r.dataset ?? r.config?.csv_path ?? "–")}</td><td>${num(r.final_loss)}</td>
       <td>${duration(r.duration_seconds)}</td><td>${dateTime(r.created_at)}</td></tr>`).join("");
   root.querySelector("#runs-empty").hidden = runs.length > 0;
+  scrollHint();
   for (const id of [...compare]) if (!runs.some((r) => r.run_id === id)) compare.delete(id);
   metricsCache.clear();  // runs may have grown since they were drawn
   drawOverlay();
@@ -123,9 +144,10 @@ async function drawOverlay() {
     const byStep = new Map(ms.map((m) => [Number(m.step), m.loss]));
     return steps.map((s) => byStep.get(s) ?? null);
   });
-  const series = ids.map((id, i) => ({ label: id, color: COLORS[i % COLORS.length] }));
-  if (!overlay) overlay = lineChart(root.querySelector("#runs-overlay"), { series, yLabel: "loss" });
+  const series = ids.map((id, i) => ({ label: runTitle(runs.find((r) => r.run_id === id)) || id, color: COLORS[i % COLORS.length] }));
+  if (!overlay) overlay = lineChart(root.querySelector("#runs-overlay"), { series, xLabel: t("axis.step"), yLabel: t("axis.loss") });
   overlay.setSeries(series, steps, ys);
+  renderDiff(ids);
 }
 
 async function openDetail(id) {
@@ -133,7 +155,12 @@ async function openDetail(id) {
   for (const tr of root.querySelectorAll("tr[data-run]")) tr.classList.toggle("selected", tr.dataset.run === id);
   const box = root.querySelector("#runs-detail");
   box.hidden = false;
-  root.querySelector("#runs-detail-title").textContent = id;
+  const run = runs.find((r) => r.run_id === id);
+  root.querySelector("#runs-detail-title").textContent = runTitle(run) || id;
+  root.querySelector("#runs-detail-id").textContent = id;
+  root.querySelector("#runs-name").value = run?.config?.run_name || "";
+  root.querySelector("#runs-notes").value = run?.config?.notes || "";
+  root.querySelector("#runs-labels-msg").textContent = "";
   showDetailError("");
   const detail = await detailOf(id).catch((err) => { showDetailError(err.message); return null; });
   if (!detail) return;
@@ -143,10 +170,13 @@ async function openDetail(id) {
   root.querySelector("#runs-delete").disabled = active;
   root.querySelector("#runs-chat").disabled = active || !detail.has_model;
   exportsPanel.show(id, detail, active);
+  root.querySelector("#runs-reuse").disabled = !detail.config;
   if (!detailLoss) {
     detailLoss = lineChart(root.querySelector("#runs-loss"), {
-      series: [{ label: t("metric.loss") }, { label: t("metric.eval_loss"), points: true }], yLabel: "loss" });
-    detailLr = lineChart(root.querySelector("#runs-lr"), { series: [{ label: t("metric.learning_rate") }], yLabel: "lr" });
+      series: [{ label: t("metric.loss") }, { label: t("metric.eval_loss"), points: true }],
+      xLabel: t("axis.step"), yLabel: t("axis.loss") });
+    detailLr = lineChart(root.querySelector("#runs-lr"), { series: [{ label: t("metric.learning_rate") }],
+      xLabel: t("axis.step"), yLabel: t("axis.lr"), scientific: true });
   }
   const byStep = new Map();
   for (const m of metrics) byStep.set(Number(m.step), { ...byStep.get(Number(m.step)), ...m });
@@ -166,7 +196,58 @@ async function openDetail(id) {
   if (error) showDetailError([error.message || error, ...(error.last_lines || [])].join("\n"));
   const cfg = detail.config || {};
   root.querySelector("#runs-config").innerHTML = Object.entries(cfg).map(([k, v]) =>
-    `<div><dt>${escapeHtml(k)}</dt><dd>${escapeHtml(typeof v === "object" && v !== null ? JSON.stringify(v) : v ?? "–")}</dd></div>`).join("");
+    `<div><dt title="${escapeHtml(k)}">${escapeHtml(settingLabel(k))}</dt><dd>${escapeHtml(settingValue(k, v))}</dd></div>`).join("");
+}
+
+/** A config key by its label in the UI (the key itself where there is none). */
+function settingLabel(key) {
+  return has(`field.${key}`) ? t(`field.${key}`) : key;
+}
+
+/** A config value as the form shows it: choices in words, learning rates and numbers in the UI's format. */
+function settingValue(key, value) {
+  if (value === null || value === undefined || value === "") return "–";
+  if (typeof value === "boolean") return t(value ? "common.yes" : "common.no");
+  if (key === "learning_rate") return learningRate(value);
+  if (typeof value === "number") return num(value);
+  if (Array.isArray(value)) return value.join(", ");
+  if (typeof value === "object") return JSON.stringify(value);
+  return optionLabel(key, value);
+}
+
+/** The settings in which the compared runs differ, one column per run. */
+function renderDiff(ids) {
+  const box = root.querySelector("#runs-diff");
+  const configs = ids.map((id) => runs.find((r) => r.run_id === id)?.config || {});
+  const keys = [...new Set(configs.flatMap((c) => Object.keys(c)))]
+    .filter((k) => !["notes", "run_name"].includes(k))
+    .filter((k) => new Set(configs.map((c) => JSON.stringify(c[k] ?? null))).size > 1);
+  if (ids.length < 2) { box.replaceChildren(); return; }
+  if (!keys.length) { box.innerHTML = `<p class="muted">${escapeHtml(t("runs.diff_none"))}</p>`; return; }
+  box.innerHTML = `<table class="diff"><thead><tr><th scope="col">${escapeHtml(t("runs.setting"))}</th>
+    ${ids.map((id) => `<th scope="col">${escapeHtml(runTitle(runs.find((r) => r.run_id === id)) || id)}</th>`).join("")}</tr></thead>
+    <tbody>${keys.map((k) => `<tr data-key="${escapeHtml(k)}"><th scope="row">${escapeHtml(settingLabel(k))}</th>
+      ${configs.map((c) => `<td>${escapeHtml(settingValue(k, c[k]))}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
+}
+
+/** On a narrow screen the table scrolls sideways; say so while columns are out of view. */
+function scrollHint() {
+  const wrap = root.querySelector("#runs-table-wrap");
+  root.querySelector("#runs-scroll-hint").hidden = wrap.scrollWidth <= wrap.clientWidth + 1;
+}
+
+async function saveLabels() {
+  const message = root.querySelector("#runs-labels-msg");
+  const id = selected;
+  try {
+    await api(`/trainings/${encodeURIComponent(id)}`, { method: "PATCH", body: {
+      run_name: root.querySelector("#runs-name").value, notes: root.querySelector("#runs-notes").value } });
+    message.textContent = t("runs.labels_saved");
+    await load();
+    if (selected === id) root.querySelector("#runs-detail-title").textContent = runTitle(runs.find((r) => r.run_id === id)) || id;
+  } catch (err) {
+    message.textContent = err.message;
+  }
 }
 
 function showDetailError(text) {
