@@ -5,22 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.server.routes.test_catalog_gguf import _write_gguf
 
 from matelix.cli import main
 from matelix.models.gguf_import import GGUFImportError, check_gguf, import_gguf
-
-
-def _write_gguf(path, arch: str) -> None:
-    import numpy as np
-    from gguf import GGUFWriter
-
-    writer = GGUFWriter(str(path), arch)
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 def test_unsupported_architecture_is_refused_by_name(tmp_path):
