@@ -7,7 +7,9 @@ Builds a ~20M-parameter Llama with `create_demo_model` in a temporary home (its 
 zeroed so a random model never stops early: every request generates exactly `--new-tokens` tokens on both
 servers). Then, one server at a time on the same machine:
 * bare `model.generate` in this process, one request after another (the 1-client ceiling);
-* `matelix serve` (a subprocess), streamed through `POST /chat_stream` with `Accept: text/event-stream`;
+* `matelix serve` (a subprocess), streamed through `POST /chat_stream` with `Accept: text/event-stream`,
+  then (`--structured-clients`, default 16) the same number of clients on `/v1/chat/completions` unconstrained
+  and with `response_format: json_schema` (structured output; the goal is at least 0.8x the plain tokens/s);
 * `transformers serve <model folder>` (a subprocess), streamed through `POST /v1/chat/completions`;
 each with 1, 4, 16 and 64 concurrent clients, greedy. Prints per-level aggregate tokens/s, p50/p95 time to
 first token and request latency, a ratio table (lab / transformers serve, lab / bare generate) and one JSON
@@ -83,34 +85,53 @@ async def one_lab_request(client: httpx.AsyncClient, url: str, new_tokens: int) 
     body = {"messages": MESSAGES, "max_new_tokens": new_tokens, "temperature": 0}
     t0 = time.perf_counter()
     ttft, tokens = None, 0
-    async with client.stream("POST", url + "/chat_stream", json=body,
-                             headers={"Accept": "text/event-stream"}) as r:
+    async for event in sse_events(client, url + "/chat_stream", body):
+        if "delta" in event and ttft is None:
+            ttft = time.perf_counter() - t0
+        if "usage" in event:
+            tokens = event["usage"]["completion_tokens"]
+    return ttft or 0.0, time.perf_counter() - t0, tokens
+
+
+STORY_SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}, "mood": {"enum": ["froh", "ernst"]},
+                                                "lines": {"type": "array", "items": {"type": "string"}}},
+                "required": ["title", "mood", "lines"]}
+
+
+async def one_v1_request(client: httpx.AsyncClient, url: str, new_tokens: int, schema: dict | None) -> tuple[float, float, int]:
+    """A streamed `/v1/chat/completions` request, with `response_format: json_schema` when `schema` is given."""
+    body = {"model": "models/bench-20m", "messages": MESSAGES, "max_tokens": new_tokens, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True}}
+    if schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "story", "schema": schema}}
+    t0 = time.perf_counter()
+    ttft, tokens = None, 0
+    async for event in sse_events(client, url + "/v1/chat/completions", body):
+        if event.get("choices") and event["choices"][0]["delta"].get("content") and ttft is None:
+            ttft = time.perf_counter() - t0
+        if event.get("usage"):
+            tokens = event["usage"]["completion_tokens"]
+    return ttft or 0.0, time.perf_counter() - t0, tokens
+
+
+async def sse_events(client: httpx.AsyncClient, url: str, body: dict):
+    """The JSON events of a streamed POST (up to `[DONE]`)."""
+    async with client.stream("POST", url, json=body, headers={"Accept": "text/event-stream"}) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if "delta" in event and ttft is None:
-                ttft = time.perf_counter() - t0
-            if "usage" in event:
-                tokens = event["usage"]["completion_tokens"]
-    return ttft or 0.0, time.perf_counter() - t0, tokens
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line[6:])
 
 
 async def one_hf_request(client: httpx.AsyncClient, url: str, new_tokens: int, model: str) -> tuple[float, float, int]:
     body = {"model": model, "messages": MESSAGES, "max_tokens": new_tokens, "temperature": 0, "stream": True}
     t0 = time.perf_counter()
     ttft, chunks = None, 0
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            for choice in event.get("choices", []):
-                if choice.get("delta", {}).get("content"):
-                    chunks += 1
-                    ttft = ttft if ttft is not None else time.perf_counter() - t0
+    async for event in sse_events(client, url + "/v1/chat/completions", body):
+        for choice in event.get("choices", []):
+            if choice.get("delta", {}).get("content"):
+                chunks += 1
+                ttft = ttft if ttft is not None else time.perf_counter() - t0
     # transformers serve streams one chunk per token and sends no usage when streaming.
     return ttft or 0.0, time.perf_counter() - t0, chunks
 
@@ -149,11 +170,20 @@ def run_levels(name: str, request, levels: list[int], min_requests: int) -> list
     return results
 
 
-def bench_lab(home: Path, levels: list[int], new_tokens: int, min_requests: int, env: dict) -> list[dict]:
+def bench_lab(home: Path, levels: list[int], new_tokens: int, min_requests: int, env: dict,
+              structured_clients: int) -> tuple[list[dict], list[dict]]:
+    """The lab's levels, then (unless `structured_clients` is 0) the same `/v1` traffic unconstrained and
+    with a json_schema."""
     with ServerProcess.lab(home, env={**env, "MATELIX_OFFLINE": "1"}) as server:
         httpx.post(server.url + "/load_inference", json={"model_dir": "models/bench-20m", "device": "cpu"},
                    timeout=300).raise_for_status()
-        return run_levels("matelix", lambda c: one_lab_request(c, server.url, new_tokens), levels, min_requests)
+        lab = run_levels("matelix", lambda c: one_lab_request(c, server.url, new_tokens), levels, min_requests)
+        structured = []
+        if structured_clients:
+            for name, schema in (("/v1 plain", None), ("/v1 json_schema", STORY_SCHEMA)):
+                structured += run_levels(name, lambda c, s=schema: one_v1_request(c, server.url, new_tokens, s),
+                                         [structured_clients], min_requests)
+        return lab, structured
 
 
 def bench_transformers_serve(model_dir: Path, levels: list[int], new_tokens: int, min_requests: int,
@@ -177,6 +207,8 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--min-requests", type=int, default=8, help="requests per level at least")
     parser.add_argument("--skip-transformers-serve", action="store_true")
+    parser.add_argument("--structured-clients", type=int, default=16,
+                        help="clients of the structured-output case (json_schema vs plain on /v1); 0 = skip")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in every process (0 = torch's default); 1 is steadier on a busy machine")
     args = parser.parse_args()
@@ -204,7 +236,7 @@ def main() -> int:
         print(f"  generate, static batch of 16 : {batched['tokens_per_s']:8.1f} tok/s "
               f"({batched['tokens_per_s'] / bare['tokens_per_s']:.2f}x one request: the most batching "
               "gains on this CPU)", flush=True)
-        lab = bench_lab(home, levels, args.new_tokens, args.min_requests, env)
+        lab, structured = bench_lab(home, levels, args.new_tokens, args.min_requests, env, args.structured_clients)
         hf = [] if args.skip_transformers_serve else \
             bench_transformers_serve(model_dir, levels, args.new_tokens, args.min_requests, env)
 
@@ -216,9 +248,14 @@ def main() -> int:
               f"{other if other is not None else float('nan'):14.1f} | {ratio(level['tokens_per_s'], other):>12s} | "
               f"{ratio(level['tokens_per_s'], bare['tokens_per_s']):>17s} | "
               f"{ratio(level['ttft_p95_s'], base_ttft):>8s}")
+    if structured:
+        plain, constrained = structured
+        print(f"\nstructured output, {plain['clients']} clients on /v1: json_schema {constrained['tokens_per_s']:.1f} "
+              f"tok/s vs plain {plain['tokens_per_s']:.1f} tok/s = "
+              f"{ratio(constrained['tokens_per_s'], plain['tokens_per_s']).strip()} (goal: at least 0.8x)")
     print(json.dumps({"bench": "serve_throughput", "new_tokens": args.new_tokens, "model_params": "~21M",
                       "bare_generate": bare, "generate_batch16": batched, "matelix": lab,
-                      "transformers_serve": hf}))
+                      "transformers_serve": hf, "structured": structured}))
     return 0
 
 

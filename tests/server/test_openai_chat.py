@@ -161,7 +161,7 @@ def test_temperature_out_of_range_is_a_bad_request(openai_client):
     ({"n": 0}, "n"),
     ({"stop": [f"s{i}" for i in range(65)]}, "stop"),  # MATELIX_MAX_STOP_STRINGS is 64
     ({"stream_options": {"include_usage": True}}, "stream_options"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "kein name!"}}]}, "tools.0.function.name"),
     ({"response_format": {"type": "json_schema"}}, "response_format"),  # without its schema
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"messages": []}, "messages"),

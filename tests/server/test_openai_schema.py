@@ -72,8 +72,8 @@ def test_unknown_fields_are_ignored_and_harmless_known_ones_accepted():
     ({"temperature": 2.5}, "temperature"), ({"n": 0}, "n"), ({"top_p": 0}, "top_p"),
     ({"stream_options": {"include_usage": True}}, "stream_options"), ({"top_logprobs": 2}, "top_logprobs"),
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"logit_bias": {"a": 1}}, "logit_bias"),
-    ({"tools": [{"type": "function"}]}, "tools"), ({"response_format": {"type": "json_schema"}}, "response_format"),
-    ({"logit_bias": {"1": 101}}, "logit_bias"), ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+    ({"tools": [{"type": "function"}]}, "tools.0.function"), ({"response_format": {"type": "json_schema"}}, "response_format"),
+    ({"logit_bias": {"1": 101}}, "logit_bias"), ({"messages": [{"role": "function", "content": "x"}]}, "messages.0.role"),
 ])
 def test_values_that_cannot_be_honoured_fail_on_their_field(kw, field):
     with pytest.raises(ValidationError) as exc:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from matelix.data.template import matelix_chat_template
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+TOOL_FIELDS = ("tool_calls", "tool_call_id", "name")  # passed on to templates that know tools
 # Turn-closing tokens of common chat templates; used as stop tokens when the vocabulary has them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>",
                       "<|endoftext|>", "<|eom_id|>")
@@ -47,8 +48,9 @@ def message_text(content: object, where: str) -> str:
     raise InvalidMessages(f"{where}.content must be a string or a list of text parts", f"{where}.content")
 
 
-def normalize_messages(messages: list, system: str | None = None) -> list[dict[str, str]]:
-    """Validated `[{"role", "content": str}]`, with `system` prepended as a system message."""
+def normalize_messages(messages: list, system: str | None = None) -> list[dict]:
+    """Validated `[{"role", "content": str}]` (plus `tool_calls`, `tool_call_id`, `name` where given), with
+    `system` prepended as a system message."""
     if not isinstance(messages, list) or not messages:
         raise InvalidMessages("messages must be a non-empty list", "messages")
     out = [{"role": "system", "content": system}] if system else []
@@ -59,17 +61,19 @@ def normalize_messages(messages: list, system: str | None = None) -> list[dict[s
         role = message.get("role")
         if role not in ROLES:
             raise InvalidMessages(f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role")
-        out.append({"role": role, "content": message_text(message.get("content"), where)})
+        extras = {k: message[k] for k in TOOL_FIELDS if message.get(k) is not None}
+        out.append({"role": role, "content": message_text(message.get("content"), where), **extras})
     return out
 
 
-def render_chat(tokenizer, messages: list, system: str | None = None) -> list[int]:
-    """Prompt token ids for `messages` (plus optional `system`), ending with the generation prompt."""
+def render_chat(tokenizer, messages: list, system: str | None = None, tools: list[dict] | None = None) -> list[int]:
+    """Prompt token ids for `messages` (plus optional `system`), ending with the generation prompt; `tools`
+    (OpenAI function tools) go to templates that render them."""
     chat = normalize_messages(messages, system)
     template = None if getattr(tokenizer, "chat_template", None) else matelix_chat_template("chat")
     try:
         text = tokenizer.apply_chat_template(chat, chat_template=template, add_generation_prompt=True,
-                                             tokenize=False)
+                                             tokenize=False, **({"tools": tools} if tools else {}))
     except Exception as exc:  # the template itself refuses (e.g. roles must alternate)
         raise InvalidMessages(f"the model's chat template rejected the messages: {exc}", "messages") from exc
     return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]

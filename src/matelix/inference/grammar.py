@@ -20,7 +20,8 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-KINDS = ("json_schema", "json_object", "regex", "choice", "ebnf")
+KINDS = ("json_schema", "json_object", "regex", "choice", "ebnf", "tool_call")
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
 _lock = threading.Lock()
 _compilers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -72,13 +73,25 @@ def compile_grammar(tokenizer, vocab_size: int, stop_ids: frozenset[int] | set[i
             return compiler.compile_regex(spec.source)
         if spec.kind == "choice":
             options = json.loads(spec.source)
-            return compiler.compile_regex("|".join(f"(?:{re.escape(o)})" for o in options))
+            return compiler.compile_regex("|".join(f"(?:{_literal(o)})" for o in options))
         if spec.kind == "ebnf":
             return compiler.compile_grammar(spec.source)
+        if spec.kind == "tool_call":  # `source` is the call object's schema; Hermes-style block around it
+            import xgrammar as xgr
+
+            call = xgr.Grammar.from_json_schema(spec.source, any_whitespace=False, strict_mode=True)
+            return compiler.compile_grammar(xgr.Grammar.concat(xgr.Grammar.from_regex(_literal(TOOL_CALL_OPEN)), call,
+                                                               xgr.Grammar.from_regex(_literal(TOOL_CALL_CLOSE))))
     except (RuntimeError, ValueError, TypeError) as exc:  # xgrammar reports bad input as RuntimeError
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise GrammarRejected(f"{spec.param}: cannot be used to constrain the output: {reason}", spec.param) from exc
     raise GrammarRejected(f"{spec.param}: unknown grammar kind {spec.kind!r}", spec.param)
+
+
+def _literal(text: str) -> str:
+    """`text` as a regex matching exactly it, in xgrammar's dialect (Python's `re.escape` also escapes
+    newlines and spaces, escapes xgrammar does not know)."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", text)
 
 
 class GrammarMask:

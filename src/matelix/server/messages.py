@@ -10,9 +10,26 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ROLE_ALIASES = {"developer": "system"}
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    arguments: str | dict = "{}"
+
+
+class ToolCallItem(BaseModel):
+    """A tool call as OpenAI sends it back in the history: `{"id", "type": "function", "function": {...}}`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class ChatMessage(BaseModel):
@@ -20,21 +37,30 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str | list[Any] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallItem] | None = Field(None, description="An assistant's earlier tool calls.")
+    tool_call_id: str | None = Field(None, description="With role tool: the call this is the result of.")
 
     @field_validator("role", mode="before")
     @classmethod
     def _role_alias(cls, value: Any) -> Any:
-        if value in ("tool", "function"):
-            raise ValueError(f"role '{value}' is not supported (this server does not call tools); "
-                             "use system, user or assistant")
+        if value == "function":
+            raise ValueError("role 'function' (the legacy function-calling API) is not supported; send tool "
+                             "results with role 'tool' and tool_call_id")
         return ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
 
     def as_dict(self) -> dict:
         """What `inference.chat.render_chat` takes."""
-        return {"role": self.role, "content": self.content}
+        out: dict = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None and self.role == "tool":
+            out["name"] = self.name
+        return out
 
 
 def texts_of(messages: list[ChatMessage]) -> list[tuple[str, str]]:

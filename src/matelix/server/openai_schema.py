@@ -36,10 +36,11 @@ from matelix.inference.sampling import (
     SamplingParams,
 )
 from matelix.server.messages import ChatMessage
+from matelix.server.tools import forced_call
 
 MAX_PROMPTS = 64
 MAX_CHOICES = 128  # prompts x n of one completions request
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 def new_id(prefix: str) -> str:
@@ -88,6 +89,34 @@ class ResponseFormat(BaseModel):
 
 
 GUIDES = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments object.")
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class ChosenFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"] = "function"
+    function: ChosenFunction
 
 
 class SamplingRequest(BaseModel):
@@ -223,7 +252,10 @@ class ChatCompletionRequest(SamplingRequest):
                                                                              "likely alternatives per token.")
     response_format: ResponseFormat | None = Field(None, description="text, json_object (any JSON object) or "
                                                                      "json_schema (output valid against the schema).")
-    tools: list[Any] | None = None
+    tools: list[Tool] | None = Field(None, description="Functions the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="none, auto (default with tools), required, or {type: function, function: {name}}.")
+    parallel_tool_calls: bool | None = Field(None, description="With auto: several calls in one answer (default).")
     functions: list[Any] | None = None
 
     @field_validator("top_logprobs")
@@ -237,18 +269,54 @@ class ChatCompletionRequest(SamplingRequest):
     def top_logprobs_wanted(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
+    @field_validator("functions")
+    @classmethod
+    def _no_functions(cls, value: list | None) -> list | None:
+        if value:
+            raise ValueError("functions (the legacy function-calling API) is not supported; send tools instead")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tool_names(cls, value: list[Tool] | None) -> list[Tool] | None:
+        names = [t.function.name for t in value or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tool function names must be unique")
+        return value or None
+
+    @model_validator(mode="after")
+    def _choice_names_a_tool(self) -> ChatCompletionRequest:
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in self.tool_names:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
+        if choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        return self
+
+    @property
+    def tool_names(self) -> set[str]:
+        return {t.function.name for t in self.tools or []}
+
+    @property
+    def tool_mode(self) -> str:
+        """"none" (no tools in the prompt, no parsing), "auto", "required" or "named"."""
+        if not self.tools or self.tool_choice == "none":
+            return "none"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"
+
+    def tool_dicts(self) -> list[dict]:
+        return [t.model_dump(exclude_none=True) for t in self.tools or []]
+
     def grammar_spec(self) -> GrammarSpec | None:
+        """`tool_choice` required / named constrain the answer to a call; else response_format, guided_*."""
+        if self.tool_mode in ("required", "named"):
+            name = self.tool_choice.function.name if self.tool_mode == "named" else None
+            return forced_call(self.tool_dicts(), name)
         if self.response_format is not None and self.response_format.type != "text":
             return self.response_format.grammar_spec()
         return super().grammar_spec()
-
-    @field_validator("tools", "functions")
-    @classmethod
-    def _no_tools(cls, value: list | None, info: ValidationInfo) -> list | None:
-        if value:
-            raise ValueError(f"{info.field_name} are not supported by this server (the model cannot call "
-                             "functions); remove them")
-        return value
 
     @property
     def max_new_tokens(self) -> int | None:
@@ -344,7 +412,8 @@ class ModelList(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict] | None = None
 
 
 class TopLogprob(BaseModel):
@@ -392,10 +461,12 @@ class ChatDelta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict] | None = None
 
     @model_serializer
-    def _set_fields_only(self) -> dict[str, str]:
-        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
+    def _set_fields_only(self) -> dict:
+        return {k: v for k, v in (("role", self.role), ("content", self.content), ("tool_calls", self.tool_calls))
+                if v is not None}
 
 
 class ChatChunkChoice(BaseModel):

@@ -24,6 +24,7 @@ from matelix.server.openai_schema import (
     CompletionChoice,
 )
 from matelix.server.streaming import sse
+from matelix.server.tools import ToolCalls, ToolCallStream
 
 FINISH_REASONS = ("stop", "length")
 
@@ -55,6 +56,15 @@ class ChunkFormat:
 
 
 class ChatChunks(ChunkFormat):
+    """Chat deltas; with tools, text that may be a tool call is held back and the calls are sent at the end
+    of the choice as `tool_calls` deltas (name and id first, then the arguments), with finish_reason
+    "tool_calls"."""
+
+    def __init__(self, *args, tool_calls: ToolCalls | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.tool_calls = tool_calls
+        self.parsers: dict[int, ToolCallStream] = {}
+
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         return self.frame(ChatCompletionChunk(**self.base, choices=choices, usage=usage))
 
@@ -63,12 +73,28 @@ class ChatChunks(ChunkFormat):
 
     def delta(self, index: int, event: GenerationEvent) -> str | None:
         logprobs = chat_logprobs(list(event.logprobs), self.texts) if self.texts and event.logprobs else None
-        if not event.text and logprobs is None:
+        text = event.text
+        if self.tool_calls is not None and text:
+            text = self.parsers.setdefault(index, self.tool_calls.stream()).push(text)
+        if not text and logprobs is None:
             return None
-        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=event.text), logprobs=logprobs)])
+        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=text), logprobs=logprobs)])
 
     def finish(self, index: int, reason: str) -> str:
-        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=reason)])
+        chunks = []
+        parser = self.parsers.pop(index, None)
+        if parser is not None:
+            rest, calls = parser.finish()
+            if rest:
+                chunks.append(self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=rest))]))
+            for n, call in enumerate(calls):
+                head = {"index": n, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+                body = {"index": n, "function": {"arguments": call.arguments}}
+                chunks += [self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(tool_calls=[part]))])
+                           for part in (head, body)]
+            reason = "tool_calls" if calls else reason
+        chunks.append(self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=reason)]))
+        return "".join(chunks)
 
     def usage(self, usage: Usage) -> str:
         return self._chunk([], usage)

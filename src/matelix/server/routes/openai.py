@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
 from matelix import catalog
+from matelix.inference.chat import render_chat
 from matelix.inference.grammar import compile_grammar
 from matelix.inference.loading import LoadedModel
 from matelix.inference.sampling import SamplingParams
@@ -52,6 +53,7 @@ from matelix.server.openai_schema import (
 )
 from matelix.server.openai_stream import ChatChunks, CompletionChunks, stream_events
 from matelix.server.streaming import STREAM_HEADERS
+from matelix.server.tools import ToolCalls, prompt_messages
 
 OWNER = "matelix"
 
@@ -159,16 +161,26 @@ def documented(model: type) -> dict:
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
     """Answer a conversation: a `chat.completion`, or `chat.completion.chunk` events with `stream`."""
     messages = [m.as_dict() for m in body.messages]
-    started = await submit(request, body, lambda model: [model.render_chat(messages)], "messages",
-                           texts=texts_of(body.messages), messages=len(messages))
+    tools = body.tool_dicts() if body.tool_mode != "none" else None
+
+    def render(model: LoadedModel) -> list[list[int]]:
+        chat, template_tools = prompt_messages(model.tokenizer, messages, tools)
+        return [render_chat(model.tokenizer, chat, tools=template_tools)]
+
+    started = await submit(request, body, render, "messages", texts=texts_of(body.messages), messages=len(messages))
     cid, created = new_id("chatcmpl"), now()
     texts = TokenTexts(started.loaded.tokenizer) if body.logprobs else None
+    calls = ToolCalls(body.tool_names, parallel=body.parallel_tool_calls is not False) if tools else None
     if body.stream:
-        return event_stream(stream_events(started, ChatChunks(cid, created, body.model, body.include_usage, texts)))
+        fmt = ChatChunks(cid, created, body.model, body.include_usage, texts, tool_calls=calls)
+        return event_stream(stream_events(started, fmt))
     results = await generation.collect(request, started)
-    choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
-                          logprobs=chat_logprobs(r.logprobs, texts) if texts else None)
-               for i, r in enumerate(results)]
+    choices = []
+    for i, r in enumerate(results):
+        content, found = calls.parse(r.text) if calls else (r.text, [])
+        message = AssistantMessage(content=content, tool_calls=[c.wire() for c in found] or None)
+        choices.append(ChatChoice(index=i, message=message, finish_reason="tool_calls" if found else r.finish_reason,
+                                  logprobs=chat_logprobs(r.logprobs, texts) if texts else None))
     usage = started.usage(sum(r.usage.completion_tokens for r in results))
     return ChatCompletion(id=cid, created=created, model=body.model, choices=choices, usage=usage)
 
