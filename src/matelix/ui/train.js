@@ -393,8 +393,9 @@ async function validate({ uploaded = null } = {}) {
   try {
     const report = await api("/datasets/validate", { method: "POST", body });
     showOut("#train-report", reportHtml(report, { uploaded, hubModel: !model }));
-    // A file that can be trained on: measure how long the run would take, unless a run is training now.
-    if (report.ok && !monitor.isLive(monitor.lastStatus())) estimate();
+    // Asked to validate a file that can be trained on: measure how long the run would take (not after an
+    // upload, which only checks the file, and not while a run trains: the figure would be wrong).
+    if (!uploaded && report.ok && !monitor.isLive(monitor.lastStatus())) estimate();
   } catch (err) {
     // A file that cannot be read at all: the same report heading, with the reason (it names what was found).
     const lead = uploaded ? `<p class="error">${escapeHtml(t("train.upload_bad", { name: uploaded }))}</p>` : "";
