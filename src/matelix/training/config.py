@@ -60,20 +60,22 @@ class TrainConfig(BaseModel):
         "whole batches on a GPU.")
 
     # Optimisation.
-    learning_rate: float = Field(4e-4, gt=0, le=1, description="Peak learning rate.")
+    learning_rate: float = Field(4e-4, gt=0, le=1, description="The highest learning rate, reached after the "
+                                 "warm-up.")
     per_device_train_batch_size: int = Field(1, ge=1, le=4096, description="Rows per device per micro-step.")
     gradient_accumulation_steps: int = Field(7, ge=1, le=4096, description="Micro-steps per optimizer step.")
     num_train_epochs: float = Field(3, gt=0, le=10_000, description="Passes over the training data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    lr_scheduler: SchedulerChoice = Field("linear", description="Learning-rate schedule.")
+    lr_scheduler: SchedulerChoice = Field("linear", description="How the learning rate changes over the run.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
-    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay.")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="Pulls the weights towards zero (AdamW); 0 = off.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for initialisation, shuffling and the eval split "
                                                          "(0 to 2**32 - 1, numpy's seed range).")
 
     # Data shaping.
-    chunk_size: int = Field(1024, ge=8, le=1_048_576, description="Maximum sequence length in tokens.")
+    chunk_size: int = Field(1024, ge=8, le=1_048_576, description="Longer samples are cut to this many "
+                            "tokens; shorter ones are packed together or padded.")
     packing: bool = Field(True, description="Pack samples into rows of the maximum sequence length "
                           "(no padding, no attention across samples).")
     shuffle: bool = Field(False, description="Shuffle the training samples (with `seed`).")
@@ -105,7 +107,8 @@ class TrainConfig(BaseModel):
                         "needs more memory (8 to 64 is usual).")
     lora_alpha: float = Field(16, gt=0, description="Scales the adapter's update (alpha / rank); often twice "
                               "the rank.")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Share of the adapter's inputs dropped "
+                                  "while training (against overfitting).")
     lora_target_modules: list[str] | None = Field(
         None, description="Module names to adapt; default = every linear layer except the output head.")
     merge_lora_on_save: bool = Field(True, description="Save a merged full model (else adapter + base reference).")
