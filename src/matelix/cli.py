@@ -9,6 +9,7 @@
     matelix ngrams mine DATASET --model DIR [--top-k N] [--max-len N] [--min-count N] [--min-chars N]
                         [--max-samples N] [--template-mode M] [--column-name C] [--show N] [--json]
     matelix export RUN --format hf|adapter|gguf [--quant f16|q8_0] [--out DIR] [--home DIR] [--json]
+    matelix eval MODEL --tasks T[,T...] [--limit N] [--backend hf|api] [--home DIR] [--json]
 
 `matelix COMMAND --help` describes every option.
 """
@@ -202,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
     export.add_argument("--json", action="store_true", help="print the export record as JSON")
     export.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("eval", help="run lm-evaluation-harness on a model (shipped local tasks, a run's "
+                        "held-out probes) and store the result")
+    ev.add_argument("model", help="model folder under models/ or a run under training_outputs/ (home-relative)")
+    ev.add_argument("--tasks", required=True, help="comma-separated: matelix_general_en, matelix_general_de, "
+                    "heldout (the run's probes) or heldout:<run_id>")
+    ev.add_argument("--limit", type=int, help="items per task at most")
+    ev.add_argument("--backend", choices=["hf", "api"], default="hf", help="hf: in-process (default); api: "
+                    "through the lab's /v1/completions, started in this process")
+    ev.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
+    ev.add_argument("--json", action="store_true", help="print the result record as JSON")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

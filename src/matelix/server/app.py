@@ -29,6 +29,7 @@ from matelix.server.routes import (
     datasets,
     docs,
     estimate,
+    evaluations,
     exports,
     health,
     inference,
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    inference, openai):
         app.include_router(module.router)
     app.include_router(exports.router)
+    app.include_router(evaluations.router)
     app.mount("/ui", StaticFiles(directory=ui.UI_DIR), name="ui")
     app.mount(docs.DOCS_ASSETS_URL, StaticFiles(directory=docs.DOCS_ASSETS_DIR), name="docs-assets")
     if settings.static_dir.is_dir():
