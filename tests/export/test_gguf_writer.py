@@ -7,7 +7,13 @@ import pytest
 import torch
 from gguf import GGUFReader, TokenType
 
-from matelix.export.gguf_writer import GGUFExportError, permute_rotary, pre_tokenizer_name, vocabulary, write_gguf
+from matelix.export.gguf_writer import (
+    GGUFExportError,
+    permute_rotary,
+    pre_tokenizer_name,
+    vocabulary,
+    write_gguf,
+)
 from matelix.export.hf import save_tokenizer
 
 
