@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -37,7 +38,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                        (403, "Host or Origin not allowed (another site's page)"), (404, "Not found"),
                        (409, "Conflict"), (413, "Request body too large"),
                        (415, "A state-changing request whose body is not JSON and has no X-Requested-With header"),
-                       (422, "Validation error"))
+                       (422, "Validation error"), (507, "The disk is full: nothing could be written"))
 }
 # Generation routes only: the server's generation queue is full (with a `Retry-After` header).
 BUSY_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -150,3 +151,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal server error ({type(exc).__name__})", code="internal_error")
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is the machine's state, not a bug
+            log.error("%s %s: cannot write: %s", request.method, request.url.path, exc.strerror or exc)
+            return error_response(507, f"cannot write: {exc.strerror or exc} (free some disk space and retry)",
+                                  code="storage_error")
+        return await _unexpected(request, exc)

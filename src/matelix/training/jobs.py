@@ -154,16 +154,24 @@ class JobManager:
             reason = (f"worker did not stop within {self.settings.stop_timeout_s:g} s and was killed" if killed
                       else "worker ended without a final state" + (f" (exit code {code})" if code is not None
                                                                      else ""))
-            rundir.clear_stop()
-            return rundir.update_status(state="killed" if killed else "interrupted", phase=None,
-                                        finished_at=status.get("finished_at") or time.time(),
-                                        error={"message": reason, "last_lines": rundir.tail_log(ERROR_TAIL_LINES)})
+            settled = {"state": "killed" if killed else "interrupted", "phase": None,
+                       "finished_at": status.get("finished_at") or time.time(),
+                       "error": {"message": reason, "last_lines": rundir.tail_log(ERROR_TAIL_LINES)}}
+            try:
+                rundir.clear_stop()
+                return rundir.update_status(**settled)
+            except OSError:
+                # A full (or read-only) disk: the run is still shown settled, and written when it can be.
+                return {**status, **settled}
 
     def _kill(self, rundir: RunDir, status: dict) -> None:
         pid = status.get("pid")
         proc = self._procs.get(rundir.run_id)
         with self._lock:
-            rundir.update_status(killed=True, finished_at=time.time())
+            try:
+                rundir.update_status(killed=True, finished_at=time.time())
+            except OSError:
+                pass  # a full disk must not keep an overdue worker alive; it is then shown `interrupted`
         try:
             os.killpg(int(pid), signal.SIGKILL)
         except (ProcessLookupError, PermissionError, TypeError, ValueError):
@@ -204,6 +212,7 @@ class JobManager:
             self._ensure_idle()
             rundir = new_run_dir(resolved.model_name, self.settings)
             try:
+                rundir.reserve_space()
                 rundir.write_config(config)
                 now = time.time()
                 rundir.update_status(run_id=rundir.run_id, state="queued", created_at=now, session_started_at=now,
@@ -227,6 +236,7 @@ class JobManager:
             status = rundir.read_status()
             rundir.clear_stop()
             shutil.rmtree(rundir.path / FINAL_SAVE_TMP, ignore_errors=True)  # a final save that was cut off
+            rundir.reserve_space()
             now = time.time()
             rundir.update_status(state="queued", phase=None, error=None, killed=False, finished_at=None,
                                  elapsed_previous=elapsed_seconds(status, now), session_started_at=now,

@@ -7,6 +7,7 @@
         training.log        everything the worker prints; line N has id N
         livepreview.json    current batch decoded + the latest generated sample
         stop_requested      present while a graceful stop is asked for
+        .space-reserve      space set aside, freed on a full disk to write the final status
         checkpoint-*/       Trainer checkpoints; the final model + tokenizer sit in the folder itself
         .final-tmp/         the final model while it is being saved (moved into the folder when whole)
 
@@ -16,6 +17,7 @@ worker has gone, so there is never more than one writer at a time.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -38,6 +40,15 @@ FINAL_SAVE_TMP = ".final-tmp"
 ERROR_TAIL_LINES = 20
 # Tolerance when comparing a recorded process start time with the live one (float rounding only).
 START_TIME_SLACK_S = 1.0
+# Space set aside in each run folder at start: on a full disk it is freed so the final status (the failure and
+# its reason) can still be written. Many times a status.json with its error and last log lines.
+SPACE_RESERVE = ".space-reserve"
+SPACE_RESERVE_BYTES = 256 * 1024
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 def write_json_atomic(path: Path, data: object) -> None:
@@ -115,6 +126,10 @@ class RunDir:
     def stop_path(self) -> Path:
         return self.path / "stop_requested"
 
+    @property
+    def reserve_path(self) -> Path:
+        return self.path / SPACE_RESERVE
+
     def read_config(self):
         from matelix.training.config import TrainConfig
 
@@ -127,12 +142,33 @@ class RunDir:
         return read_json(self.status_path)
 
     def update_status(self, **fields) -> dict:
-        """Merge `fields` into status.json (atomic replace) and return the new status."""
+        """Merge `fields` into status.json (atomic replace) and return the new status. On a full disk the
+        run's space reserve is given up for a final state, so the end of the run (and why) is still written."""
         status = self.read_status()
         status.update(fields)
         status["updated_at"] = time.time()
-        write_json_atomic(self.status_path, status)
+        try:
+            write_json_atomic(self.status_path, status)
+        except OSError as exc:
+            if not is_disk_full(exc) or status.get("state") not in FINAL_STATES or not self.release_space():
+                raise
+            write_json_atomic(self.status_path, status)
         return status
+
+    def reserve_space(self) -> None:
+        """Set SPACE_RESERVE_BYTES aside in the run folder (real blocks, not a sparse file)."""
+        with self.reserve_path.open("wb") as fh:
+            fh.write(b"\0" * SPACE_RESERVE_BYTES)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def release_space(self) -> bool:
+        """Delete the space reserve; False when there was none left to give."""
+        try:
+            self.reserve_path.unlink()
+        except OSError:
+            return False
+        return True
 
     def append_metric(self, record: dict) -> None:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")

@@ -48,7 +48,10 @@ def _attach_log(rundir: RunDir) -> None:
 def make_log(is_main: bool):
     def log(message: str) -> None:
         if is_main:
-            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} | {message}", flush=True)
+            try:
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} | {message}", flush=True)
+            except OSError:
+                pass  # a full disk: the failure it causes elsewhere is recorded in status.json instead
 
     return log
 
