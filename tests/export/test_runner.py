@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 
 import pytest
 import torch
@@ -116,3 +117,18 @@ def test_a_full_disk_is_507_and_leaves_no_partial_export(export_lab, monkeypatch
         export_run(export_lab, FULL_RUN, "hf", out=out)
     assert info.value.status == 507 and info.value.code == "storage_error"
     assert list((export_lab.home / "exports-elsewhere").iterdir()) == []
+
+
+def test_what_a_killed_export_left_behind_is_removed_by_the_next_one(export_lab):
+    exports = export_lab.outputs_dir / FULL_RUN / "exports"
+    exports.mkdir(exist_ok=True)
+    dead = exports / ".hf.partial-999999999-abc"  # no such pid
+    dead.mkdir()
+    (dead / "model.safetensors").write_bytes(b"half")
+    runner.remove_stale_partials(exports / "hf")
+    assert not dead.exists()
+    alive = exports / f".hf.partial-{os.getpid()}-abc"
+    alive.mkdir()
+    runner.remove_stale_partials(exports / "hf")
+    assert alive.is_dir()
+    alive.rmdir()

@@ -6,8 +6,9 @@ temporary folder, load it back and replay the probes (`parity.py`), record the r
         export.json     what was exported, from which run, files and sizes, facts of the conversion
         parity.json     the probe replay (see parity.py)
 
-Nothing half-written is ever visible: the export is built in `.<name>.partial-*` beside its final place
-and renamed when whole (an older export of the same name is replaced only then). A full disk is
+Nothing half-written is ever visible: the export is built in `.<name>.partial-<pid>-*` beside its final
+place and renamed when whole (an older export of the same name is replaced only then); what a killed export
+left behind is removed by the next export of that name. A full disk is
 `ExportRejected(507)` and leaves nothing behind.
 """
 
@@ -20,6 +21,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from matelix.catalog import is_model_dir, read_json
 from matelix.export import FORMATS, QUANTS
@@ -114,7 +117,8 @@ def export_run(settings: Settings, run_id: str, fmt: str, quant: str | None = No
     tmp = None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{PARTIAL}", dir=dest.parent))
+        remove_stale_partials(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{PARTIAL}{os.getpid()}-", dir=dest.parent))
         record = _build(settings, rundir, fmt, quant, tmp, progress)
         record.update(name=name, path=relative_to_home(dest, settings.home))
         write_json_atomic(tmp / RECORD, record)
@@ -128,6 +132,14 @@ def export_run(settings: Settings, run_id: str, fmt: str, quant: str | None = No
         raise
     progress("done", 1.0)
     return record
+
+
+def remove_stale_partials(dest: Path) -> None:
+    """Remove what an export killed part-way left beside `dest` (its process is gone; the pid is in the name)."""
+    for folder in dest.parent.glob(f".{dest.name}{PARTIAL}*"):
+        pid = folder.name[len(f".{dest.name}{PARTIAL}"):].split("-", 1)[0]
+        if folder.is_dir() and not (pid.isdigit() and psutil.pid_exists(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _publish(tmp: Path, dest: Path) -> None:
