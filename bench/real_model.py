@@ -5,7 +5,8 @@
 Both sides train the same conversations of `datasets/demo_chat.csv` (rendered with the model's own ChatML
 template by the lab's data library, assistant-only labels) with the same hyperparameters (LoRA r 8 on all
 seven projections, fp32, AdamW, lr 2e-4):
-  * lab: packed rows (PackedCollator), `LabTrainer` (head + loss on trained positions only, in chunks);
+  * lab: packed rows (PackedCollator), `LabTrainer` (head + loss on trained positions only, in chunks;
+    passes of at most 1024 tokens, the worker's CPU default);
   * baseline: `Trainer` + `DataCollatorForSeq2Seq` (each batch padded to its longest sample), the model's
     own loss over full logits.
 Each variant runs in a fresh child process (peak RSS = VmHWM of that process) for the examples that fill
@@ -72,7 +73,7 @@ def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldou
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from matelix.data.packing import PackedCollator, pack_examples
-    from matelix.training.trainer import LabTrainer
+    from matelix.training.trainer import CPU_TOKENS_PER_PASS, LabTrainer
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -97,6 +98,8 @@ def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldou
                                  remove_unused_columns=False, train_sampling_strategy="sequential",
                                  dataloader_num_workers=0)
         trainer = trainer_cls(model=model, args=args, train_dataset=rows, data_collator=collator)
+        if variant == "lab":
+            trainer.tokens_per_pass = CPU_TOKENS_PER_PASS  # the worker's CPU default
         t = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t
