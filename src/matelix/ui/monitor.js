@@ -6,6 +6,7 @@ import { api, wsUrl } from "./api.js";
 import { lineChart } from "./charts.js";
 import { duration, escapeHtml, learningRate, num } from "./format.js";
 import { t } from "./i18n.js";
+import { followProbes } from "./evaluation.js";
 import { renderPreview } from "./preview.js";
 import { reuseSettings, runTitle } from "./reuse.js";
 
@@ -84,6 +85,7 @@ export function mount(el) {
         <pre id="mon-log" class="log" tabindex="0" aria-live="off"></pre>
       </div>
       <div class="card"><h2 data-i18n="monitor.preview">Live preview</h2><div id="mon-preview" class="preview"></div></div>
+      <div class="card" id="mon-probes" hidden></div>
     </div>`;
   root.querySelector("#mon-stop").addEventListener("click", stopRun);
   root.querySelector("#mon-resume").addEventListener("click", resumeRun);
@@ -225,6 +227,7 @@ function setStatus(next) {
   status = next;
   renderStatus();
   for (const fn of statusListeners) fn(status);
+  followProbes(root.querySelector("#mon-probes"), status);
   const active = isLive(status);
   if (active && !socket && !loading) connect();
   if (active) schedulePreview();

@@ -6,6 +6,7 @@ import { COLORS, lineChart } from "./charts.js";
 import { dateTime, duration, escapeHtml, learningRate, num } from "./format.js";
 import { has, t } from "./i18n.js";
 import * as exportsPanel from "./exports.js";
+import * as evaluationPanel from "./evaluation.js";
 import * as monitor from "./monitor.js";
 import { reuseSettings, runTitle } from "./reuse.js";
 import { optionLabel } from "./trainform.js";
@@ -59,6 +60,7 @@ export function mount(el) {
         <div><h3 data-i18n="monitor.loss_chart">Loss</h3><div id="runs-loss" class="chart" role="img" data-i18n-aria="chart.loss" aria-label="Loss by step"></div></div>
         <div><h3 data-i18n="monitor.lr_chart">Learning rate</h3><div id="runs-lr" class="chart" role="img" data-i18n-aria="chart.lr" aria-label="Learning rate by step"></div></div>
       </div>
+      <div class="evaluation" id="runs-evaluation"></div>
       <div class="exports" id="runs-exports"></div>
       <details class="group"><summary data-i18n="runs.config">Configuration</summary>
         <dl class="config" id="runs-config"></dl></details>
@@ -66,6 +68,7 @@ export function mount(el) {
   root.querySelector("#runs-refresh").addEventListener("click", load);
   root.querySelector("#runs-resume").addEventListener("click", resume);
   exportsPanel.mount(root.querySelector("#runs-exports"));
+  evaluationPanel.mount(root.querySelector("#runs-evaluation"));
   root.querySelector("#runs-labels-save").addEventListener("click", saveLabels);
   root.querySelector("#runs-reuse").addEventListener("click", () => {
     const run = runs.find((r) => r.run_id === selected);
@@ -170,6 +173,7 @@ async function openDetail(id) {
   root.querySelector("#runs-delete").disabled = active;
   root.querySelector("#runs-chat").disabled = active || !detail.has_model;
   exportsPanel.show(id, detail, active);
+  evaluationPanel.show(id, detail);
   root.querySelector("#runs-reuse").disabled = !detail.config;
   if (!detailLoss) {
     detailLoss = lineChart(root.querySelector("#runs-loss"), {

@@ -1,6 +1,8 @@
 /* Every label of the dashboard in English and German (the seed's language). Keys missing in German fall
    back to English; TrainConfig fields without a label show their config name. */
 
+import { EVAL_STRINGS } from "./evaluation_strings.js";
+
 const en = {
   "theme.label": "Colour scheme", "theme.auto": "System colours", "theme.light": "Light", "theme.dark": "Dark",
   "axis.step": "step", "axis.loss": "loss", "axis.lr": "learning rate", "axis.percent": "%",
@@ -312,4 +314,4 @@ const de = {
   "system.ram_total": "RAM gesamt", "system.cuda": "CUDA", "system.mps": "Apple MPS", "system.gpus": "GPUs",
 };
 
-export const STRINGS = { en, de };
+export const STRINGS = { en: { ...en, ...EVAL_STRINGS.en }, de: { ...de, ...EVAL_STRINGS.de } };
