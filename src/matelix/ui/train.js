@@ -9,6 +9,7 @@ import { GGUF_HTML, initGgufImport } from "./ggufimport.js";
 import { t } from "./i18n.js";
 import * as monitor from "./monitor.js";
 import { samplesHtml } from "./preview.js";
+import { mountPresets, PANEL_HTML, refreshPresets } from "./presets.js";
 import { onReuse, runNames } from "./reuse.js";
 import { buildForm, fieldsFromOpenApi, optionLabel, QUICK_SETTINGS, revealField } from "./trainform.js";
 
@@ -28,7 +29,6 @@ let root, form = null;
 let loaded = false;
 let ready = false;            // models, datasets and form are in: settings may be applied and remembered
 let datasets = [];
-let presets = [];
 let pendingSettings = null;   // settings to apply once the view is ready (a reuse before it loaded)
 
 export function mount(el) {
@@ -52,19 +52,7 @@ export function mount(el) {
           <button type="button" class="preset" data-preset="full" data-i18n="train.preset_full">Full fine-tune</button>
           <button type="button" class="preset" data-preset="lora" data-i18n="train.preset_lora">LoRA</button>
         </div>
-        <h2 data-i18n="train.presets">Saved presets</h2>
-        <div class="row">
-          <label for="train-preset-pick" class="sr-only" data-i18n="train.preset_pick">Preset</label>
-          <select id="train-preset-pick" class="grow"></select>
-          <button type="button" id="train-preset-load" data-i18n="train.preset_load">Load</button>
-          <button type="button" id="train-preset-delete" class="danger" data-i18n="train.preset_delete">Delete</button>
-        </div>
-        <label for="train-preset-name" data-i18n="train.preset_name">Save the current settings as</label>
-        <div class="row">
-          <input id="train-preset-name" type="text" maxlength="64" autocomplete="off" class="grow">
-          <button type="button" id="train-preset-save" data-i18n="train.preset_save">Save</button>
-        </div>
-        <p id="train-preset-msg" class="muted" role="status"></p>
+        <div id="train-presets">${PANEL_HTML}</div>
       </div>
       <div class="card">
         <h2 data-i18n="train.dataset">Dataset</h2>
@@ -110,14 +98,11 @@ export function mount(el) {
   root.querySelector("#train-preview").addEventListener("click", preview);
   root.querySelector("#train-estimate-btn").addEventListener("click", estimate);
   root.querySelector("#train-reset").addEventListener("click", () => { form?.reset(); afterChange(); });
-  root.querySelector("#train-preset-load").addEventListener("click", loadPreset);
   initGgufImport(root, async (modelDir) => {
     await loadModels();
     root.querySelector("#train-model").value = modelDir;
     afterChange();
   });
-  root.querySelector("#train-preset-save").addEventListener("click", savePreset);
-  root.querySelector("#train-preset-delete").addEventListener("click", deletePreset);
   root.querySelector("#train-dataset").addEventListener("change", () => {
     for (const id of ["#train-report", "#train-samples"]) clearOut(id);
   });
@@ -132,6 +117,10 @@ export function mount(el) {
     if (ready) applyPending();
   });
   renderFormats();
+  mountPresets(root.querySelector("#train-presets"), {
+    settings: currentSettings,
+    fill: (config) => { if (form) applySettings(config); },
+  });
 }
 
 /** Start is off while a run is active, and the page says why (and which run). */
@@ -434,58 +423,6 @@ async function preview() {
   }
 }
 
-// -- saved presets (on the server, shared with `matelix train --preset`) ---------------------------------
-
-function presetMessage(text, isError = false) {
-  const box = root.querySelector("#train-preset-msg");
-  box.textContent = text;
-  box.className = isError ? "error" : "muted";
-}
-
-async function loadPresets(select) {
-  presets = await api("/presets");
-  const pick = root.querySelector("#train-preset-pick");
-  pick.innerHTML = presets.length ? presets.map((p) => `<option value="${escapeHtml(p.name)}">${escapeHtml(p.name)}</option>`).join("")
-    : `<option value="">${escapeHtml(t("train.preset_none"))}</option>`;
-  if (select) pick.value = select;
-  root.querySelector("#train-preset-load").disabled = !presets.length;
-  root.querySelector("#train-preset-delete").disabled = !presets.length;
-}
-
-function loadPreset() {
-  const preset = presets.find((p) => p.name === root.querySelector("#train-preset-pick").value);
-  if (!preset || !form) return;
-  applySettings(preset.config);
-  presetMessage(t("train.preset_loaded", { name: preset.name }));
-}
-
-async function savePreset() {
-  const input = root.querySelector("#train-preset-name");
-  const name = input.value.trim();
-  if (!name || !form) { input.focus(); return; }
-  const { run_name: _n, notes: _notes, ...config } = currentSettings();
-  try {
-    const saved = await api("/presets", { method: "POST", body: { name, config } });
-    await loadPresets(saved.name);
-    input.value = "";
-    presetMessage(t("train.preset_saved", { name: saved.name }));
-  } catch (err) {
-    presetMessage(err.message, true);
-  }
-}
-
-async function deletePreset() {
-  const name = root.querySelector("#train-preset-pick").value;
-  if (!name || !confirm(t("train.preset_confirm_delete", { name }))) return;
-  try {
-    await api(`/presets/${encodeURIComponent(name)}`, { method: "DELETE" });
-    await loadPresets();
-    presetMessage(t("train.preset_deleted", { name }));
-  } catch (err) {
-    presetMessage(err.message, true);
-  }
-}
-
 /** Labels in the new language: the generated form, the model groups, formats and dataset names. */
 export function relabel() {
   form?.relabel();
@@ -493,7 +430,7 @@ export function relabel() {
   if (loaded) {
     loadModels().catch(() => {});
     loadDatasets().catch(() => {});
-    loadPresets(root.querySelector("#train-preset-pick").value).catch(() => {});
+    refreshPresets().catch(() => {});
   }
   showRunState(monitor.lastStatus());
 }
@@ -502,11 +439,11 @@ export function show() {
   if (loaded) {
     loadModels().catch(() => {});
     loadDatasets().catch(() => {});
-    loadPresets(root.querySelector("#train-preset-pick").value).catch(() => {});
+    refreshPresets().catch(() => {});
     return;
   }
   loaded = true;
-  Promise.all([loadModels(), loadDatasets(), loadForm(), loadPresets()])
+  Promise.all([loadModels(), loadDatasets(), loadForm(), refreshPresets()])
     .then(() => {
       ready = true;
       restoreSettings();
