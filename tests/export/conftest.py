@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tests.conftest import lab_home
 
 from matelix.settings import Settings
@@ -33,3 +34,12 @@ def export_lab(tmp_path_factory, tiny_model_dir, tiny_adapter_dir) -> Settings:
     finished_run(home, FULL_RUN, tiny_model_dir, "full")
     finished_run(home, ADAPTER_RUN, tiny_adapter_dir, "lora")
     return Settings(home=home)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models on a shared machine run ~10x slower when threads oversubscribe the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,22 +8,12 @@ import json
 import os
 
 import pytest
-import torch
 from tests.export.conftest import ADAPTER_RUN, FULL_RUN
 
 from matelix.export import runner
 from matelix.export.runner import ExportRejected, export_run, list_exports
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids oversubscription (10x slower forwards).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def test_hf_export_is_a_clean_portable_folder_that_answers_like_the_lab(export_lab):

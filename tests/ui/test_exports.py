@@ -4,9 +4,8 @@ the parity result, and download it with the API key."""
 from __future__ import annotations
 
 import pytest
-import torch
 from tests.conftest import LiveServer
-from tests.export.conftest import ADAPTER_RUN, finished_run
+from tests.export.conftest import ADAPTER_RUN, finished_run, one_thread  # noqa: F401 - fixture
 
 from matelix.settings import Settings
 
@@ -14,17 +13,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 KEY = "ui-export-key"
 
 
-@pytest.fixture
-def one_thread():
-    # The live server runs in this process: one torch thread avoids oversubscribing a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_a_run_is_exported_from_the_runs_view_verified_and_downloaded(page, lab_home, tiny_adapter_dir,
-                                                                      one_thread):
+                                                                      one_thread):  # noqa: F811
     finished_run(lab_home, ADAPTER_RUN, tiny_adapter_dir, "lora")
     with LiveServer(Settings(home=lab_home, api_key=KEY)) as server:
         page.add_init_script(f"localStorage.setItem('matelix.apiKey', '{KEY}')")

@@ -7,26 +7,22 @@ import json
 import tarfile
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from tests.conftest import wait_for
-from tests.export.conftest import ADAPTER_RUN, FULL_RUN, export_lab  # noqa: F401 - fixture
+from tests.export.conftest import ADAPTER_RUN, FULL_RUN, export_lab, one_thread  # noqa: F401 - fixtures
 
 from matelix.server.app import create_app
 from matelix.settings import Settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 KEY = "export-test-key"
 
 
 @pytest.fixture(scope="module")
 def client(export_lab):  # noqa: F811 - the imported fixture
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared machine: avoid thread oversubscription
     settings = Settings(home=export_lab.home, api_key=KEY)
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {KEY}"}) as c:
         yield c
-    torch.set_num_threads(before)
 
 
 def finished_job(client, run_id: str) -> dict:
