@@ -63,3 +63,30 @@ def test_a_move_cut_off_leaves_neither_the_new_nor_an_earlier_model_looking_whol
         save(trained, tmp_path)
     assert not RunDir(tmp_path).has_model()
     assert "config.json" not in moved and "adapter_config.json" not in moved
+
+
+def test_lora_trains_only_the_new_tokens_rows_not_the_pretrained_ones(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    old = len(tokenizer)
+    tokenizer.add_tokens(["Guten Morgen", "vielen Dank"])
+    assert modelsetup.grow_vocabulary(model, tokenizer)
+    before = model.get_input_embeddings().weight.detach().clone()
+    config = TrainConfig(model_dir="m", csv_path="d.csv", train_mode="lora")
+    peft_model = modelsetup.apply_lora(model, config, new_token_ids=[old, old + 1], log=lambda _: None)
+    trainable = {n: p.numel() for n, p in peft_model.named_parameters() if p.requires_grad}
+    hidden = model.config.hidden_size
+    token_params = sum(v for n, v in trainable.items() if "trainable_tokens" in n)
+    assert token_params == 2 * 2 * hidden  # two rows in the embedding and two in the (untied) head
+    assert not any("modules_to_save" in n for n in trainable)
+
+    ids = torch.tensor([[5, old, 7, old + 1, 9]])
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    peft_model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    merged = peft_model.merge_and_unload().get_input_embeddings().weight
+    assert torch.equal(merged[:old], before[:old])  # pretrained rows untouched
+    assert not torch.equal(merged[old:], before[old:])  # the new rows learned

@@ -119,20 +119,30 @@ def embedding_module_names(model) -> list[str]:
     return [n for n in names if n]
 
 
-def apply_lora(model, config: TrainConfig, *, train_embeddings: bool, log: Callable[[str], None]):
-    """Wrap `model` in LoRA adapters. With `train_embeddings` (new tokens: role tokens or n-grams) the
-    embedding and head are trained in full and saved with the adapter, else new rows would stay at their
-    initial value."""
+def apply_lora(model, config: TrainConfig, *, train_embeddings: bool = False,
+               new_token_ids: list[int] | None = None, log: Callable[[str], None]):
+    """Wrap `model` in LoRA adapters.
+
+    New tokens (role tokens, n-grams) must learn while LoRA freezes the base. With `new_token_ids` only their
+    rows of the input embedding (and of an untied head) are trained (peft's `trainable_token_indices`), so
+    the pretrained rows cannot drift: training the whole matrix at a LoRA learning rate moved every row of a
+    pretrained model within a few steps and broke it. `train_embeddings` without ids trains the embedding
+    and head in full (`modules_to_save`), for callers that do not know which rows are new."""
     from peft import LoraConfig, get_peft_model
 
     targets = config.lora_target_modules or detect_lora_targets(model)
     log(f"[LoRA] Detected targets: {', '.join(targets)}" if not config.lora_target_modules
         else f"[LoRA] Targets (configured): {', '.join(targets)}")
-    modules_to_save = embedding_module_names(model) if train_embeddings else None
-    if modules_to_save:
+    modules_to_save = trainable_tokens = None
+    if new_token_ids:
+        trainable_tokens = {name: list(new_token_ids) for name in embedding_module_names(model)}
+        log(f"[LoRA] Training the rows of {len(new_token_ids)} new tokens in: {', '.join(trainable_tokens)}")
+    elif train_embeddings:
+        modules_to_save = embedding_module_names(model)
         log(f"[LoRA] Training in full (new tokens): {', '.join(modules_to_save)}")
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, modules_to_save=modules_to_save, task_type="CAUSAL_LM")
+                      target_modules=targets, modules_to_save=modules_to_save,
+                      trainable_token_indices=trainable_tokens, task_type="CAUSAL_LM")
     try:
         peft_model = get_peft_model(model, lora)
     except ValueError as exc:

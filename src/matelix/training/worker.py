@@ -167,7 +167,10 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.train_mode == "lora":
-        model = modelsetup.apply_lora(model, config, train_embeddings=grew or config.use_ngrams, log=log)
+        base_vocab = len(modelsetup.load_tokenizer(resolved.model_source,
+                                                   trust_remote_code=settings.trust_remote_code))
+        model = modelsetup.apply_lora(model, config, new_token_ids=list(range(base_vocab, len(tokenizer))),
+                                      log=log)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"Model: {n_params:,} parameters")
 
