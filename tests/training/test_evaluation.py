@@ -74,7 +74,11 @@ def test_report_holds_base_every_checkpoint_and_final(client, lab):
         assert all(isinstance(a["text"], str) for a in point["answers"])
         assert point["answers"][2]["correct"] is None  # no expected answer, no score
         assert point["summary"]["scored"] == 2
-    base_loss, final_loss = report["points"][0]["eval_loss"], report["points"][-1]["eval_loss"]
+    final = report["points"][-1]
+    # The final weights are checkpoint-4's: its loss and answers are reused, not computed again.
+    assert final["same_as"] == "checkpoint-4" and final["probe_seconds"] == 0.0
+    assert final["answers"] == report["points"][2]["answers"]
+    base_loss, final_loss = report["points"][0]["eval_loss"], final["eval_loss"]
     assert final_loss < base_loss  # four steps on data like the held-out rows lower its loss
     assert [r["step"] for r in report["loss_curve"]] == [2, 4]
     assert set(report["summary"]["flips"]) == {"wrong_to_right", "right_to_wrong"}
@@ -123,6 +127,7 @@ def test_early_stopping_ends_the_run_and_the_final_model_is_the_best_checkpoint(
     assert status["best_checkpoint"] == f"checkpoint-{best_step}" == report["best_checkpoint"]
     final = report["points"][-1]
     assert final["label"] == "final" and final["from_step"] == best_step
+    assert final["same_as"] == f"checkpoint-{best_step}"
     assert final["eval_loss"] == pytest.approx(curve[best_step], rel=1e-4)  # the best weights were loaded
     assert report["source"] == "held_out" and len(report["probes"]) == 2
     log = (lab.outputs_dir / run_id / "training.log").read_text()

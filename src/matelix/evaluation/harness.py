@@ -152,6 +152,18 @@ def _metrics(results: dict) -> dict:
     return out
 
 
+def _per_item(samples: dict) -> dict:
+    """{task: [the first metric's value per item, in item order]}: which items a model got right, so two
+    results (two backends, two models) can be compared item by item."""
+    out = {}
+    for task, rows in samples.items():
+        rows = sorted(rows, key=lambda r: r.get("doc_id", 0))
+        metric = next((m for m in ("acc", "contains", "exact_match") if rows and m in rows[0]), None)
+        if metric:
+            out[task] = [float(r[metric]) for r in rows]
+    return out
+
+
 def run_evaluation(settings: Settings, model: str, tasks: list[str], *, limit: int | None = None,
                    backend: str = "hf", base_url: str | None = None,
                    progress: Callable[[str, float], None] | None = None) -> dict:
@@ -183,13 +195,14 @@ def run_evaluation(settings: Settings, model: str, tasks: list[str], *, limit: i
         tracker = _Progress(report)
         _track(lm, tracker)
         out = lm_eval.simple_evaluate(model=lm, tasks=configs, limit=limit, bootstrap_iters=0,
-                                      log_samples=False, random_seed=0, numpy_random_seed=0,
+                                      log_samples=True, random_seed=0, numpy_random_seed=0,
                                       torch_random_seed=0, fewshot_random_seed=0)
         seconds = time.perf_counter() - start
     record = {"model": model, "backend": backend, "tasks": tasks, "limit": limit,
               "results": _metrics(out["results"]),
               "items": {task: int(n.get("effective", n.get("original", 0)))
                         for task, n in (out.get("n-samples") or {}).items()},
+              "per_item": _per_item(out.get("samples") or {}),
               "seconds": round(seconds, 2), "finished_at": time.time(),
               "lm_eval_version": getattr(lm_eval, "__version__", None)}
     return save_result(settings, record)

@@ -245,7 +245,10 @@ def final_step(trainer) -> tuple[int, str | None]:
 def evaluate_final(trainer, callback: EvaluationCallback | None, rundir: RunDir, log, *, is_main: bool) -> None:
     """The final model (the best checkpoint's weights when load_best_model_at_end chose it)."""
     step, best = final_step(trainer)
-    loss = _loss(trainer, "final") if callback is not None else None
+    known = _known_loss(trainer, rundir, step)
+    # The final weights are a checkpoint's that was evaluated already (the last step's or the best one):
+    # its loss and answers are the final model's, so nothing is computed twice.
+    loss = None if callback is None or known is not False else _loss(trainer, "final")
     if not is_main:
         return
     if best:
@@ -256,13 +259,31 @@ def evaluate_final(trainer, callback: EvaluationCallback | None, rundir: RunDir,
     callback.report.data.update(final_from_step=step, best_checkpoint=best)
     if loss is not None:
         callback.report.add_time("loss_seconds", loss[1])
-    callback.evaluate(trainer.model, "final", trainer.state.global_step, loss[0] if loss else None,
-                      from_step=step)
+    earlier = callback.report.point(f"checkpoint-{step}") if known is not False else None
+    if earlier is not None:
+        callback.report.add_point({**earlier, "label": "final", "step": trainer.state.global_step, "from_step": step,
+                                   "same_as": earlier["label"], "probe_seconds": 0.0, "time": time.time()})
+        log(f"[eval] final model = {earlier['label']}: its loss and answers are the final ones")
+    else:
+        callback.evaluate(trainer.model, "final", trainer.state.global_step,
+                          loss[0] if loss else (known if isinstance(known, float) else None), from_step=step)
     timing = callback.report.data["timing"]
     share = timing["probe_share"]
     log(f"[eval] probes took {timing['probe_seconds']:.1f} s of {timing['session_seconds']:.0f} s"
         + (f" ({share:.1%} of the run)" if share is not None else "")
         + f"; eval loss {timing['loss_seconds']:.1f} s")
+
+
+def _known_loss(trainer, rundir: RunDir, step: int) -> float | None | bool:
+    """The eval loss already measured for the checkpoint of `step` (None: the run has no held-out rows), or
+    False when that checkpoint was not evaluated. Decided from what every process knows alike (the checkpoint
+    folder, the Trainer's log history), so all ranks agree on whether to evaluate again."""
+    if not (rundir.path / f"checkpoint-{step}").is_dir():
+        return False
+    if trainer.eval_dataset is None:
+        return None
+    losses = [h["eval_loss"] for h in trainer.state.log_history if h.get("step") == step and "eval_loss" in h]
+    return float(losses[-1]) if losses else False
 
 
 def best_model_settings(args, config) -> list:
