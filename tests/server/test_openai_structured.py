@@ -29,8 +29,8 @@ SCHEMA = {
 
 
 def test_json_schema_output_always_validates(openai_client):
-    r = openai_client.chat.completions.create(
-        model=DEMO, messages=USER, n=6, seed=3, temperature=1.0, max_tokens=400,
+    r = openai_client.with_options(timeout=900).chat.completions.create(  # a busy CPU may take minutes
+        model=DEMO, messages=USER, n=4, seed=3, temperature=1.0, max_tokens=400,
         response_format={"type": "json_schema", "json_schema": {"name": "animal", "schema": SCHEMA, "strict": True}})
     for choice in r.choices:
         assert choice.finish_reason == "stop", choice.message.content

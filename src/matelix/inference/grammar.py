@@ -61,8 +61,40 @@ def _compiler(tokenizer, vocab_size: int, stop_ids: frozenset[int]):
         return compiler
 
 
-def compile_grammar(tokenizer, vocab_size: int, stop_ids: frozenset[int] | set[int], spec: GrammarSpec):
-    """An xgrammar `CompiledGrammar` for `spec` (cached by xgrammar per source). Raises GrammarRejected."""
+@dataclass(frozen=True)
+class Grammar:
+    """A compiled grammar and the token ids it must never produce (see `control_tokens`)."""
+
+    compiled: object
+    banned: tuple[int, ...] = ()
+
+
+JSON_KINDS = ("json_object", "json_schema", "tool_call")
+# Raw control characters other than tab/newline/return: xgrammar's JSON strings let them through, but
+# JSON forbids them unescaped, so a JSON answer containing one would not parse.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_control_tokens: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def control_tokens(tokenizer, vocab_size: int) -> tuple[int, ...]:
+    """Ids (below `vocab_size`) whose text holds a raw control character; computed once per tokenizer."""
+    with _lock:
+        found = _control_tokens.get(tokenizer)
+        if found is None:
+            size = min(vocab_size, len(tokenizer))
+            texts = tokenizer.batch_decode([[i] for i in range(size)])
+            found = _control_tokens[tokenizer] = tuple(i for i, t in enumerate(texts) if CONTROL.search(t))
+        return found
+
+
+def compile_grammar(tokenizer, vocab_size: int, stop_ids: frozenset[int] | set[int], spec: GrammarSpec) -> Grammar:
+    """The compiled `spec` (xgrammar caches compilations per source), with the tokens JSON kinds must not
+    produce. Raises GrammarRejected."""
+    compiled = _compile(tokenizer, vocab_size, stop_ids, spec)
+    return Grammar(compiled, control_tokens(tokenizer, vocab_size) if spec.kind in JSON_KINDS else ())
+
+
+def _compile(tokenizer, vocab_size: int, stop_ids: frozenset[int] | set[int], spec: GrammarSpec):
     compiler = _compiler(tokenizer, vocab_size, frozenset(stop_ids))
     try:
         if spec.kind == "json_object":
@@ -97,18 +129,22 @@ def _literal(text: str) -> str:
 class GrammarMask:
     """One request's matcher and bitmask: `apply(logits)` masks a (V,) row in place, `accept(token)` advances."""
 
-    def __init__(self, compiled, vocab_size: int):
+    def __init__(self, grammar: Grammar, vocab_size: int):
+        import torch
         import xgrammar as xgr
 
         self._xgr = xgr
-        self.matcher = xgr.GrammarMatcher(compiled)
+        self.matcher = xgr.GrammarMatcher(grammar.compiled)
         self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
         self.vocab_size = vocab_size
+        self.banned = torch.tensor(grammar.banned, dtype=torch.long) if grammar.banned else None
 
     def apply(self, logits):
         self.matcher.fill_next_token_bitmask(self.bitmask, 0)
         row = logits.view(1, -1)
         self._xgr.apply_token_bitmask_inplace(row, self.bitmask.to(logits.device), vocab_size=self.vocab_size)
+        if self.banned is not None:
+            logits[self.banned.to(logits.device)] = float("-inf")
         return logits
 
     def accept(self, token: int) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from matelix.inference.grammar import GrammarMask
+from matelix.inference.grammar import Grammar, GrammarMask
 
 MAX_LOGPROBS = 20  # alternatives per position, as OpenAI allows
 MAX_STOP_STRING_LENGTH = 256  # how many stop strings a request may send is a setting, checked at admission
@@ -74,8 +74,8 @@ class SamplingParams:
     """Return each prompt token's logprob and alternatives, from the prefill pass (0..20; None = off)."""
     logit_bias: tuple[tuple[int, float], ...] = ()
     """(token id, bias) pairs added to the logits before sampling (-100..100; 100 ≈ force, -100 ≈ ban)."""
-    grammar: object | None = None
-    """A compiled xgrammar grammar (`inference.grammar.compile_grammar`) the output must stay inside."""
+    grammar: Grammar | None = None
+    """A compiled grammar (`inference.grammar.compile_grammar`) the output must stay inside."""
 
     def validate(self) -> SamplingParams:
         """Check every field; returns self so it can be chained. Raises InvalidSamplingParams."""
