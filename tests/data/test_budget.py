@@ -31,3 +31,26 @@ def test_a_preview_reads_only_the_records_it_shows(tmp_path):
     path.write_text(f"{good}\n{good}\n{{broken\n", encoding="utf-8")
     fmt, samples = preview_samples(path, n=2)
     assert fmt == "messages" and [s.row for s in samples] == [1, 2]
+
+
+def test_the_collector_is_paused_while_reading_and_restored_after(tmp_path):
+    import gc
+
+    path = tmp_path / "t.csv"
+    path.write_text("text\na\n", encoding="utf-8")
+    assert gc.isenabled()
+    with budget.gc_paused():
+        with budget.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with budget.gc_paused():
+            pass
+        assert not gc.isenabled()  # a collector someone else turned off stays off
+    finally:
+        gc.enable()
+    from matelix.data import load_dataset
+
+    assert len(load_dataset(path).samples) == 1 and gc.isenabled()

@@ -39,6 +39,29 @@ def release_memory() -> None:
         _trim(0)
 
 
+_gc_lock = threading.Lock()
+_gc = {"pauses": 0, "was_enabled": True}
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (nested and across threads: back as it was when the
+    last block ends). Reading a dataset builds hundreds of thousands of acyclic objects; the collector would
+    traverse them again and again as they are made (more than half the time of reading a 100,000-row CSV)."""
+    with _gc_lock:
+        if _gc["pauses"] == 0:
+            _gc["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _gc["pauses"] += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc["pauses"] -= 1
+            if _gc["pauses"] == 0 and _gc["was_enabled"]:
+                gc.enable()
+
+
 @contextmanager
 def bounded_read() -> Iterator[None]:
     """Hold one of the process's dataset-read slots for the block, then return the memory it freed."""

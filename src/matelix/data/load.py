@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matelix.data.budget import gc_paused
 from matelix.data.formats import (
     CSV_SUFFIXES,
     DATASET_SUFFIXES,
@@ -48,9 +49,10 @@ def load_dataset(path: Path, template_mode: str = "auto", column_name: str = "te
                            f"{', '.join(sorted(DATASET_SUFFIXES))} (Parquet is not supported)")
     if not path.is_file():
         raise DatasetError(f"{path.name}: no such dataset file")
-    if suffix in CSV_SUFFIXES:
-        return _load_csv(path, template_mode, column_name)
-    return _load_records(path, template_mode, column_name, max_samples)
+    with gc_paused():  # nothing read here forms a cycle; the collector would only slow the read down
+        if suffix in CSV_SUFFIXES:
+            return _load_csv(path, template_mode, column_name)
+        return _load_records(path, template_mode, column_name, max_samples)
 
 
 def _load_csv(path: Path, template_mode: str, column_name: str) -> LoadedDataset:
