@@ -28,6 +28,7 @@ from matelix.server.routes import (
     catalog,
     datasets,
     docs,
+    embeddings,
     estimate,
     evaluations,
     exports,
@@ -36,6 +37,7 @@ from matelix.server.routes import (
     metrics,
     openai,
     presets,
+    responses,
     system,
     training,
     trainings,
@@ -73,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gauges.register(app)
     install_error_handlers(app)
     for module in (health, metrics, system, catalog, datasets, training, trainings, presets, estimate, ui, docs,
-                   inference, openai):
+                   inference, openai, responses, embeddings):
         app.include_router(module.router)
     app.include_router(exports.router)
     app.include_router(evaluations.router)
