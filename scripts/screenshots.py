@@ -2,15 +2,18 @@
 
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--steps 40]
 
-It builds a fresh lab home (demo datasets + tiny demo model) in a temp folder, serves it on a free loopback
-port, and drives Debian's Chromium (/usr/bin/chromium) through the dashboard: validate the dataset, start a
-full fine-tune from the form, watch it, run a LoRA run for comparison, chat with the first run's model, and
-look at the system view. Takes about two minutes on two CPU cores.
+It builds a fresh lab home (demo datasets, the tiny demo model and the real SmolLM2-135M-Instruct, copied
+from ./models/ when it is there) in a temp folder, serves it on a free loopback port, and drives Debian's
+Chromium (/usr/bin/chromium) through the dashboard with the real model: validate the dataset (with the time
+estimate), run a named LoRA run and a named full fine-tune from the form, watch it, compare the two, chat
+with the fine-tuned model, and look at the system view. It trains the real model, so on two CPU cores it
+takes many minutes (far more while other work keeps the cores busy).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from matelix.demo.assets import ensure_demo_assets
+from matelix.demo.real_model import REAL_MODEL_NAME
 from matelix.server.live import ThreadedServer
 from matelix.settings import Settings
 
@@ -37,12 +41,17 @@ def stop_and_wait(page) -> None:
     page.wait_for_selector("#mon-state.state-stopped[data-running='false']", timeout=300_000)
 
 
-def start_from_form(page, steps: int, preset: str) -> None:
+MODEL = f"models/{REAL_MODEL_NAME}"
+DATASET = "demo_persona.jsonl"
+
+
+def start_from_form(page, steps: int, preset: str, name: str) -> None:
     page.goto(page.url.split("#")[0] + "#train")
     page.wait_for_selector("#cfg-max_steps")
     page.click(f"[data-preset='{preset}']")
-    page.select_option("#train-model", "models/tiny-demo")
-    page.select_option("#train-dataset", "demo_chat.csv")
+    page.select_option("#train-model", MODEL)
+    page.select_option("#train-dataset", DATASET)
+    page.fill("#cfg-run_name", name)
     page.fill("#cfg-max_steps", str(steps))
     page.fill("#cfg-gradient_accumulation_steps", "1")
     page.fill("#cfg-chunk_size", "256")
@@ -58,11 +67,14 @@ def start_from_form(page, steps: int, preset: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps of the first run")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps of the full fine-tune")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="matelix-shots-"))
     settings = Settings(home=home)
+    local = Path("models") / REAL_MODEL_NAME
+    if (local / "config.json").is_file():  # converted once already: copy instead of converting again
+        shutil.copytree(local, home / "models" / REAL_MODEL_NAME)
     ensure_demo_assets(settings, log=lambda *_: None)
     server = ThreadedServer(settings).__enter__()
     url = server.url
@@ -74,16 +86,20 @@ def main() -> int:
             page.set_default_timeout(120_000)
             page.goto(url + "/#train")
             page.wait_for_selector("#cfg-max_steps")
-            page.select_option("#train-dataset", "demo_chat.csv")
+            page.select_option("#train-model", MODEL)
+            page.select_option("#train-dataset", DATASET)
+            page.fill("#cfg-gradient_accumulation_steps", "1")
+            page.fill("#cfg-chunk_size", "256")
             page.click("#train-validate")
             page.wait_for_selector("#train-report-verdict")
+            page.wait_for_selector("#train-estimate-text", timeout=1_800_000)  # minutes on a busy CPU
             shot(page, "train")
 
             # A LoRA run first (for the comparison), then the full fine-tune that the monitor shows.
-            start_from_form(page, 400, "lora")
+            start_from_form(page, 400, "lora", "LoRA r8, lr 2e-4")
             wait_steps(page, args.steps // 2)
             stop_and_wait(page)
-            start_from_form(page, 400, "full")
+            start_from_form(page, 400, "full", "Full fine-tune, lr 4e-4")
             wait_steps(page, args.steps)
             page.wait_for_selector("#mon-preview .gen-text")
             page.evaluate("window.scrollTo(0, 0)")
