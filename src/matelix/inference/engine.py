@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from matelix.inference.detokenize import TextStream
 from matelix.inference.handle import GenerationEvent, RequestHandle, TokenLogprob, Usage
 from matelix.inference.logprobs import prompt_logprobs, step_logprobs
+from matelix.inference.prefix_cache import prefill_from_prefix, prefix_cache_for, remember_when_done
 from matelix.inference.sampling import InvalidSamplingParams, RowSampler, SamplingParams, sample_rows
 
 log = logging.getLogger("matelix.inference")
@@ -93,7 +94,8 @@ class Engine:
 
     def __init__(self, model, *, context_length: int, stop_token_ids: set[int] | frozenset[int],
                  text_stream: Callable[[SamplingParams, list[int]], TextStream] | None = None, name: str = "model",
-                 max_batch_size: int = MAX_BATCH_SIZE, prefill_token_budget: int = PREFILL_TOKEN_BUDGET):
+                 max_batch_size: int = MAX_BATCH_SIZE, prefill_token_budget: int = PREFILL_TOKEN_BUDGET,
+                 prefix_cache_bytes: int = 0):
         self.model = model
         self.name = name
         self.context_length = context_length
@@ -106,6 +108,7 @@ class Engine:
         forward_params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
         self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
+        self.prefix_cache = prefix_cache_for(model, prefix_cache_bytes)  # None: off
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
@@ -262,8 +265,12 @@ class Engine:
         return out.logits if all_positions else out.logits[:, -1, :]
 
     def _prefill(self, group: list[_Request]) -> None:
-        from transformers import DynamicCache
+        from matelix.inference.kv_cache import new_cache  # imports transformers
 
+        if self.prefix_cache is not None:  # prompts that start with a cached sequence run alone from it
+            group = [r for r in group if not prefill_from_prefix(self, r)]
+            if not group:
+                return
         length = max(len(r.prompt_ids) for r in group)
         input_ids = torch.zeros((len(group), length), dtype=torch.long)  # (G, T), left-padded
         mask = torch.zeros((len(group), length), dtype=torch.long)
@@ -274,7 +281,7 @@ class Engine:
             request.pos = n
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         input_ids, mask, position_ids = (t.to(self.device) for t in (input_ids, mask, position_ids))
-        cache = DynamicCache(config=self.model.config)
+        cache = new_cache(self.model.config)
         # Prompt logprobs (completions with echo) come from this same pass: every position's logits.
         all_positions = any(r.params.prompt_logprobs is not None for r in group)
         logits = self._forward(input_ids, mask, position_ids, cache, all_positions)
@@ -285,6 +292,11 @@ class Engine:
                     request.prompt_logprobs = prompt_logprobs(logits[i, length - n:], request.prompt_ids,
                                                               request.params.prompt_logprobs)
             logits = logits[:, -1, :]
+        self._admit(group, logits, cache, mask)
+
+    def _admit(self, group: list[_Request], logits: torch.Tensor, cache, mask: torch.Tensor) -> None:
+        """Sample the prefilled `group`'s first tokens from `logits` (G, V) and merge the rows that go on, with
+        their `cache` and `mask` (G, T), into the running batch."""
         tokens = sample_rows(logits, [r.sampler for r in group])
         chosen = self._logprobs(logits, group, tokens)
         keep = [i for i, (r, t) in enumerate(zip(group, tokens, strict=True))
@@ -295,6 +307,8 @@ class Engine:
             cache.batch_select_indices(torch.tensor(keep, device=self.device))
             mask = mask[keep]
         self._merge(cache, mask, [group[i] for i in keep])
+        if self.prefix_cache is not None:
+            remember_when_done(self, [group[i] for i in keep])
 
     def _merge(self, cache, mask: torch.Tensor, rows: list[_Request]) -> None:
         if self._cache is None or not self._rows:

@@ -19,6 +19,7 @@ from matelix.catalog import read_json
 from matelix.inference.chat import render_chat, stop_token_ids
 from matelix.inference.detokenize import TextStream
 from matelix.inference.engine import Engine
+from matelix.inference.quantize import quantize_for_serving
 from matelix.remote_code import needs_remote_code, remote_code_message
 from matelix.settings import Settings
 
@@ -56,6 +57,7 @@ class LoadedModel:
     stop_token_ids: frozenset[int]
     load_seconds: float
     base_model: str | None = None
+    quantization: str = "none"  # "none" | "int8" (see inference/quantize.py)
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
 
@@ -78,13 +80,22 @@ class LoadedModel:
         """What `/inference_status` shows for this model."""
         return {"id": self.id, "kind": self.source.kind, "path": self.source.display_path,
                 "base_model": self.base_model, "device": self.device, "dtype": self.dtype,
+                "quantization": self.quantization,
                 "context_length": self.context_length, "parameters": self.parameter_count(),
                 "memory_bytes": self.memory_bytes(), "kv_cache_bytes": self.engine.kv_cache_bytes(),
+                **_prefix_cache_info(self.engine.prefix_cache),
                 "active_requests": self.engine.active_count, "queued_requests": self.engine.queued_count,
                 "completed_requests": self.engine.completed_count,
                 "cancelled_requests": self.engine.cancelled_count,
                 "load_seconds": round(self.load_seconds, 3),
                 "loaded_at": self.loaded_at, "last_used": self.last_used}
+
+
+def _prefix_cache_info(cache) -> dict:
+    if cache is None:
+        return {"prefix_cache_bytes": 0, "prefix_cache_hits": 0, "prefix_cache_reused_tokens": 0}
+    return {"prefix_cache_bytes": cache.nbytes, "prefix_cache_hits": cache.hits,
+            "prefix_cache_reused_tokens": cache.reused_tokens}
 
 
 def _context_length(model, tokenizer) -> int:
@@ -108,8 +119,9 @@ def _refuse_remote_code(source: ModelSource, trust: bool) -> None:
 
 
 def load_model(source: ModelSource, device: str, settings: Settings,
-               resolve_base: Callable[[str], ModelSource]) -> LoadedModel:
-    """Load `source` onto `device` and start its engine. Raises ModelLoadFailed."""
+               resolve_base: Callable[[str], ModelSource], quantization: str = "none") -> LoadedModel:
+    """Load `source` onto `device` (weights quantized as `quantization` says) and start its engine. Raises
+    ModelLoadFailed."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -145,7 +157,7 @@ def load_model(source: ModelSource, device: str, settings: Settings,
         raise
     except Exception as exc:  # transformers/peft raise many types for a broken or foreign folder
         raise ModelLoadFailed(f"could not load model {source.id!r}: {type(exc).__name__}: {exc}") from exc
-    model.to(device).eval()
+    model = quantize_for_serving(model.to(device).eval(), quantization)
     context = _context_length(model, tokenizer)
     stops = frozenset(stop_token_ids(tokenizer, model))
 
@@ -153,8 +165,10 @@ def load_model(source: ModelSource, device: str, settings: Settings,
         return TextStream(tokenizer, params.stop, prompt_ids, skip_special_tokens=params.skip_special_tokens)
 
     engine = Engine(model, context_length=context, stop_token_ids=stops, text_stream=text_stream, name=source.id,
-                    max_batch_size=settings.max_concurrent_generations)
+                    max_batch_size=settings.max_concurrent_generations,
+                    prefix_cache_bytes=settings.prefix_cache_mb * 2**20)
     return LoadedModel(id=source.id, source=source, tokenizer=tokenizer, model=model, engine=engine,
                        device=device, dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
                        context_length=context, stop_token_ids=stops,
-                       load_seconds=time.perf_counter() - started, base_model=base_model)
+                       load_seconds=time.perf_counter() - started, base_model=base_model,
+                       quantization=quantization)

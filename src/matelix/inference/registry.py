@@ -4,6 +4,7 @@ API for route adapters (all coroutines run on the server's event loop):
 
     registry = ModelRegistry(settings)                  # one per app, built by the app factory
     loaded = await registry.acquire(model_ref, device)  # -> LoadedModel (loads once, concurrent callers wait)
+    loaded = await registry.acquire(model_ref, quantization="int8")  # int8 weights (reloads a resident fp32 copy)
     loaded.id, loaded.tokenizer, loaded.engine, loaded.context_length, loaded.stop_token_ids
     ids = loaded.render_chat(messages, system)          # or loaded.encode(text)
     handles = registry.admission.submit(loaded, [ids], SamplingParams(...), n=1)  # limits, 429, metrics
@@ -41,6 +42,7 @@ from matelix.catalog import (
 )
 from matelix.inference.admission import AdmissionGate
 from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
+from matelix.inference.quantize import check_quantization
 from matelix.paths import PathRefused, relative_to_home
 from matelix.runstates import ACTIVE_STATES
 from matelix.settings import Settings
@@ -125,22 +127,30 @@ class ModelRegistry:
     # ----- residency ----------------------------------------------------------------------------
 
     async def acquire(self, ref: str | None = None, device: str | None = None, *,
-                      prefer_resident: bool = True) -> LoadedModel:
+                      prefer_resident: bool = True, quantization: str | None = None) -> LoadedModel:
         """The resident model for `ref`, loading it (once, off the event loop) when needed.
 
         Without `ref`, `prefer_resident` returns the most recently used resident model when there is one
-        (the `/chat` behaviour); otherwise the default model is resolved.
+        (the `/chat` behaviour); otherwise the default model is resolved. `quantization` None takes a resident
+        model as it is and loads a new one with `settings.quantization`; a resident model loaded otherwise
+        than asked for is reloaded, as for another device.
         """
         device = await asyncio.to_thread(self.normalize_device, device) if device else None
+        if quantization is not None:
+            check_quantization(quantization, device)
+
+        def fits(loaded: LoadedModel) -> bool:
+            return device in (None, loaded.device) and quantization in (None, loaded.quantization)
+
         if prefer_resident and (ref is None or not ref.strip()) and self._loaded:
             loaded = next(reversed(self._loaded.values()))
-            if device in (None, loaded.device):
+            if fits(loaded):
                 loaded.last_used = time.time()
                 return loaded
         source = self.resolve(ref)
         while True:
             loaded = self._loaded.get(source.id)
-            if loaded is not None and device in (None, loaded.device):
+            if loaded is not None and fits(loaded):
                 self._loaded.move_to_end(source.id)
                 loaded.last_used = time.time()
                 return loaded
@@ -148,18 +158,21 @@ class ModelRegistry:
             if task is None:
                 break
             await asyncio.shield(task)  # a failed load raises here for every waiter
-        task = asyncio.get_running_loop().create_task(self._load(source, device))
+        task = asyncio.get_running_loop().create_task(self._load(source, device, quantization))
         self._loading[source.id] = task
         return await asyncio.shield(task)
 
-    async def _load(self, source: ModelSource, device: str | None) -> LoadedModel:
+    async def _load(self, source: ModelSource, device: str | None, quantization: str | None) -> LoadedModel:
         try:
             device = device or await asyncio.to_thread(self._default_device)
-            if source.id in self._loaded:  # same model on another device: replace it
-                await self._unload_one(source.id, "model reloaded on another device")
+            quantization = quantization or (self.settings.quantization if device == "cpu" else "none")
+            check_quantization(quantization, device)
+            if source.id in self._loaded:  # same model on another device or quantized otherwise: replace it
+                await self._unload_one(source.id, "model reloaded on another device or quantization")
             await self._evict(keep=self.settings.max_loaded_models - 1)
             log.info("loading model %s on %s", source.id, device)
-            loaded = await asyncio.to_thread(load_model, source, device, self.settings, self._resolve_base)
+            loaded = await asyncio.to_thread(load_model, source, device, self.settings, self._resolve_base,
+                                             quantization)
             self._loaded[source.id] = loaded
             await self._evict(keep=self.settings.max_loaded_models, protect=source.id)
             log.info("model %s ready in %.1fs", source.id, loaded.load_seconds)
@@ -212,6 +225,8 @@ class ModelRegistry:
 def _release(loaded: LoadedModel, reason: str, drain_s: float) -> None:
     """Stop the engine (requests still running after `drain_s` end with `reason`) and free the weights."""
     loaded.engine.close(reason, drain_s=drain_s)
+    if loaded.engine.prefix_cache is not None:
+        loaded.engine.prefix_cache.clear()
     device = loaded.device
     loaded.engine.model = None
     loaded.model = None

@@ -77,16 +77,17 @@ def registry_of(request: Request) -> ModelRegistry:
 
 async def start(request: Request, *, model: str | None, prompts: Callable[[LoadedModel], list[list[int]]],
                 params: Callable[[LoadedModel], SamplingParams], limits: Limits, fields: Fields,
-                n: int = 1, prefer_resident: bool = True) -> Generation:
-    """Check the limits, acquire the model, render the prompts, build the params (both off the event loop)
-    and queue `n` choices per prompt, all or nothing; raises the ApiError for whatever refuses the request."""
+                n: int = 1, prefer_resident: bool = True, quantization: str | None = None) -> Generation:
+    """Check the limits, acquire the model (`quantization` as `ModelRegistry.acquire` takes it), render the
+    prompts, build the params (both off the event loop) and queue `n` choices per prompt, all or nothing;
+    raises the ApiError for whatever refuses the request."""
     registry = registry_of(request)
     for attempt in range(2):
         try:
             registry.admission.check_limits(texts=limits.texts, messages=limits.messages,
                                             max_new_tokens=limits.max_new_tokens, n=limits.n, stop=limits.stop,
                                             tokens_param=fields.max_tokens)
-            loaded = await registry.acquire(model, prefer_resident=prefer_resident)
+            loaded = await registry.acquire(model, prefer_resident=prefer_resident, quantization=quantization)
             handles = await registry.admission.submit_prepared(
                 loaded, lambda loaded=loaded: prompts(loaded), lambda loaded=loaded: params(loaded), n)
             return Generation(loaded, handles, n)

@@ -94,7 +94,7 @@ async def submit(request: Request, body: SamplingRequest, prompts: Callable[[Loa
         return body.sampling_params(max_new_tokens or loaded.context_length, grammar)
 
     return await generation.start(request, model=body.model, prompts=prompts, params=params, n=body.n,
-                                  limits=limits, prefer_resident=False,
+                                  limits=limits, prefer_resident=False, quantization=body.quantization,
                                   fields=Fields(model="model", prompt=prompt_param, dotted=True))
 
 

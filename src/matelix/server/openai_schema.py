@@ -148,6 +148,9 @@ class SamplingRequest(BaseModel):
     user: str | None = Field(None, description="Accepted and ignored.")
     stop_token_ids: list[int] | None = Field(None, max_length=64, description="vLLM extra: more stop tokens.")
     ignore_eos: bool = Field(False, description="vLLM extra: keep generating past EOS (benchmarks).")
+    quantization: Literal["none", "int8"] | None = Field(
+        None, description="Lab extra: the model's weights, none (fp32) or int8 (CPU only); a resident model "
+                          "loaded otherwise is reloaded. Default: as loaded, else MATELIX_QUANTIZATION.")
 
     @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p",
                      "repetition_penalty", "n", "top_k", "stream", "ignore_eos", mode="before")

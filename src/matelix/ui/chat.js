@@ -25,6 +25,11 @@ export function mount(el) {
       <aside class="card chat-side">
         <label for="chat-model" data-i18n="chat.model">Model</label>
         <select id="chat-model"></select>
+        <label for="chat-quantization" data-i18n="chat.quantization">Weights</label>
+        <select id="chat-quantization">
+          <option value="none" data-i18n="chat.quant_none">fp32 (exact)</option>
+          <option value="int8" data-i18n="chat.quant_int8">int8 (faster on a CPU)</option>
+        </select>
         <div class="row">
           <button type="button" id="chat-load" data-i18n="chat.load">Load</button>
           <button type="button" id="chat-unload" data-i18n="chat.unload">Unload</button>
@@ -151,7 +156,7 @@ async function refreshState() {
     const s = await api("/inference_status");
     const entry = residentEntry(s, model());
     const loading = (s.loading || []).includes(model());
-    box.textContent = entry ? [t("chat.loaded"), entry.device, entry.dtype,
+    box.textContent = entry ? [t("chat.loaded"), entry.device, entry.quantization === "int8" ? "int8" : entry.dtype,
       entry.parameters ? `${num(entry.parameters / 1e6, 1)} M ${t("chat.params_short")}` : null].filter(Boolean).join(" · ")
       : loading ? t("chat.loading") : t("chat.not_loaded");
     box.dataset.loaded = String(Boolean(entry));
@@ -165,7 +170,8 @@ async function load() {
   box.textContent = t("chat.loading");
   showError("");
   try {
-    await api("/load_inference", { method: "POST", body: { model_dir: model() } });
+    const quantization = root.querySelector("#chat-quantization").value;
+    await api("/load_inference", { method: "POST", body: { model_dir: model(), quantization } });
   } catch (err) {
     showError(err.message);
   }

@@ -1,0 +1,101 @@
+"""Int8 weight quantization for serving: what it replaces, that it stays close to fp32, how the registry loads,
+keeps and reloads a model by its quantization, and what it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import shutil
+
+import pytest
+import torch
+
+from matelix.catalog import ModelRefused
+from matelix.inference.quantize import check_quantization, packed_weight_bytes, quantize_for_serving
+from matelix.inference.registry import ModelRegistry
+from matelix.inference.sampling import SamplingParams
+
+
+@pytest.fixture
+def int8_model(tiny_lm):
+    return quantize_for_serving(copy.deepcopy(tiny_lm[1]), "int8")
+
+
+def test_int8_replaces_every_linear_layer_with_a_byte_per_weight(tiny_lm, int8_model):
+    fp32 = tiny_lm[1]
+    assert not any(isinstance(m, torch.nn.Linear) for m in int8_model.modules())
+    linears = [m for m in fp32.modules() if isinstance(m, torch.nn.Linear)]
+    weights = sum(m.weight.numel() for m in linears)
+    assert packed_weight_bytes(int8_model) == weights + 2 * sum(m.out_features for m in linears)  # int8 + bf16 scales
+    assert packed_weight_bytes(fp32) == 0
+    assert quantize_for_serving(fp32, "none") is fp32
+
+
+def test_int8_logits_stay_close_to_fp32(tiny_lm, int8_model):
+    ids = torch.tensor([tiny_lm[0]("Ein neuronales Netz lernt aus Beispielen.")["input_ids"]])
+    with torch.inference_mode():
+        ref = tiny_lm[1](input_ids=ids).logits
+        got = int8_model(input_ids=ids).logits
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max()
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
+
+
+def test_engine_on_an_int8_model_matches_its_generate(tiny_lm, int8_model):
+    from matelix.inference.engine import Engine
+
+    tokenizer = tiny_lm[0]
+    ids = tokenizer("Hallo, wie geht es dir?")["input_ids"]
+    with torch.inference_mode():
+        expected = int8_model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                       max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=None)[0, len(ids):].tolist()
+    engine = Engine(int8_model, context_length=2048, stop_token_ids=set())
+    try:
+        result = engine.submit(ids, SamplingParams(max_new_tokens=12, temperature=0)).wait()
+    finally:
+        engine.close()
+    assert list(result.token_ids) == expected
+
+
+@pytest.mark.parametrize(("mode", "device", "message"), [("int4", None, "must be one of"),
+                                                          ("int8", "cuda", "CPU only"), ("int8", "mps", "CPU only")])
+def test_unknown_modes_and_int8_off_the_cpu_are_refused(mode, device, message):
+    with pytest.raises(ModelRefused, match=message) as info:
+        check_quantization(mode, device)
+    assert info.value.param == "quantization"
+    check_quantization("int8", "cpu")
+    check_quantization("none", "cuda")
+
+
+def test_registry_loads_keeps_and_reloads_by_quantization(home, make_settings, tiny_model_dir):
+    shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
+
+    async def scenario():
+        registry = ModelRegistry(make_settings(offline=True))
+        fp32 = await registry.acquire("models/tiny-demo")
+        assert fp32.quantization == "none" and fp32.info()["quantization"] == "none"
+        fp32_bytes = fp32.memory_bytes()
+        int8 = await registry.acquire("models/tiny-demo", quantization="int8")  # replaces the fp32 copy
+        assert int8 is not fp32 and int8.info()["quantization"] == "int8"
+        assert [m["quantization"] for m in registry.status()["loaded"]] == ["int8"]
+        assert int8.memory_bytes() < fp32_bytes
+        assert await registry.acquire("models/tiny-demo") is int8  # no preference: the resident copy
+        assert await registry.acquire("models/tiny-demo", quantization="int8") is int8
+        handles = registry.admission.submit(int8, [int8.encode("Hallo")], SamplingParams(max_new_tokens=3,
+                                                                                         temperature=0))
+        assert (await handles[0].result()).finish_reason in ("stop", "length")
+        await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_setting_is_the_default_on_the_cpu(home, make_settings, tiny_model_dir):
+    shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
+
+    async def scenario():
+        registry = ModelRegistry(make_settings(offline=True, quantization="int8"))
+        loaded = await registry.acquire("models/tiny-demo", "cpu")
+        assert loaded.quantization == "int8"
+        await registry.close()
+
+    asyncio.run(scenario())
