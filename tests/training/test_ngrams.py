@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from matelix.data import load_dataset, render_sample
 from matelix.data.template import ROLE_TOKENS
-from matelix.data.validate import load_tokenizer
+from matelix.data.validate import load_prepared_tokenizer
 from matelix.demo import demo_data_path
 from matelix.training.ngram_count import OccurrenceIndex, count_ngrams, layout
 from matelix.training.ngrams import MAP_FILE, NgramOptions, apply_ngrams, mine
@@ -30,7 +30,7 @@ def _texts(name: str, tokenizer) -> list[str]:
 
 @pytest.fixture
 def tokenizer(tiny_model_dir):
-    return load_tokenizer(tiny_model_dir)
+    return load_prepared_tokenizer(tiny_model_dir)
 
 
 def test_counts_match_a_brute_force_counter_of_tuples():
@@ -81,7 +81,7 @@ def test_prose_phrases_stay_within_a_line(tokenizer):
 
 @pytest.mark.parametrize("name", ["demo_text.csv", "demo_chat.csv"])
 def test_every_dataset_text_round_trips_and_uses_the_new_tokens(tiny_model_dir, tmp_path, name):
-    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer = load_prepared_tokenizer(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     texts = _texts(name, tokenizer)
     vocab_before = len(tokenizer)
@@ -105,7 +105,7 @@ def test_every_dataset_text_round_trips_and_uses_the_new_tokens(tiny_model_dir, 
 
 
 def test_token_map_and_mean_initialised_rows(tiny_model_dir, tmp_path):
-    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer = load_prepared_tokenizer(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     emb_before = model.get_input_embeddings().weight.detach().clone()
     head_before = model.get_output_embeddings().weight.detach().clone()
@@ -128,7 +128,7 @@ def test_token_map_and_mean_initialised_rows(tiny_model_dir, tmp_path):
 
 
 def test_saved_tokenizer_loads_with_plain_transformers_and_encodes_with_the_phrases(tiny_model_dir, tmp_path):
-    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer = load_prepared_tokenizer(tiny_model_dir)
     texts = _texts("demo_text.csv", tokenizer)
     apply_ngrams(tokenizer, None, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
     tokenizer.save_pretrained(tmp_path / "tok")
@@ -300,7 +300,7 @@ def test_cli_defaults_propose_exactly_what_a_run_with_default_options_adds(tiny_
     path = demo_data_path("demo_chat.csv")
     assert main(["ngrams", "mine", str(path), "--model", str(tiny_model_dir), "--json"]) == 0
     proposed = json.loads(capsys.readouterr().out)["totals"]["added_tokens"]
-    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer = load_prepared_tokenizer(tiny_model_dir)
     texts = _texts("demo_chat.csv", tokenizer)
     config = TrainConfig(model_dir="models/m", csv_path="datasets/demo_chat.csv", use_ngrams=True)
     totals = apply_ngrams(tokenizer, None, texts, config, tmp_path, log=lambda s: None)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from matelix.data.samples import DatasetError
-from matelix.data.validate import ValidationReport, load_tokenizer, validate_dataset
+from matelix.data.validate import ValidationReport, load_prepared_tokenizer, validate_dataset
 
 
 def format_report(report: ValidationReport) -> str:
@@ -40,7 +40,7 @@ def run_validate(file: Path, template_mode: str = "auto", model: Path | None = N
         print(f"error: --model {model} is not a model folder", file=sys.stderr)
         return 2
     try:
-        tokenizer = load_tokenizer(model, template_mode) if model is not None else None
+        tokenizer = load_prepared_tokenizer(model, template_mode) if model is not None else None
         report = validate_dataset(file, template_mode, tokenizer, chunk_size, column_name)
     except (DatasetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

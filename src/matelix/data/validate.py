@@ -51,8 +51,9 @@ class ValidationReport(BaseModel):
     tokens: TokenStats | None = None
 
 
-def load_tokenizer(model_dir: Path | str, template_mode: str = "auto", *, trust_remote_code: bool = False):
-    """A local model's tokenizer, set up as training sets it up (role tokens, pad token, template)."""
+def load_prepared_tokenizer(model_dir: Path | str, template_mode: str = "auto", *, trust_remote_code: bool = False):
+    """A local model's tokenizer, set up as training sets it up (role tokens, pad token, template);
+    `training.modelsetup.load_tokenizer` is the plain one the worker prepares itself."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)

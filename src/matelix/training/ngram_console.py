@@ -31,7 +31,7 @@ def run_mine(dataset: Path, model: Path, options: dict, *, template_mode: str = 
              column_name: str = "text", as_json: bool = False, shown: int = 30) -> int:
     """Mine `dataset` with `model`'s tokenizer; `options` are `NgramOptions` fields. Returns the exit code."""
     from matelix.data import DatasetError, load_dataset, render_sample
-    from matelix.data.validate import load_tokenizer
+    from matelix.data.validate import load_prepared_tokenizer
 
     try:
         opts = NgramOptions(**options)
@@ -43,7 +43,7 @@ def run_mine(dataset: Path, model: Path, options: dict, *, template_mode: str = 
         return 2
     try:
         loaded = load_dataset(dataset, template_mode, column_name)
-        tokenizer = load_tokenizer(model, template_mode)
+        tokenizer = load_prepared_tokenizer(model, template_mode)
     except (DatasetError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from matelix.data import DATASET_SUFFIXES, TEMPLATE_MODES, DatasetError, Preview
 from matelix.data.budget import bounded_read
 from matelix.data.formats import format_of_header, format_of_record
 from matelix.data.readers import TOO_DEEP, read_text, too_deep_line
-from matelix.data.validate import load_tokenizer, preview_samples, validate_dataset
+from matelix.data.validate import load_prepared_tokenizer, preview_samples, validate_dataset
 from matelix.paths import PathRefused, confine, too_long
 from matelix.server.deps import SettingsDep
 from matelix.server.errors import ApiError
@@ -89,7 +89,7 @@ def load_tokenizer_for(model: str, settings: Settings, template_mode: str):
     if not Path(source).is_dir():
         raise ApiError(400, f"model: {model!r} is not a local model folder", param="model", code="model_not_found")
     try:
-        return load_tokenizer(source, template_mode, trust_remote_code=settings.trust_remote_code)
+        return load_prepared_tokenizer(source, template_mode, trust_remote_code=settings.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ApiError(400, f"model: the tokenizer of {model!r} cannot be loaded: {exc}", param="model",
                        code="tokenizer_error") from exc
