@@ -100,3 +100,24 @@ def test_batched_answers_equal_one_by_one_and_restore_the_training_state(tiny_mo
     alone = [generate_answers(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert together == alone and all(isinstance(t, str) for t in together)
     assert model.training and model.config.use_cache is False
+
+
+def test_a_checkpoint_saved_for_a_stop_skips_the_probes(tmp_path):
+    from types import SimpleNamespace
+
+    from matelix.training.evaluation import EvaluationCallback, EvaluationReport
+    from matelix.training.rundir import RunDir
+
+    rundir = RunDir(tmp_path)
+    probes = [Probe(0, None, "Hallo", expected="Hi")]
+    lines = []
+    callback = EvaluationCallback(EvaluationReport(rundir, probes, "probe_file", has_eval_loss=False), None,
+                                  probes, [[1, 2]], max_new_tokens=4, is_main=True, log=lines.append)
+    rundir.request_stop()
+    callback.on_save(None, SimpleNamespace(global_step=7), None, model=object())
+    assert callback.report.point("checkpoint-7") is None
+    assert lines == ["[eval] checkpoint-7: probes skipped, a stop was requested"]
+    rundir.clear_stop()
+    callback.on_save(None, SimpleNamespace(global_step=8), None, model=object())  # not a model: fails, logged
+    point = callback.report.point("checkpoint-8")
+    assert point["answers"][0]["text"] is None and "probe generation failed" in lines[-2]

@@ -30,6 +30,7 @@ from matelix.training.probes import (
 from matelix.training.rundir import RunDir, write_json_atomic
 
 EVALUATION_FILE = "evaluation.json"
+STOP_FILE = RunDir(Path(".")).stop_path.name  # the run folder's stop request
 # Perplexity is exp(loss); above this loss it is reported as None instead of overflowing.
 MAX_LOSS_FOR_PERPLEXITY = 50.0
 
@@ -138,6 +139,10 @@ class EvaluationCallback(TrainerCallback):
     def on_save(self, args, state, control, model=None, **kwargs):
         if self.is_main and model is not None:
             step = state.global_step
+            if self.report.path.with_name(STOP_FILE).exists():
+                # A stop saves this checkpoint and ends the run: answering the probes would delay it.
+                self.log(f"[eval] checkpoint-{step}: probes skipped, a stop was requested")
+                return
             self.evaluate(model, f"checkpoint-{step}", step, self._losses.get(step))
 
     def evaluate(self, model, label: str, step: int, eval_loss: float | None, **extra) -> dict:
