@@ -22,6 +22,9 @@ export const EVAL_STRINGS = {
     "bench.stage.queued": "queued", "bench.stage.loading": "loading", "bench.stage.loglikelihood": "scoring choices",
     "bench.stage.generate_until": "generating", "bench.stage.loglikelihood_rolling": "scoring texts",
     "bench.stage.done": "done",
+    "field.probe_file": "Probe file", "field.max_probes": "Probes at most",
+    "field.probe_max_new_tokens": "Probe answer length", "field.early_stopping_patience": "Early stopping patience",
+    "field.load_best_model_at_end": "Final model = best checkpoint",
   },
   de: {
     "eval.title": "Evaluation", "eval.loss_curve": "Eval-Loss vom Basismodell bis zum fertigen Modell",
@@ -44,5 +47,8 @@ export const EVAL_STRINGS = {
     "bench.stage.queued": "wartet", "bench.stage.loading": "lädt", "bench.stage.loglikelihood": "bewertet Antworten",
     "bench.stage.generate_until": "generiert", "bench.stage.loglikelihood_rolling": "bewertet Texte",
     "bench.stage.done": "fertig",
+    "field.probe_file": "Prompt-Datei", "field.max_probes": "Höchstens so viele Prompts",
+    "field.probe_max_new_tokens": "Länge der Prompt-Antworten", "field.early_stopping_patience": "Geduld fürs frühe Beenden",
+    "field.load_best_model_at_end": "Fertiges Modell = bester Checkpoint",
   },
 };

@@ -10,7 +10,8 @@ import { has, language, t } from "./i18n.js";
 const BASIC = ["run_name", "train_mode", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
   "gradient_accumulation_steps", "chunk_size", "template_mode", "column_name", "notes"];
 const GROUPS = [
-  ["data", ["chat_template", "train_on_prompt", "packing", "shuffle", "sort_by_length", "eval_split", "eval_steps"]],
+  ["data", ["chat_template", "train_on_prompt", "packing", "shuffle", "sort_by_length", "eval_split", "eval_steps",
+    "probe_file", "max_probes", "probe_max_new_tokens", "early_stopping_patience", "load_best_model_at_end"]],
   ["optim", ["lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed"]],
   ["lora", ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora_on_save"]],
   ["ngrams", ["use_ngrams", "ngram_max", "ngram_top_k", "ngram_min_count", "ngram_min_chars", "ngram_max_samples"]],
