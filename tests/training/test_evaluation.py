@@ -132,3 +132,18 @@ def test_early_stopping_ends_the_run_and_the_final_model_is_the_best_checkpoint(
     assert report["source"] == "held_out" and len(report["probes"]) == 2
     log = (lab.outputs_dir / run_id / "training.log").read_text()
     assert f"Final model = best checkpoint checkpoint-{best_step}" in log
+
+
+def test_an_evaluated_run_before_its_base_evaluation_is_pending_not_missing(client, lab):
+    from matelix.training.config import TrainConfig
+    from matelix.training.rundir import RunDir
+
+    for run_id, fields, status in (("pending-run", {"eval_split": 0.25}, 200), ("plain-run", {}, 404)):
+        rundir = RunDir(lab.outputs_dir / run_id)
+        rundir.path.mkdir()
+        rundir.write_config(TrainConfig(model_dir="models/tiny", csv_path="datasets/chat.jsonl", **fields))
+        rundir.update_status(state="starting", created_at=1.0)
+        r = client.get(f"/trainings/{run_id}/evaluation")
+        assert r.status_code == status, r.text
+    assert client.get("/trainings/pending-run/evaluation").json() == \
+        {"run_id": "pending-run", "pending": True, "probes": [], "points": [], "loss_curve": []}

@@ -41,6 +41,8 @@ def test_runs_view_shows_flips_timeline_and_benchmarks_and_the_monitor_the_newes
     from matelix.training.rundir import RunDir
 
     rundir: RunDir = finished_run(lab_home, RUN, lab_home / "models" / "tiny-demo", "full")
+    rundir.write_config(rundir.read_config().model_copy(update={"eval_split": 0.25,
+                                                                "probe_file": "datasets/probes.jsonl"}))
     write_report(rundir)
     settings = Settings(home=lab_home)
     save_result(settings, {"model": "models/tiny-demo", "backend": "hf", "tasks": ["matelix_general_en"],

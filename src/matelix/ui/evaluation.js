@@ -53,11 +53,17 @@ export async function show(id, detail) {
   root.querySelector("#bench-model").innerHTML = models.map((m) =>
     `<option value="${escapeHtml(m)}">${escapeHtml(m === runModel ? t("bench.this_run") : m)}</option>`).join("");
   root.querySelector("#bench-start").disabled = !detail?.has_model;
-  const report = await api(`/trainings/${encodeURIComponent(id)}/evaluation`).catch(() => null);
+  const report = evaluated(detail?.config)
+    ? await api(`/trainings/${encodeURIComponent(id)}/evaluation`).catch(() => null) : null;
   if (runId !== id) return;
-  renderReport(report);
+  renderReport(report?.points?.length ? report : null);
   await loadTasks();
   refreshBenchmarks();
+}
+
+/** Whether a run's settings make it evaluated (a held-out split or a probe file); others have no report. */
+function evaluated(config) {
+  return Boolean(config && (config.eval_split > 0 || config.probe_file));
 }
 
 function pointName(point) {
@@ -206,6 +212,10 @@ let followed = "";
 export async function followProbes(el, status) {
   const key = status?.run_id ? `${status.run_id}:${status.step}:${status.state}` : "";
   if (!key || key === followed) return;
+  if (!evaluated(status.config)) {
+    el.hidden = true;
+    return;
+  }
   followed = key;
   const report = await api(`/trainings/${encodeURIComponent(status.run_id)}/evaluation`).catch(() => null);
   if (followed !== key) return;

@@ -36,7 +36,8 @@ def training(run_id: str, jobs: JobsDep) -> dict:
 @router.get("/trainings/{run_id}/evaluation")
 def evaluation(run_id: str, jobs: JobsDep) -> dict:
     """The run's evaluation report: held-out loss and probe answers of the base model, every checkpoint and
-    the final model, their scores and flips (404 `no_evaluation` for a run without eval split or probes)."""
+    the final model, their scores and flips; `pending: true` until the base evaluation has ended (404
+    `no_evaluation` for a run without eval split or probe file)."""
     from matelix.training.evaluation import read_report
 
     try:
@@ -44,10 +45,17 @@ def evaluation(run_id: str, jobs: JobsDep) -> dict:
     except RunRejected as exc:
         raise as_api_error(exc) from exc
     report = read_report(rundir)
-    if not report:
-        raise ApiError(404, f"run {run_id!r} has no evaluation report (it needs eval_split or probe_file; "
-                       "a running one writes it after its base evaluation)", code="no_evaluation")
-    return report
+    if report:
+        return report
+    try:
+        config = rundir.read_config()
+    except (OSError, ValueError):
+        config = None
+    if config is not None and (config.eval_split > 0 or config.probe_file):
+        # Evaluated, but the base evaluation has not ended yet (or the run stopped before it did).
+        return {"run_id": run_id, "pending": True, "probes": [], "points": [], "loss_curve": []}
+    raise ApiError(404, f"run {run_id!r} has no evaluation (it needs eval_split or probe_file)",
+                   code="no_evaluation")
 
 
 class RunLabels(BaseModel):
