@@ -28,6 +28,10 @@ How a step works (transformers 5.24 `DynamicCache`, passed as `cache=`):
 * One decode step feeds every row's last token at its own position. Finished or cancelled rows are dropped
   with `batch_select_indices`, and mask columns that are padding in every remaining row are cut off, so the
   cache stays sized by the requests actually running.
+* The caches' layers are `kv_cache.GrowingLayer`s: a step's keys/values are written in place, not
+  concatenated onto a copy of the whole cache. With `prefix_cache_bytes`, rows that end by themselves are
+  kept in a `prefix_cache.PrefixCache`, and a newcomer whose prompt starts with one is prefilled alone
+  from it (only the rest of its prompt runs).
 """
 
 from __future__ import annotations
