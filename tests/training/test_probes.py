@@ -121,3 +121,12 @@ def test_a_checkpoint_saved_for_a_stop_skips_the_probes(tmp_path):
     callback.on_save(None, SimpleNamespace(global_step=8), None, model=object())  # not a model: fails, logged
     point = callback.report.point("checkpoint-8")
     assert point["answers"][0]["text"] is None and "probe generation failed" in lines[-2]
+
+
+def test_without_a_chat_template_a_probe_is_its_plain_text(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = None
+    probe = Probe(0, [{"role": "user", "content": "Hallo Welt"}], "Hallo Welt")
+    assert prompt_ids(tok, probe, "chat") == tok.encode("Hallo Welt", add_special_tokens=False)

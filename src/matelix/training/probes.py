@@ -104,8 +104,8 @@ def probes_from_samples(samples: list[Sample], limit: int) -> list[Probe]:
 
 def prompt_ids(tokenizer, probe: Probe, render_mode: str) -> list[int]:
     """The token ids the model continues: the chat template with a generation prompt, or the raw text."""
-    if probe.messages is None and render_mode == "column":
-        return tokenizer.encode(probe.prompt, add_special_tokens=False)
+    if (probe.messages is None and render_mode == "column") or not getattr(tokenizer, "chat_template", None):
+        return tokenizer.encode(probe.prompt, add_special_tokens=False)  # no template: the text as it is
     messages = probe.messages or [{"role": "user", "content": probe.prompt}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer.encode(text, add_special_tokens=False)
