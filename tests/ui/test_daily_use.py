@@ -48,6 +48,18 @@ def value(page, selector: str) -> str:
     return page.eval_on_selector(selector, "el => el.value")
 
 
+NOT_FOUND_IN_CONSOLE = "console: Failed to load resource: the server responded with a status of 404 (Not Found)"
+
+
+def problems(page) -> list[str]:
+    """The page's problems, less the 404 `no_evaluation` the Runs and Monitor views ask for and expect for a
+    run that has no evaluation yet (and Chromium's console line for each of them, which names no URL)."""
+    expected = [e for e in page.problems.errors if re.match(r"HTTP 404 \S+/trainings/[^/]+/evaluation$", e)]
+    console = [e for e in page.problems.errors if e == NOT_FOUND_IN_CONSOLE]
+    rest = [e for e in page.problems.errors if e not in expected and e != NOT_FOUND_IN_CONSOLE]
+    return rest + console[len(expected):]
+
+
 # -- 1. remembered settings, presets, reuse ------------------------------------------------------------------
 
 def test_the_form_remembers_its_settings_and_saves_loads_and_deletes_named_presets(page, lab_home):
@@ -84,7 +96,7 @@ def test_the_form_remembers_its_settings_and_saves_loads_and_deletes_named_prese
         page.click("#train-preset-delete")
         page.wait_for_function("document.querySelector('#train-preset-msg').textContent.includes('deleted')")
         assert httpx.get(server.url + "/presets").json() == []
-        assert page.problems.errors == []
+        assert problems(page) == []
 
 
 # -- 2. named runs, notes, reuse, compare with a config diff, names in Chat ----------------------------------
@@ -129,7 +141,7 @@ def test_runs_have_names_and_editable_notes_reuse_fills_the_form_and_compare_sho
         page.click("#tab-chat")
         page.wait_for_selector("#chat-model option[value='tiny-demo_2026-01-01_11-00-00']", state="attached")
         assert "LoRA high lr" in page.text_content("#chat-model option[value='tiny-demo_2026-01-01_11-00-00']")
-        assert page.problems.errors == []
+        assert problems(page) == []
 
 
 # -- 3. a complete German UI with one number format --------------------------------------------------------
@@ -298,6 +310,8 @@ def test_a_stopped_run_resumes_from_the_monitor_its_log_has_no_library_warnings_
         page.wait_for_url(re.compile(r"#monitor$"))
         assert page.evaluate("window.scrollY") == 0  # the Monitor opens at its progress bar
         page.wait_for_function("document.querySelector('#mon-name').textContent === 'resumable'")
+        remembered = json.loads(page.evaluate("localStorage.getItem('matelix.train.settings')"))
+        assert remembered["chunk_size"] == 128 and "run_name" not in remembered  # a new run gets a new name
         page.wait_for_function("Number(document.querySelector('#mon-progress').dataset.step) >= 2", timeout=120_000)
         assert page.is_hidden("#mon-resume")
 
@@ -313,7 +327,7 @@ def test_a_stopped_run_resumes_from_the_monitor_its_log_has_no_library_warnings_
         assert "Warning" not in log and "warnings.warn" not in log
         httpx.post(server.url + "/stop")
         page.wait_for_selector("#mon-state.state-stopped[data-running='false']", timeout=120_000)
-        assert page.problems.errors == []
+        assert problems(page) == []
 
 
 # -- 8. narrow screens --------------------------------------------------------------------------------------
@@ -405,4 +419,4 @@ def test_validation_is_followed_by_a_time_estimate_of_the_form_settings_and_a_lo
         assert value(page, "#cfg-train_mode") == "lora"
         page.click("#train-estimate [data-suggestion='0']")
         assert value(page, "#cfg-chunk_size") == "512"
-        assert page.problems.errors == []
+        assert problems(page) == []

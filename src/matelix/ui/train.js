@@ -309,6 +309,8 @@ async function startRun() {
   button.disabled = true;
   try {
     await api("/start", { method: "POST", body });
+    form.apply({ run_name: null, notes: null });  // the settings stay for the next run, its name does not
+    afterChange();
     await monitor.attach();
     location.hash = "#monitor";
   } catch (err) {
