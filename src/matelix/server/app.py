@@ -17,6 +17,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from matelix import __version__
+from matelix.evaluation.jobs import EvaluationJobs
+from matelix.export.jobs import ExportJobs
 from matelix.inference.registry import ModelRegistry
 from matelix.server import gauges
 from matelix.server.auth import ApiKeyMiddleware
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry.admission.on_finished = app.state.metrics.record_generation
     # Scans training_outputs/: re-attaches to live workers, settles dead ones as interrupted.
     app.state.jobs = JobManager(settings)
+    app.state.exports = ExportJobs(settings)
+    app.state.evaluations = EvaluationJobs(settings)
     gauges.register(app)
     install_error_handlers(app)
     for module in (health, metrics, system, catalog, datasets, training, trainings, presets, estimate, ui, docs,

@@ -1,5 +1,5 @@
 """Request dependencies shared by the routers, as type aliases (`SettingsDep`, `RegistryDep`, `JobsDep`,
-`MetricsDep`). The objects behind them are built once, in `server.app.create_app`, and live on `app.state`;
+`MetricsDep`, `ExportsDep`, `EvaluationsDep`). The objects behind them are built once, in `server.app.create_app`, and live on `app.state`;
 routers never build or look up shared objects themselves."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from matelix.evaluation.jobs import EvaluationJobs
+from matelix.export.jobs import ExportJobs
 from matelix.inference.registry import ModelRegistry
 from matelix.server.metrics import Metrics
 from matelix.settings import Settings
@@ -30,7 +32,17 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_exports(request: Request) -> ExportJobs:
+    return request.app.state.exports
+
+
+def get_evaluations(request: Request) -> EvaluationJobs:
+    return request.app.state.evaluations
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ExportsDep = Annotated[ExportJobs, Depends(get_exports)]
+EvaluationsDep = Annotated[EvaluationJobs, Depends(get_evaluations)]

@@ -14,8 +14,8 @@ import sys
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from matelix.server.errors import ApiError
-from matelix.server.routes.training import JobsDep, as_api_error
+from matelix.server.deps import JobsDep
+from matelix.server.errors import ApiError, as_api_error
 from matelix.training.config import TrainConfig
 from matelix.training.jobs import worker_env
 from matelix.training.preflight import RunRejected, resolve_run

@@ -3,31 +3,18 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from matelix.evaluation.harness import EvalRejected
-from matelix.evaluation.jobs import EvaluationJobs
 from matelix.evaluation.store import latest_by_model, list_results
 from matelix.evaluation.tasks import describe_tasks
+from matelix.server.deps import EvaluationsDep
 from matelix.server.errors import ApiError
 
 router = APIRouter(tags=["evaluations"])
-_lock = threading.Lock()
-
-
-def get_evaluations(request: Request) -> EvaluationJobs:
-    with _lock:
-        jobs = getattr(request.app.state, "evaluations", None)
-        if jobs is None:
-            jobs = request.app.state.evaluations = EvaluationJobs(request.app.state.settings)
-        return jobs
-
-
-EvaluationsDep = Annotated[EvaluationJobs, Depends(get_evaluations)]
 
 
 class EvaluationRequest(BaseModel):

@@ -3,31 +3,19 @@ and download one (a tar of the folder, or a single file such as the GGUF) behind
 
 from __future__ import annotations
 
-import threading
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from matelix.export.archive import tar_stream
 from matelix.export.jobs import ExportJobs
 from matelix.export.runner import ExportRejected, export_folder, find_run, list_exports
+from matelix.server.deps import ExportsDep
 from matelix.server.errors import ApiError, ErrorResponse
 
 router = APIRouter(tags=["exports"])
-_lock = threading.Lock()
-
-
-def get_exports(request: Request) -> ExportJobs:
-    with _lock:
-        jobs = getattr(request.app.state, "exports", None)
-        if jobs is None:
-            jobs = request.app.state.exports = ExportJobs(request.app.state.settings)
-        return jobs
-
-
-ExportsDep = Annotated[ExportJobs, Depends(get_exports)]
 
 
 class ExportRequest(BaseModel):
