@@ -288,6 +288,11 @@ def test_formats_are_named_with_examples_and_an_upload_is_checked_at_once(page, 
 # -- 7. Resume in the Monitor, a clean log, preview beside the report -----------------------------------------
 
 def test_a_stopped_run_resumes_from_the_monitor_its_log_has_no_library_warnings_and_preview_sits_beside_the_report(page, lab_home):
+    # Validating asks for a time estimate (a child process training a few steps); it is not the point here and
+    # would compete with the run for the CPU, so the server's answer is given.
+    page.route("**/estimate", lambda route: route.fulfill(json={
+        "rows": 1, "tokens": 1, "steps": 1, "seconds_per_step": 1.0, "measured_steps": 2, "setup_seconds": 1.0,
+        "seconds": 2.0, "device": "cpu", "long": False, "suggestions": []}))
     with LiveServer(Settings(home=lab_home)) as server:
         open_lab(page, server.url + "/#train")
         page.wait_for_selector("#cfg-max_steps")
