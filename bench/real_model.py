@@ -70,12 +70,20 @@ def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldou
           pad_id: int, out) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+    )
 
     from matelix.data.packing import PackedCollator, pack_examples
     from matelix.training.trainer import CPU_TOKENS_PER_PASS, LabTrainer
 
     torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.config.use_cache = False
     if checkpointing:
@@ -89,7 +97,7 @@ def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldou
         trainer_cls = LabTrainer
     else:
         rows = train
-        collator = Counting(DataCollatorForSeq2Seq(None, padding=True, label_pad_token_id=-100), pad_id)
+        collator = Counting(DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100), pad_id)
         trainer_cls = Trainer
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch, num_train_epochs=1,
@@ -105,7 +113,7 @@ def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldou
         seconds = time.perf_counter() - t
     model.eval()
     losses = []
-    plain = DataCollatorForSeq2Seq(None, padding=True, label_pad_token_id=-100)
+    plain = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     with torch.no_grad():
         for e in heldout:
             b = plain([e])
