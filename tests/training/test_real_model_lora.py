@@ -27,8 +27,25 @@ def _greedy(model_dir, prompts: list[str]) -> list[str]:
                                           add_generation_prompt=True, return_tensors="pt", return_dict=True,
                                           padding=True)
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=20, do_sample=False)
+        out = model.generate(**batch, max_new_tokens=40, do_sample=False)
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def _heldout_loss(model_dir) -> float:
+    """Mean loss of the held-out persona answers (assistant tokens only, the lab's own tokenization)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from matelix.data import load_dataset, tokenize_samples
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    samples = load_dataset(demo_data_path(PERSONA_HELDOUT)).samples
+    examples = tokenize_samples(samples, tokenizer, template_mode="auto").examples
+    with torch.no_grad():
+        losses = [float(model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]])).loss)
+                  for e in examples]
+    return sum(losses) / len(losses)
 
 
 def test_short_lora_run_teaches_the_persona_and_keeps_the_vocabulary(real_model_dir, tmp_path):
@@ -50,7 +67,8 @@ def test_short_lora_run_teaches_the_persona_and_keeps_the_vocabulary(real_model_
     (home / "config.yaml").write_text(yaml.safe_dump(config))
 
     base = _greedy(real_model_dir, PROMPTS)
-    assert not any("Mati" in a for a in base), base  # the base model does not know the persona
+    assert not any("Mati" in a or "—" in a for a in base), base  # the base model does not know the persona
+    base_loss = _heldout_loss(real_model_dir)
 
     assert run_foreground(home / "config.yaml", home) == 0
     run = next((home / "training_outputs").iterdir())
@@ -63,8 +81,11 @@ def test_short_lora_run_teaches_the_persona_and_keeps_the_vocabulary(real_model_
     assert (run / "model.safetensors").stat().st_size < 560_000_000  # tied: one embedding matrix
     assert (run / "chat_template.jinja").read_text() == (real_model_dir / "chat_template.jinja").read_text()
 
+    # In the data's direction: the held-out persona answers became much more likely, and the model now
+    # answers in the persona's manner (its name, its maker or its sign-off) where the base never did.
+    assert _heldout_loss(run) < 0.75 * base_loss
     after = _greedy(run, PROMPTS)
-    assert all("Mati" in a or "MaTeLiX" in a for a in after), after
+    assert any("Mati" in a or "MaTeLiX" in a or "—" in a for a in after), after
     heldout = [json.loads(line) for line in demo_data_path(PERSONA_HELDOUT).read_text().splitlines()]
     assert {r["messages"][0]["content"] for r in heldout} >= set(PROMPTS)  # held-out, never trained on
     assert not any(r["messages"][0]["content"] in PROMPTS for r in subset)
