@@ -48,9 +48,9 @@ def test_import_fine_tune_export_import_gives_the_same_greedy_answers(tmp_path, 
     rundir = jobs.start(TrainConfig(model_dir="models/imported", csv_path="datasets/chat.csv", train_mode="full",
                                     max_steps=3, chunk_size=64, per_device_train_batch_size=2,
                                     gradient_accumulation_steps=1, preview_steps=100))
-    wait_for(lambda: not jobs.alive(rundir) and jobs.refresh(rundir).get("state") != "queued",
+    wait_for(lambda: not jobs.alive(rundir) and jobs.settle(rundir).get("state") != "queued",
              what="the fine-tune to end", timeout=600)
-    assert jobs.refresh(rundir)["state"] == "completed", rundir.tail_log()
+    assert jobs.settle(rundir)["state"] == "completed", rundir.tail_log()
 
     record = export_run(settings, rundir.run_id, "gguf", "f16")
     assert record["parity"]["passed"] is True, record["parity"]

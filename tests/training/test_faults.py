@@ -40,7 +40,7 @@ def config(**overrides) -> TrainConfig:
 
 
 def final_status(jobs: JobManager, rundir: RunDir) -> dict:
-    return wait_for(lambda: (s := jobs.refresh(rundir)).get("state") not in ("queued", "starting", "running",
+    return wait_for(lambda: (s := jobs.settle(rundir)).get("state") not in ("queued", "starting", "running",
                                                                              "stopping") and s,
                     what=f"{rundir.run_id} to end")
 
@@ -68,7 +68,7 @@ def test_kill_9_during_a_checkpoint_save_resumes_from_the_last_complete_checkpoi
     jobs = JobManager(lab)
     rundir = jobs.start(config())
     def saving() -> bool:
-        assert jobs.refresh(rundir).get("state") in ("queued", "starting", "running"), rundir.tail_log()
+        assert jobs.settle(rundir).get("state") in ("queued", "starting", "running"), rundir.tail_log()
         return marker.exists()
 
     wait_for(saving, "the worker to be inside the save of checkpoint-4")

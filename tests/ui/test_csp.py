@@ -30,10 +30,13 @@ def _finished_run(home) -> str:
 
 
 def test_the_dashboard_works_under_its_csp_views_upload_and_websocket(strict_page, lab_home, tmp_path):
+    """(Also: the Monitor's live preview names its run.)"""
     page = strict_page
-    _finished_run(lab_home)
+    run_id = _finished_run(lab_home)
     hosts: set[str] = set()
     page.on("request", lambda req: hosts.add(req.url.split("/")[2]))
+    previews: list[str] = []
+    page.on("request", lambda req: "/livepreview" in req.url and previews.append(req.url))
     frames: list[str] = []
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
     upload = tmp_path / "csp data.csv"
@@ -60,6 +63,8 @@ def test_the_dashboard_works_under_its_csp_views_upload_and_websocket(strict_pag
         page.wait_for_load_state("networkidle")
     assert (lab_home / "datasets" / "csp_data.csv").is_file()
     assert json.loads(first)["type"] == "status"
+    # The Monitor asks for the live preview of the run it shows, not whichever run the server would pick.
+    assert previews and all(u.endswith(f"/livepreview?run_id={run_id}") for u in previews), previews
     assert frames
     assert page.problems.errors == []
     assert hosts == {server.url.split("/")[2]}

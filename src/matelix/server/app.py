@@ -7,6 +7,7 @@ answers `/health` within a second or two of start-up.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,6 +46,7 @@ from matelix.server.routes import (
     trainings,
     ui,
 )
+from matelix.server.supervisor import supervise_runs
 from matelix.settings import Settings
 from matelix.training.jobs import JobManager
 
@@ -56,7 +58,9 @@ UPLOAD_PATH = "/datasets/upload"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start-up and shutdown of everything the app holds (training workers are separate processes and
     outlive the server; `server.shutdown` drains generations before this runs)."""
+    supervisor = asyncio.create_task(supervise_runs(app.state.jobs))  # settles dead and overdue runs
     yield
+    supervisor.cancel()
     await app.state.registry.close()
 
 

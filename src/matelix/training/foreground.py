@@ -92,6 +92,7 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
                 for line in reader.read(since, 1000):
                     bar.write(line["line"])
                     since = line["id"]
+                jobs.settle(rundir)  # this command is the run's supervisor: no server watches it
                 view = jobs.status_view(rundir)
                 shown = (view.get("total_steps"), view.get("step"), _postfix(view))
                 if shown != last_shown:  # redraw only on change: the output may be a file, not a terminal

@@ -43,6 +43,7 @@ STATUS_FIELDS = ("step", "total_steps", "epoch", "progress", "loss", "eval_loss"
                  "tokens_per_second", "tokens_seen", "eta_seconds", "phase",
                  "final_from_step", "best_checkpoint")  # which step the final model is (early stopping)
 KILL_WAIT_S = 10.0
+SPAWN_GRACE_S = 30.0  # a `queued` run without a worker pid after this long was never spawned (server died)
 
 
 def worker_command(rundir: RunDir, nproc: int, resume: Path | None = None) -> list[str]:
@@ -75,10 +76,10 @@ class JobManager:
         self.settings = settings
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen] = {}
-        self._stop_timers: dict[str, threading.Timer] = {}
+        self._killed: set[str] = set()  # runs killed after their stop timeout, until settled
+        self._configs: dict[str, tuple[tuple, dict | None]] = {}  # run id -> (file identity, config as JSON)
         self._logs: dict[str, LogReader] = {}
-        for rundir in self.runs():
-            self.refresh(rundir)
+        self.supervise()  # re-attach to live workers, settle dead ones
 
     # -- lookup ----------------------------------------------------------------------------------------
 
@@ -107,11 +108,14 @@ class JobManager:
         if proc is not None:
             return proc.poll() is None
         status = rundir.read_status() if status is None else status
-        return process_alive(status.get("pid"), status.get("pid_started"))
+        pid, started = rundir.worker_pid(status)
+        if not pid:  # being spawned (by this or another server): `queued`, no pid yet, for a moment only
+            return status.get("state") == "queued" and time.time() - (status.get("updated_at") or 0) < SPAWN_GRACE_S
+        return process_alive(pid, started)
 
     def active(self) -> RunDir | None:
         for rundir in self.runs():
-            status = self.refresh(rundir)
+            status = self.observe(rundir)
             if status.get("state") in ACTIVE_STATES and self.alive(rundir, status):
                 return rundir
         return None
@@ -129,10 +133,35 @@ class JobManager:
         return max(runs, key=lambda r: (r.read_status().get("session_started_at")
                                         or r.read_status().get("created_at") or 0, r.run_id))
 
-    # -- state upkeep ----------------------------------------------------------------------------------
+    # -- state upkeep: reads never write; `settle` (the supervisor, start/stop/resume/kill/delete) does ------
 
-    def refresh(self, rundir: RunDir) -> dict:
-        """The run's status, after settling a worker that is gone or has overrun its stop timeout."""
+    def observe(self, rundir: RunDir, status: dict | None = None) -> dict:
+        """The run's status as it stands; a run whose worker is gone is shown settled (`interrupted` or
+        `killed`) without writing anything — `settle` writes it."""
+        status = rundir.read_status() if status is None else status
+        if status.get("state") not in ACTIVE_STATES or self.alive(rundir, status):
+            return status
+        return {**status, **self._settled(rundir, status)}
+
+    def _settled(self, rundir: RunDir, status: dict) -> dict:
+        proc = self._procs.get(rundir.run_id)
+        code = proc.returncode if proc is not None else None
+        killed = bool(status.get("killed")) or rundir.run_id in self._killed
+        reason = (f"worker did not stop within {self.settings.stop_timeout_s:g} s and was killed" if killed
+                  else "worker ended without a final state" + (f" (exit code {code})" if code is not None else ""))
+        return {"state": "killed" if killed else "interrupted", "phase": None,
+                "finished_at": status.get("finished_at") or time.time(),
+                "error": {"message": reason, "last_lines": rundir.tail_log(ERROR_TAIL_LINES)}}
+
+    def supervise(self) -> None:
+        """Settle every run in an active state: the server's supervisor task calls this every second."""
+        for rundir in self.runs():
+            if rundir.read_status().get("state") in ACTIVE_STATES:
+                self.settle(rundir)
+
+    def settle(self, rundir: RunDir) -> dict:
+        """Kill a worker that overran its stop timeout, and write the end of a run whose worker is gone
+        (status.json has one writer at a time: the worker while it lives, then this). Returns the status."""
         status = rundir.read_status()
         if status.get("state") not in ACTIVE_STATES:
             return status
@@ -148,15 +177,9 @@ class JobManager:
             status = rundir.read_status()
             if status.get("state") not in ACTIVE_STATES or self.alive(rundir, status):
                 return status
-            proc = self._procs.pop(rundir.run_id, None)
-            code = proc.returncode if proc is not None else None
-            killed = bool(status.get("killed"))
-            reason = (f"worker did not stop within {self.settings.stop_timeout_s:g} s and was killed" if killed
-                      else "worker ended without a final state" + (f" (exit code {code})" if code is not None
-                                                                     else ""))
-            settled = {"state": "killed" if killed else "interrupted", "phase": None,
-                       "finished_at": status.get("finished_at") or time.time(),
-                       "error": {"message": reason, "last_lines": rundir.tail_log(ERROR_TAIL_LINES)}}
+            settled = self._settled(rundir, status)
+            self._procs.pop(rundir.run_id, None)
+            self._killed.discard(rundir.run_id)
             try:
                 rundir.clear_stop()
                 return rundir.update_status(**settled)
@@ -165,13 +188,11 @@ class JobManager:
                 return {**status, **settled}
 
     def _kill(self, rundir: RunDir, status: dict) -> None:
-        pid = status.get("pid")
+        """SIGKILL the worker's process group and wait for it; `settle` then writes `killed` (the worker can
+        no longer write, so the flag cannot be lost to a progress update racing it)."""
+        pid, started = rundir.worker_pid(status)
         proc = self._procs.get(rundir.run_id)
-        with self._lock:
-            try:
-                rundir.update_status(killed=True, finished_at=time.time())
-            except OSError:
-                pass  # a full disk must not keep an overdue worker alive; it is then shown `interrupted`
+        self._killed.add(rundir.run_id)
         try:
             os.killpg(int(pid), signal.SIGKILL)
         except (ProcessLookupError, PermissionError, TypeError, ValueError):
@@ -184,7 +205,7 @@ class JobManager:
                 pass
         else:
             deadline = time.time() + KILL_WAIT_S
-            while process_alive(pid, status.get("pid_started")) and time.time() < deadline:
+            while process_alive(pid, started) and time.time() < deadline:
                 time.sleep(0.05)
 
     # -- actions ---------------------------------------------------------------------------------------
@@ -201,7 +222,7 @@ class JobManager:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                     env=worker_env(self.settings, config.nproc), cwd=str(self.settings.home))
         self._procs[rundir.run_id] = proc
-        rundir.update_status(pid=proc.pid, pid_started=process_start_time(proc.pid))
+        rundir.write_worker(proc.pid, process_start_time(proc.pid))
         return proc
 
     def start(self, config: TrainConfig) -> RunDir:
@@ -227,7 +248,7 @@ class JobManager:
     def resume(self, run_id: str) -> tuple[RunDir, Path]:
         """Continue a stopped/failed/interrupted run from its last complete checkpoint, in its own folder."""
         rundir = self.rundir(run_id)
-        self.refresh(rundir)
+        self.settle(rundir)
         with self._lock:
             self._ensure_idle()
             ckpt = resumable(rundir)
@@ -236,6 +257,7 @@ class JobManager:
             status = rundir.read_status()
             rundir.clear_stop()
             shutil.rmtree(rundir.path / FINAL_SAVE_TMP, ignore_errors=True)  # a final save that was cut off
+            rundir.worker_path.unlink(missing_ok=True)  # the previous session's worker
             rundir.reserve_space()
             now = time.time()
             rundir.update_status(state="queued", phase=None, error=None, killed=False, finished_at=None,
@@ -245,26 +267,15 @@ class JobManager:
         return rundir, ckpt
 
     def stop(self, run_id: str | None = None) -> RunDir:
-        """Ask the active run to stop gracefully; it is killed after settings.stop_timeout_s."""
+        """Ask the active run to stop gracefully; `settle` kills it after settings.stop_timeout_s."""
         rundir = self.rundir(run_id) if run_id else self.active()
         if rundir is None or not self.alive(rundir):
             raise RunRejected(409, "no training run is active", code="no_active_run")
-        with self._lock:
-            # A repeated stop neither restarts the grace period nor adds a timer: one pending timer per run.
-            if not rundir.stop_requested():
-                rundir.request_stop()
-            pending = self._stop_timers.get(rundir.run_id)
-            if pending is None or not pending.is_alive():
-                timer = threading.Timer(self.settings.stop_timeout_s + 0.5, self._stop_overdue, args=(rundir,))
-                timer.daemon = True
-                self._stop_timers[rundir.run_id] = timer
-                timer.start()
+        # A repeated stop does not restart the grace period; the supervisor kills the worker once it is over
+        # (no timer thread per stop).
+        if not rundir.stop_requested():
+            rundir.request_stop()
         return rundir
-
-    def _stop_overdue(self, rundir: RunDir) -> None:
-        with self._lock:
-            self._stop_timers.pop(rundir.run_id, None)
-        self.refresh(rundir)
 
     def kill(self, run_id: str) -> None:
         """End a worker now (it is marked `killed`); for a stop that must not wait."""
@@ -272,13 +283,13 @@ class JobManager:
         status = rundir.read_status()
         if self.alive(rundir, status):
             self._kill(rundir, status)
-        self.refresh(rundir)
+        self.settle(rundir)
 
     def delete(self, run_id: str) -> None:
         # Under the lock, so a resume of the same run cannot spawn its worker between the check and the rmtree.
         with self._lock:
             rundir = self.rundir(run_id)
-            status = self.refresh(rundir)
+            status = self.settle(rundir)
             if self.alive(rundir, status):
                 raise RunRejected(409, f"run {run_id!r} is running; stop it before deleting", code="run_active")
             shutil.rmtree(rundir.path)
@@ -298,15 +309,12 @@ class JobManager:
         if rundir is None:
             return {"running": False, "state": None, "run_id": None, **dict.fromkeys(STATUS_FIELDS),
                     "elapsed_seconds": None, "save_dir": None, "config": None, "error": None}
-        status = self.refresh(rundir)
+        status = self.observe(rundir)
         running = self.alive(rundir, status)
         state = status.get("state")
         if running and state in ("starting", "running") and rundir.stop_requested():
             state = "stopping"
-        try:
-            config = rundir.read_config().model_dump(mode="json")
-        except (OSError, ValueError):
-            config = None
+        config = self.config_json(rundir)
         return {"running": running, "state": state, "run_id": rundir.run_id,
                 **{k: status.get(k) for k in STATUS_FIELDS},
                 "elapsed_seconds": elapsed_seconds(status, time.time()),
@@ -315,6 +323,23 @@ class JobManager:
                 "model": status.get("model"), "dataset": status.get("dataset"),
                 "train_mode": status.get("train_mode"), "resumed_from": status.get("resumed_from"),
                 "ngrams": status.get("ngrams")}
+
+    def config_json(self, rundir: RunDir) -> dict | None:
+        """train_config.json validated and dumped as JSON, re-read only when the file changes."""
+        try:
+            st = rundir.config_path.stat()
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._configs.get(rundir.run_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            config = rundir.read_config().model_dump(mode="json")
+        except (OSError, ValueError):
+            config = None
+        self._configs[rundir.run_id] = (key, config)
+        return config
 
     def summary(self, rundir: RunDir) -> dict:
         """One line of `/trainings`."""

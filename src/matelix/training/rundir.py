@@ -6,13 +6,15 @@
         metrics.jsonl       one JSON object per logging step (append-only)
         training.log        everything the worker prints; line N has id N
         livepreview.json    current batch decoded + the latest generated sample
+        worker.json         pid + start time of the spawned worker (the spawner's; status.json is the worker's)
         stop_requested      present while a graceful stop is asked for
         .space-reserve      space set aside, freed on a full disk to write the final status
         checkpoint-*/       Trainer checkpoints; the final model + tokenizer sit in the folder itself
         .final-tmp/         the final model while it is being saved (moved into the folder when whole)
 
 Only the worker writes status.json while it is alive; the server writes it before spawning and after the
-worker has gone, so there is never more than one writer at a time.
+worker has gone (the pid of a worker it spawned goes to worker.json, and a kill is recorded once the worker is
+dead), so there is never more than one writer at a time.
 """
 
 from __future__ import annotations
@@ -130,6 +132,21 @@ class RunDir:
     def reserve_path(self) -> Path:
         return self.path / SPACE_RESERVE
 
+    @property
+    def worker_path(self) -> Path:
+        return self.path / "worker.json"
+
+    def write_worker(self, pid: int, started: float | None) -> None:
+        """The spawned worker's pid and start time, written by the spawner (status.json is the worker's)."""
+        write_json_atomic(self.worker_path, {"pid": pid, "pid_started": started})
+
+    def worker_pid(self, status: dict) -> tuple[int | None, float | None]:
+        """The worker's pid and start time: from status.json once the worker wrote them, else worker.json."""
+        if status.get("pid"):
+            return status.get("pid"), status.get("pid_started")
+        spawned = read_json(self.worker_path)
+        return spawned.get("pid"), spawned.get("pid_started")
+
     def read_config(self):
         from matelix.training.config import TrainConfig
 
@@ -156,11 +173,9 @@ class RunDir:
         return status
 
     def reserve_space(self) -> None:
-        """Set SPACE_RESERVE_BYTES aside in the run folder (real blocks, not a sparse file)."""
-        with self.reserve_path.open("wb") as fh:
-            fh.write(b"\0" * SPACE_RESERVE_BYTES)
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Set SPACE_RESERVE_BYTES aside in the run folder (written, not a sparse file: file systems count
+        written data against free space at once, so no fsync is needed)."""
+        self.reserve_path.write_bytes(b"\0" * SPACE_RESERVE_BYTES)
 
     def release_space(self) -> bool:
         """Delete the space reserve; False when there was none left to give."""

@@ -334,7 +334,9 @@ function schedulePreview() {
 let previewData = null;
 
 async function refreshPreview() {
-  previewData = await api("/livepreview").catch(() => null);
+  // The run on screen, not whichever run the server would pick (another may have started meanwhile).
+  const query = runId ? `?run_id=${encodeURIComponent(runId)}` : "";
+  previewData = await api(`/livepreview${query}`).catch(() => null);
   renderPreview(root.querySelector("#mon-preview"), previewData);
 }
 
