@@ -163,6 +163,14 @@ class RowSampler:
         """Greedy without penalties: the batch can take a plain argmax for this row."""
         return self.params.greedy and not self.params.penalised
 
+    @property
+    def masked_argmax(self) -> bool:
+        """Greedy whose only change to the logits is its grammar mask (and no logprobs, which must see the
+        raw logits): masked in place, the batch's one argmax serves it too."""
+        p = self.params
+        return p.greedy and self.grammar is not None and p.logprobs is None and not p.logit_bias \
+            and p.repetition_penalty == 1.0 and p.presence_penalty == 0.0 and p.frequency_penalty == 0.0
+
     def observe(self, token: int) -> None:
         if self.grammar is not None:
             self.grammar.accept(token)
@@ -217,10 +225,20 @@ def sample_rows(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int | 
     """Next token for every row of `logits` (B, V); each row uses its own sampler. A row whose sampler
     fails gets the exception in place of a token, so one bad request cannot fail the whole batch."""
     logits = logits.float()
+    failed: dict[int, Exception] = {}
+    for row, sampler in enumerate(samplers):
+        if sampler.masked_argmax:
+            try:
+                sampler.grammar.apply(logits[row])
+            except Exception as exc:  # reported to that request only
+                failed[row] = exc
     tokens: list[int | Exception] = torch.argmax(logits, dim=-1).tolist()
     for row, sampler in enumerate(samplers):
+        if row in failed:
+            tokens[row] = failed[row]
+            continue
         try:
-            if not sampler.trivial:
+            if not sampler.trivial and not sampler.masked_argmax:
                 tokens[row] = sampler.sample(logits[row].clone())
             sampler.observe(tokens[row])
         except Exception as exc:  # reported to that request only
