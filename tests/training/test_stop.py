@@ -120,3 +120,17 @@ def test_a_run_being_spawned_is_not_settled_but_one_never_spawned_is(make_settin
     rundir.status_path.write_text(json.dumps({"run_id": RUN, "state": "queued",
                                               "updated_at": rundir.read_status()["updated_at"] - SPAWN_GRACE_S - 1}))
     assert jobs.settle(rundir)["state"] == "interrupted"
+
+
+def test_a_server_whose_own_worker_ended_follows_the_worker_another_server_spawned(make_settings, live_worker):
+    """Two servers on one home: the first spawned the run's worker, which died; the second resumed the run.
+    The first must follow the new worker, not settle the run from its stale child handle."""
+    from matelix.training.jobs import JobManager
+
+    rundir, proc = live_worker
+    jobs = JobManager(make_settings())
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    jobs._procs[RUN] = ended
+    assert jobs.alive(rundir) is True
+    assert jobs.settle(rundir)["state"] == "running"

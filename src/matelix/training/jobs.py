@@ -104,11 +104,13 @@ class JobManager:
         return RunDir(path)
 
     def alive(self, rundir: RunDir, status: dict | None = None) -> bool:
-        proc = self._procs.get(rundir.run_id)
-        if proc is not None:
-            return proc.poll() is None
         status = rundir.read_status() if status is None else status
         pid, started = rundir.worker_pid(status)
+        proc = self._procs.get(rundir.run_id)
+        if proc is not None:
+            if proc.poll() is None or pid == proc.pid:
+                return proc.poll() is None
+            self._procs.pop(rundir.run_id, None)  # ours ended; another server may be (re)spawning the run
         if not pid:  # being spawned (by this or another server): `queued`, no pid yet, for a moment only
             return status.get("state") == "queued" and time.time() - (status.get("updated_at") or 0) < SPAWN_GRACE_S
         return process_alive(pid, started)
