@@ -54,7 +54,8 @@ def test_sigterm_ends_streams_with_a_final_event_and_leaves_training_to_the_next
     try:
         r = httpx.post(url + "/start", headers=HEADERS, json={
             "model_dir": "models/tiny-demo", "csv_path": "datasets/chat.csv", "chunk_size": 64, "max_steps": 100_000,
-            "save_steps": 100_000, "logging_steps": 1, "preview_steps": 0, "per_device_train_batch_size": 1})
+            "save_steps": 100_000, "logging_steps": 1, "preview_steps": 0, "per_device_train_batch_size": 1},
+            timeout=120)  # /start's pre-check loads the tokenizer and the training libraries: seconds when busy
         assert r.status_code == 201, r.text
         run_id = r.json()["run_id"]
         wait_for(lambda: (httpx.get(url + "/status", headers=HEADERS).json()["step"] or 0) >= 1, "training steps")
