@@ -343,10 +343,14 @@ def test_the_runs_table_keeps_run_ids_on_one_line_and_says_it_scrolls_on_a_phone
         page.set_viewport_size({"width": 390, "height": 844})
         open_lab(page, server.url + "/#runs")
         page.wait_for_selector("tr[data-run] code")
-        box = page.locator("tr[data-run] code").bounding_box()
-        line = page.evaluate("parseFloat(getComputedStyle(document.querySelector('tr[data-run] code')).lineHeight)"
-                             " || 20")
-        assert box["height"] < 2 * line  # one line, not one character per line
+        # measured in one script: the runs list re-renders while it polls, so a handle taken in one call
+        # may be detached by the next
+        page.wait_for_function("document.querySelector('tr[data-run] code')?.getBoundingClientRect().height > 0")
+        height, line = page.evaluate("""() => {
+            const code = document.querySelector('tr[data-run] code');
+            return [code.getBoundingClientRect().height, parseFloat(getComputedStyle(code).lineHeight) || 20];
+        }""")
+        assert height < 2 * line  # one line, not one character per line
         assert page.is_visible("#runs-scroll-hint")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
