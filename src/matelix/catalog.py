@@ -9,6 +9,7 @@ from pathlib import Path
 from matelix.data.formats import DATASET_SUFFIXES, detect_format_safe
 from matelix.paths import confine, relative_to_home, too_long
 from matelix.settings import Settings
+from matelix.texts import tr
 
 MODEL_MARKERS = ("config.json", "adapter_config.json")
 HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -81,12 +82,14 @@ def resolve_model_ref(ref: str, settings: Settings) -> Path | str:
             path = confine(ref, roots, base=base)
             if is_model_dir(path):
                 return path
-            raise ModelNotFound(f"{ref!r} is not a model folder (no config.json or adapter_config.json)")
+            raise ModelNotFound(tr("{ref!r} is not a model folder (no config.json or adapter_config.json)", ref=ref))
     if HUB_REPO_ID.match(ref) and not ref.startswith(LOCAL_PREFIXES):
         if settings.offline:
-            raise ModelRefused(f"model {ref!r} is not a local model, and hub downloads are off (MATELIX_OFFLINE)")
+            raise ModelRefused(tr("model {ref!r} is not a local model, and hub downloads are off (MATELIX_OFFLINE)",
+                                  ref=ref))
         return ref
-    raise ModelNotFound(f"no model named {ref!r} (not a run id, nor a folder under models/ or training_outputs/)")
+    raise ModelNotFound(tr("no model named {ref!r} (not a run id, nor a folder under models/ or training_outputs/)",
+                           ref=ref))
 
 
 def list_local_models(settings: Settings) -> list[dict]:

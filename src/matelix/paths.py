@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matelix.texts import tr
+
 MAX_NAME_LENGTH = 255
 MAX_PATH_LENGTH = 1024
 
@@ -30,11 +32,11 @@ def confine(user_path: str, roots: list[Path], *, base: Path | None = None) -> P
     Raises PathRefused for NUL bytes, over-long names, and anything that resolves outside `roots`.
     """
     if not isinstance(user_path, str) or not user_path.strip():
-        raise PathRefused("path is empty")
+        raise PathRefused(tr("path is empty"))
     if "\x00" in user_path:
-        raise PathRefused("path contains a NUL byte")
+        raise PathRefused(tr("path contains a NUL byte"))
     if too_long(user_path):
-        raise PathRefused("path is too long")
+        raise PathRefused(tr("path is too long"))
     base = base or roots[0]
     candidate = Path(user_path)
     if not candidate.is_absolute():
@@ -42,11 +44,11 @@ def confine(user_path: str, roots: list[Path], *, base: Path | None = None) -> P
     try:
         resolved = candidate.resolve()
     except (OSError, RuntimeError) as exc:
-        raise PathRefused(f"path cannot be resolved: {exc}") from exc
+        raise PathRefused(tr("path cannot be resolved: {reason}", reason=exc)) from exc
     for root in roots:
         if resolved == root.resolve() or resolved.is_relative_to(root.resolve()):
             return resolved
-    raise PathRefused(f"path {user_path!r} is outside the allowed folders")
+    raise PathRefused(tr("path {path!r} is outside the allowed folders", path=user_path))
 
 
 def relative_to_home(path: Path, home: Path) -> str:

@@ -55,3 +55,20 @@ def test_oversized_body_is_413_in_error_shape(make_settings):
         r = c.post("/sink", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413
         assert c.post("/sink", json={"x": "small"}).json() == {"n": 1}
+
+
+def test_error_messages_follow_the_request_language(client):
+    german = {"Accept-Language": "de-DE,de;q=0.9"}
+    assert client.get("/nowhere").json()["error"]["message"] == "no route for GET /nowhere"
+    assert client.get("/nowhere", headers=german).json()["error"]["message"] == "keine Route für GET /nowhere"
+    body = client.post("/datasets/validate", json={"dataset": "x.csv", "chunk_size": 1}, headers=german).json()
+    assert body["error"]["message"] == "chunk_size: muss größer oder gleich 2 sein"
+    assert body["error"]["code"] == "validation_error" and body["error"]["param"] == "chunk_size"
+    # The next request without the header is English again: the language is the request's, not the server's.
+    assert client.get("/nowhere").json()["error"]["message"] == "no route for GET /nowhere"
+
+
+def test_a_websocket_names_its_language_as_a_query_parameter(client):
+    with client.websocket_connect("/ws/logs?run_id=a%00b&lang=de") as ws:
+        event = ws.receive_json()
+    assert event == {"type": "error", "message": "run_id: der Pfad enthält ein NUL-Byte"}

@@ -16,6 +16,7 @@ from matelix.data.formats import (
 from matelix.data.readers import iter_json_records, read_csv
 from matelix.data.samples import DatasetError, LoadedDataset, Problem, Sample, ThreadSample, Turns
 from matelix.data.threads import build_chat_samples
+from matelix.texts import tr
 
 ROLE_ALIASES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant",
                 "bot": "assistant", "model": "assistant"}
@@ -23,7 +24,8 @@ ROLE_ALIASES = {"system": "system", "user": "user", "assistant": "assistant", "h
 
 def check_template_mode(template_mode: str) -> str:
     if template_mode not in TEMPLATE_MODES:
-        raise DatasetError(f"unknown template_mode {template_mode!r}; use one of {', '.join(TEMPLATE_MODES)}")
+        raise DatasetError(tr("unknown template_mode {mode!r}; use one of {modes}", mode=template_mode,
+                               modes=", ".join(TEMPLATE_MODES)))
     return template_mode
 
 
@@ -45,10 +47,10 @@ def load_dataset(path: Path, template_mode: str = "auto", column_name: str = "te
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in DATASET_SUFFIXES:
-        raise DatasetError(f"{path.name}: unsupported file type {suffix or '(none)'!r}; use "
-                           f"{', '.join(sorted(DATASET_SUFFIXES))} (Parquet is not supported)")
+        raise DatasetError(tr("{file}: unsupported file type {suffix!r}; use {suffixes} (Parquet is not supported)",
+                              file=path.name, suffix=suffix or "(none)", suffixes=", ".join(sorted(DATASET_SUFFIXES))))
     if not path.is_file():
-        raise DatasetError(f"{path.name}: no such dataset file")
+        raise DatasetError(tr("{file}: no such dataset file", file=path.name))
     with gc_paused():  # nothing read here forms a cycle; the collector would only slow the read down
         if suffix in CSV_SUFFIXES:
             return _load_csv(path, template_mode, column_name)
@@ -57,7 +59,8 @@ def load_dataset(path: Path, template_mode: str = "auto", column_name: str = "te
 
 def _load_csv(path: Path, template_mode: str, column_name: str) -> LoadedDataset:
     if template_mode in RECORD_FORMATS:
-        raise DatasetError(f"{path.name}: template_mode {template_mode!r} needs a JSONL or JSON file, not CSV")
+        raise DatasetError(tr("{file}: template_mode {mode!r} needs a JSONL or JSON file, not CSV", file=path.name,
+                              mode=template_mode))
     header, rows = read_csv(path)
     fmt = format_of_header(header) if template_mode == "auto" else template_mode
     if fmt == "column":
@@ -69,22 +72,22 @@ def _load_csv(path: Path, template_mode: str, column_name: str) -> LoadedDataset
 def _column_from_cells(name: str, header: list[str], rows: list[tuple[int, list[str]]],
                        column_name: str) -> LoadedDataset:
     if column_name not in header:
-        raise DatasetError(f"{name}: missing column {column_name!r} with the text (found columns: "
-                           f"{', '.join(header) or 'none'}); name the column that holds the text (column_name), "
-                           "or use the columns of a chat format")
+        raise DatasetError(tr("{file}: missing column {column!r} with the text (found columns: {found}); name the "
+                              "column that holds the text (column_name), or use the columns of a chat format",
+                              file=name, column=column_name, found=", ".join(header) or tr("none")))
     at = header.index(column_name)
     samples, problems = [], []
     for row, (line, cells) in enumerate(rows, start=1):
         if len(cells) != len(header):
             problems.append(Problem(row=row, line=line, severity="error",
-                                    message=f"has {len(cells)} fields, the header has {len(header)} "
-                                            "(check the quoting)"))
+                                    message=tr("has {fields} fields, the header has {width} (check the quoting)",
+                                               fields=len(cells), width=len(header))))
         text = cells[at].strip() if at < len(cells) else ""
         if text:
             samples.append(Sample(text=text, group=f"row-{row}", row=row))
         else:
             problems.append(Problem(row=row, line=line, severity="warning",
-                                    message=f"empty {column_name!r}: the row produces no sample"))
+                                    message=tr("empty {column!r}: the row produces no sample", column=column_name)))
     return LoadedDataset(format="column", samples=samples, problems=problems, rows=len(rows),
                          render_mode="column")
 
@@ -103,7 +106,8 @@ def _load_records(path: Path, template_mode: str, column_name: str, max_samples:
             render = "column" if fmt == "column" else render
         if not isinstance(record, dict):
             loaded.problems.append(Problem(row=row, line=line, severity="error",
-                                           message=f"record is a {type(record).__name__}, not an object; skipped"))
+                                           message=tr("record is a {type}, not an object; skipped",
+                                                      type=type(record).__name__)))
             continue
         try:
             if fmt == "column":
@@ -114,7 +118,7 @@ def _load_records(path: Path, template_mode: str, column_name: str, max_samples:
             loaded.problems.append(Problem(row=row, line=line, severity=exc.severity, message=str(exc)))
         except RecursionError:  # content parts nested so deeply that reading them recurses too far
             loaded.problems.append(Problem(row=row, line=line, severity="error",
-                                           message="the record is nested too deeply; skipped"))
+                                           message=tr("the record is nested too deeply; skipped")))
         if max_samples is not None and len(loaded.samples) >= max_samples:
             break
     if fmt == "auto":
@@ -137,15 +141,15 @@ def _text(value: object, where: str) -> str:
         return value.strip()
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):
         return "".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text").strip()
-    raise _RecordProblem(f"{where} must be text, not {type(value).__name__}; skipped")
+    raise _RecordProblem(tr("{where} must be text, not {type}; skipped", where=where, type=type(value).__name__))
 
 
 def _column_record(record: dict, row: int, column_name: str, loaded: LoadedDataset) -> None:
     if column_name not in record:
-        raise _RecordProblem(f"no {column_name!r} field; skipped")
+        raise _RecordProblem(tr("no {column!r} field; skipped", column=column_name))
     text = _text(record[column_name], column_name)
     if not text:
-        raise _RecordProblem(f"empty {column_name!r}: the record produces no sample", "warning")
+        raise _RecordProblem(tr("empty {column!r}: the record produces no sample", column=column_name), "warning")
     loaded.samples.append(Sample(text=text, group=f"row-{row}", row=row))
 
 
@@ -161,15 +165,15 @@ def _messages_of(fmt: str, record: dict) -> list[dict]:
                                       else ("conversations", "from", "value"))
         items = record.get(key)
         if not isinstance(items, list):
-            raise _RecordProblem(f"{key!r} must be a list of messages; skipped")
+            raise _RecordProblem(tr("{key!r} must be a list of messages; skipped", key=key))
         out = []
         for k, item in enumerate(items, start=1):
             if not isinstance(item, dict):
-                raise _RecordProblem(f"{key}[{k}] is not an object; skipped")
+                raise _RecordProblem(tr("{key}[{k}] is not an object; skipped", key=key, k=k))
             role = ROLE_ALIASES.get(str(item.get(role_key, "")).strip().lower())
             if role is None:
-                raise _RecordProblem(f"{key}[{k}] has unknown {role_key} {item.get(role_key)!r} "
-                                     "(use system, user or assistant); skipped")
+                raise _RecordProblem(tr("{key}[{k}] has unknown {role_key} {role!r} (use system, user or assistant); "
+                                        "skipped", key=key, k=k, role_key=role_key, role=item.get(role_key)))
             out.append({"role": role, "content": _text(item.get(content_key), f"{key}[{k}].{content_key}")})
     system = _text(record.get("system"), "system")
     if system and not (out and out[0]["role"] == "system"):
@@ -183,7 +187,7 @@ def _chat_record(fmt: str, record: dict, row: int, loaded: LoadedDataset) -> Non
     group = str(record.get("id", f"row-{row}"))
     answers = [k for k, m in enumerate(messages) if m["role"] == "assistant" and m["content"]]
     if not answers:
-        raise _RecordProblem("no non-empty assistant answer: the record produces no sample", "warning")
+        raise _RecordProblem(tr("no non-empty assistant answer: the record produces no sample"), "warning")
     # The samples share their history (`Turns`): a record of N turns costs N message references, not N * N.
     turns, last, made = None, 0, []
     for k in answers:

@@ -9,13 +9,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from matelix.data.samples import DatasetError
+from matelix.texts import tr
 
 # Large text cells (long documents in column mode) are legitimate; the stdlib default is 128 KiB.
 csv.field_size_limit(64 * 1024 * 1024)
 # Python's JSON parser recurses once per nesting level and gives up near the interpreter's recursion limit
 # (RecursionError, not ValueError); no dataset record nests anywhere near this deep.
 MAX_JSON_DEPTH = 500
-TOO_DEEP = f"is nested too deeply (more than {MAX_JSON_DEPTH} levels of arrays/objects); not a dataset record"
+
+
+def too_deep(line: int, row: int | None = None) -> str:
+    """The finding for a record nested deeper than MAX_JSON_DEPTH, at `line` (record `row` of a JSONL)."""
+    if row is None:
+        return tr("line {line} is nested too deeply (more than {depth} levels of arrays/objects); not a dataset "
+                  "record", line=line, depth=MAX_JSON_DEPTH)
+    return tr("line {line} (record {row}) is nested too deeply (more than {depth} levels of arrays/objects); not a "
+              "dataset record", line=line, row=row, depth=MAX_JSON_DEPTH)
 
 
 def read_text(path: Path) -> str:
@@ -23,14 +32,15 @@ def read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"{path.name}: cannot read file ({exc.strerror or exc})") from exc
+        raise DatasetError(tr("{file}: cannot read file ({reason})", file=path.name,
+                               reason=exc.strerror or exc)) from exc
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DatasetError(
-            f"{path.name}: line {line} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            "save the file as UTF-8") from exc
+        raise DatasetError(tr(
+            "{file}: line {line} is not valid UTF-8 (byte 0x{byte:02x} at offset {offset}); save the file as UTF-8",
+            file=path.name, line=line, byte=data[exc.start], offset=exc.start)) from exc
 
 
 def read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -41,15 +51,15 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     try:
         header = next(reader, None)
         if header is None:
-            raise DatasetError(f"{path.name}: the file is empty (no header row)")
+            raise DatasetError(tr("{file}: the file is empty (no header row)", file=path.name))
         line = reader.line_num + 1
         for cells in reader:
             if cells:
                 rows.append((line, cells))
             line = reader.line_num + 1
     except csv.Error as exc:
-        raise DatasetError(f"{path.name}: bad CSV quoting in data row {len(rows) + 1} (line {reader.line_num}): "
-                           f"{exc}") from exc
+        raise DatasetError(tr("{file}: bad CSV quoting in data row {row} (line {line}): {reason}", file=path.name,
+                              row=len(rows) + 1, line=reader.line_num, reason=exc)) from exc
     return [h.strip() for h in header], rows
 
 
@@ -86,20 +96,21 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, int, object]]:
             try:
                 record = json.loads(line)
             except ValueError as exc:
-                raise DatasetError(f"{path.name}: line {line_no} (record {row}) is not valid JSON: {exc}") from exc
+                raise DatasetError(tr("{file}: line {line} (record {row}) is not valid JSON: {reason}",
+                                      file=path.name, line=line_no, row=row, reason=exc)) from exc
             except RecursionError as exc:
-                raise DatasetError(f"{path.name}: line {line_no} (record {row}) {TOO_DEEP}") from exc
+                raise DatasetError(f"{path.name}: {too_deep(line_no, row)}") from exc
             yield row, line_no, record
         return
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise DatasetError(f"{path.name}: not valid JSON: {exc}") from exc
+        raise DatasetError(tr("{file}: not valid JSON: {reason}", file=path.name, reason=exc)) from exc
     except RecursionError as exc:
-        raise DatasetError(f"{path.name}: line {too_deep_line(text)} {TOO_DEEP}") from exc
+        raise DatasetError(f"{path.name}: {too_deep(too_deep_line(text))}") from exc
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        raise DatasetError(f"{path.name}: a JSON dataset must be a list of records")
+        raise DatasetError(tr("{file}: a JSON dataset must be a list of records", file=path.name))
     for row, record in enumerate(data, start=1):
         yield row, None, record

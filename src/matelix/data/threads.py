@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from matelix.data.samples import DatasetError, Problem, Sample, ThreadSample, Turns
+from matelix.texts import tr
 
 REQUIRED_COLUMNS = ("id", "parent_id", "Assistentin")
 OPTIONAL_COLUMNS = ("system", "Benutzer", "Kontext")
@@ -40,8 +41,8 @@ def build_chat_samples(name: str, header: list[str], rows: list[tuple[int, list[
     """Samples and problems from the rows `(line, cells)` of a threaded dialog CSV."""
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise DatasetError(f"{name}: missing required column(s) {', '.join(missing)} for a threaded chat CSV "
-                           f"(found: {', '.join(header) or 'none'})")
+        raise DatasetError(tr("{file}: missing required column(s) {missing} for a threaded chat CSV (found: {found})",
+                              file=name, missing=", ".join(missing), found=", ".join(header) or tr("none")))
     col = {c: header.index(c) for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in header}
     width = len(header)
     problems: list[Problem] = []
@@ -52,7 +53,8 @@ def build_chat_samples(name: str, header: list[str], rows: list[tuple[int, list[
     for row, (line, cells) in enumerate(rows, start=1):
         if len(cells) != width:
             problems.append(Problem(row=row, line=line, severity="error",
-                                    message=f"has {len(cells)} fields, the header has {width} (check the quoting)"))
+                                    message=tr("has {fields} fields, the header has {width} (check the quoting)",
+                                               fields=len(cells), width=width)))
             cells = (cells + [""] * width)[:width]
         cells_of.append(cells)
         ids.append(normalise_id(cells[col["id"]]))
@@ -62,11 +64,11 @@ def build_chat_samples(name: str, header: list[str], rows: list[tuple[int, list[
     for i, rid in enumerate(ids):
         if not rid:
             problems.append(Problem(row=i + 1, line=rows[i][0], severity="warning",
-                                    message="empty id: no row can reply to this one"))
+                                    message=tr("empty id: no row can reply to this one")))
         elif rid in index:
             problems.append(Problem(row=i + 1, line=rows[i][0], severity="error",
-                                    message=f"duplicate id {rid!r} (first used in row {index[rid] + 1}); "
-                                            "replies link to the first"))
+                                    message=tr("duplicate id {id!r} (first used in row {first}); replies link to "
+                                               "the first", id=rid, first=index[rid] + 1)))
         else:
             index[rid] = i
 
@@ -77,7 +79,8 @@ def build_chat_samples(name: str, header: list[str], rows: list[tuple[int, list[
         j = index.get(pid)
         if j is None:
             problems.append(Problem(row=i + 1, line=rows[i][0], severity="error",
-                                    message=f"parent_id {pid!r} does not exist; the row starts its own thread"))
+                                    message=tr("parent_id {id!r} does not exist; the row starts its own thread",
+                                               id=pid)))
         else:
             parent[i] = j
 
@@ -109,7 +112,8 @@ def _resolve_order(parent: list[int], rows: list[tuple[int, list[str]]], problem
             chain = _describe_cycle(cycle)
             for k in cycle:
                 problems.append(Problem(row=k + 1, line=rows[k][0], severity="error",
-                                        message=f"parent_id chain forms a cycle (rows {chain}); skipped"))
+                                        message=tr("parent_id chain forms a cycle (rows {rows}); skipped",
+                                                   rows=chain)))
             del path[len(path) - len(cycle):]
             for k in cycle:
                 broken[k], state[k] = True, _DONE
@@ -120,8 +124,8 @@ def _resolve_order(parent: list[int], rows: list[tuple[int, list[str]]], problem
             if bad:
                 broken[k] = True
                 problems.append(Problem(row=k + 1, line=rows[k][0], severity="error",
-                                        message=f"its thread leads into a parent_id cycle (at row {entry + 1}); "
-                                                "skipped"))
+                                        message=tr("its thread leads into a parent_id cycle (at row {row}); "
+                                                   "skipped", row=entry + 1)))
             else:
                 order.append(k)
             state[k] = _DONE
@@ -166,11 +170,12 @@ def _samples_in_order(order: list[int], broken: list[bool], parent: list[int], i
         mine = history[i] = Turns(history[p] if p != -1 else None, tuple(turn))
         if mine.length > MAX_HISTORY_MESSAGES and (p == -1 or history[p].length <= MAX_HISTORY_MESSAGES):
             problems.append(Problem(row=i + 1, line=rows[i][0], severity="warning",
-                                    message=f"thread deeper than {MAX_HISTORY_MESSAGES} messages; "
-                                            "the oldest turns are left out from here on"))
+                                    message=tr("thread deeper than {n} messages; the oldest turns are left out "
+                                               "from here on", n=MAX_HISTORY_MESSAGES)))
         if answer:
             made[i] = ThreadSample(mine, system[i], group=root[i], row=i + 1, keep=MAX_HISTORY_MESSAGES)
         elif not has_child[i]:
             problems.append(Problem(row=i + 1, line=rows[i][0], severity="warning",
-                                    message="empty Assistentin answer and no replies: the row produces no sample"))
+                                    message=tr("empty Assistentin answer and no replies: the row produces no "
+                                               "sample")))
     return [made[i] for i in range(n) if i in made and not broken[i]]

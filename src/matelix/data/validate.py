@@ -14,6 +14,7 @@ from matelix.data.render import render_spans, template_style
 from matelix.data.samples import DatasetError, Problem
 from matelix.data.template import setup_tokenizer
 from matelix.data.tokenize import cut_windows, token_spans
+from matelix.texts import tr
 
 # A report stays readable (and a response small) even for a file where every row is broken.
 MAX_LISTED_PROBLEMS = 1000
@@ -109,7 +110,7 @@ def validate_dataset(path: Path, template_mode: str = "auto", tokenizer=None, ch
                                 ok=False, error_count=1, warning_count=0, errors=[problem], warnings=[])
     errors, warnings = loaded.errors, loaded.warnings
     if not loaded.samples:
-        errors.append(Problem(severity="error", message="the file produces no training samples"))
+        errors.append(Problem(severity="error", message=tr("the file produces no training samples")))
     stats = None
     if tokenizer is not None and loaded.samples:
         mode = loaded.render_mode if template_mode == "auto" else template_mode

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from matelix.texts import pydantic_message, tr
+
 log = logging.getLogger("matelix.server")
 
 TYPE_BY_STATUS = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
@@ -98,12 +100,12 @@ def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
     for err in errors:
         field = _field_name(err.get("loc", ()))
         if err.get("type") == "extra_forbidden":
-            text = f"unknown field '{field}'"
+            text = tr("unknown field '{field}'", field=field)
         elif err.get("type") == "json_invalid":
-            text = f"malformed JSON body: {err.get('ctx', {}).get('error', err.get('msg'))}"
+            text = tr("malformed JSON body: {reason}", reason=err.get("ctx", {}).get("error", err.get("msg")))
             field = field if field and not field.isdigit() else "body"
         else:
-            text = f"{field}: {err.get('msg')}" if field else str(err.get("msg"))
+            text = f"{field}: {pydantic_message(err)}" if field else pydantic_message(err)
         messages.append(text)
         first = first or field or None
     return "; ".join(messages), first
@@ -129,9 +131,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404 and exc.detail == "Not Found":
-            message = f"no route for {request.method} {request.url.path}"
+            message = tr("no route for {method} {path}", method=request.method, path=request.url.path)
         elif exc.status_code == 405:
-            message = f"method {request.method} is not allowed on {request.url.path}"
+            message = tr("method {method} is not allowed on {path}", method=request.method, path=request.url.path)
         else:
             message = str(exc.detail)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
@@ -156,6 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is the machine's state, not a bug
             log.error("%s %s: cannot write: %s", request.method, request.url.path, exc.strerror or exc)
-            return error_response(507, f"cannot write: {exc.strerror or exc} (free some disk space and retry)",
+            return error_response(507, tr("cannot write: {reason} (free some disk space and retry)",
+                                          reason=exc.strerror or exc),
                                   code="storage_error")
         return await _unexpected(request, exc)

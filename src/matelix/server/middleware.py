@@ -5,6 +5,8 @@
   in the Prometheus metrics by its route *template* (so `/trainings/{run_id}` is one series).
 * `BodyLimitMiddleware` — refuses request bodies over a size limit with 413 in the common error shape,
   by `Content-Length` up front or by counting a chunked body as it arrives.
+* `LanguageMiddleware` — the language of the texts made for the request (`matelix.texts`): the one
+  `Accept-Language` prefers, or for a WebSocket the `lang` query parameter (a browser cannot set its headers).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import logging
 import re
 import time
 import uuid
+from urllib.parse import parse_qs
 
 from matelix.server.errors import error_body
 from matelix.server.metrics import Metrics
+from matelix.texts import negotiate, speaking
 
 access_log = logging.getLogger("matelix.access")
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -110,3 +114,18 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class LanguageMiddleware:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers", [])).get(b"accept-language", b"").decode("latin-1")
+        if scope["type"] == "websocket":
+            header = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("lang", [header])[0]
+        with speaking(negotiate(header)):
+            await self.app(scope, receive, send)

@@ -14,6 +14,7 @@ from matelix.catalog import ModelNotFound, ModelRefused, resolve_model_ref
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.remote_code import needs_remote_code, remote_code_message
 from matelix.settings import Settings
+from matelix.texts import tr
 from matelix.training.config import TrainConfig
 from matelix.training.rundir import RESUMABLE_STATES, RunDir, is_complete_checkpoint
 
@@ -68,7 +69,7 @@ def resolve_dataset(csv_path: str, settings: Settings) -> Path:
         if path.is_file():
             return _confined(csv_path, [settings.datasets_dir], base, "csv_path")
     _confined(csv_path, [settings.datasets_dir, settings.home], settings.datasets_dir, "csv_path")
-    raise RunRejected(404, f"csv_path: dataset {csv_path!r} not found under datasets/", param="csv_path",
+    raise RunRejected(404, tr("csv_path: dataset {name!r} not found under datasets/", name=csv_path), param="csv_path",
                       code="dataset_not_found")
 
 
@@ -82,11 +83,11 @@ def resolve_resume(resume_from: str, settings: Settings) -> Path:
                 return path
             ckpt = RunDir(path).last_complete_checkpoint()
             if ckpt is None:
-                raise RunRejected(409, f"resume_from: {resume_from!r} has no complete checkpoint",
+                raise RunRejected(409, tr("resume_from: {run!r} has no complete checkpoint", run=resume_from),
                                   param="resume_from", code="no_checkpoint")
             return ckpt
-    raise RunRejected(404, f"resume_from: {resume_from!r} is not a run or checkpoint under training_outputs/",
-                      param="resume_from", code="run_not_found")
+    raise RunRejected(404, tr("resume_from: {run!r} is not a run or checkpoint under training_outputs/",
+                              run=resume_from), param="resume_from", code="run_not_found")
 
 
 def check_loadable(config: TrainConfig, resolved: ResolvedRun, settings: Settings) -> None:
@@ -106,8 +107,8 @@ def check_loadable(config: TrainConfig, resolved: ResolvedRun, settings: Setting
     try:
         load_tokenizer(tokenizer_source, trust_remote_code=settings.trust_remote_code)
     except Exception as exc:  # transformers raises many types for an unloadable folder or id
-        raise RunRejected(400, f"model_dir: cannot load a tokenizer from {config.model_dir!r}: "
-                          f"{type(exc).__name__}: {str(exc)[:300]}", param="model_dir",
+        raise RunRejected(400, tr("model_dir: cannot load a tokenizer from {model!r}: {reason}", model=config.model_dir,
+                                  reason=f"{type(exc).__name__}: {str(exc)[:300]}"), param="model_dir",
                           code="model_unloadable") from exc
     with bounded_read():  # one dataset read at a time in the server; its memory is returned afterwards
         _check_dataset(config, resolved.dataset_path)
@@ -122,11 +123,12 @@ def _check_dataset(config: TrainConfig, dataset_path: Path) -> None:
     except DatasetError as exc:
         raise RunRejected(400, f"csv_path: {exc}", param="csv_path", code="dataset_invalid") from exc
     if not loaded.samples:
-        detail = "; ".join(f"row {p.row}: {p.message}" for p in loaded.problems[:5])
-        raise RunRejected(400, "csv_path: the dataset yields no training samples" + (f" ({detail})" if detail
-                          else ""), param="csv_path", code="dataset_empty")
+        detail = "; ".join(tr("row {row}: {message}", row=p.row, message=p.message) for p in loaded.problems[:5])
+        message = tr("csv_path: the dataset yields no training samples")
+        raise RunRejected(400, f"{message} ({detail})" if detail else message, param="csv_path",
+                          code="dataset_empty")
     if config.eval_split > 0 and len({s.group for s in loaded.samples}) < 2:
-        raise RunRejected(400, "eval_split: the dataset has a single thread; nothing can be held out",
+        raise RunRejected(400, tr("eval_split: the dataset has a single thread; nothing can be held out"),
                           param="eval_split", code="dataset_too_small")
 
 
@@ -155,7 +157,7 @@ def new_run_dir(model_name: str, settings: Settings) -> RunDir:
             return RunDir(path)
         except FileExistsError:
             continue
-    raise RunRejected(409, "too many runs started in the same second", code="run_name_taken")
+    raise RunRejected(409, tr("too many runs started in the same second"), code="run_name_taken")
 
 
 def describe_resolved(resolved: ResolvedRun, settings: Settings) -> dict:
@@ -171,10 +173,11 @@ def resumable(rundir: RunDir) -> Path:
     """The checkpoint a stopped/failed/interrupted run continues from, or RunRejected."""
     state = rundir.read_status().get("state")
     if state not in RESUMABLE_STATES:
-        raise RunRejected(409, f"run {rundir.run_id!r} is {state or 'unknown'}; only "
-                          f"{', '.join(sorted(RESUMABLE_STATES))} runs can be resumed", code="not_resumable")
+        raise RunRejected(409, tr("run {run!r} is {state}; only {states} runs can be resumed", run=rundir.run_id,
+                                  state=state or "unknown", states=", ".join(sorted(RESUMABLE_STATES))),
+                          code="not_resumable")
     ckpt = rundir.last_complete_checkpoint()
     if ckpt is None:
-        raise RunRejected(409, f"run {rundir.run_id!r} has no complete checkpoint to resume from",
+        raise RunRejected(409, tr("run {run!r} has no complete checkpoint to resume from", run=rundir.run_id),
                           code="no_checkpoint")
     return ckpt

@@ -1,5 +1,8 @@
-/* The lab's REST/WebSocket client: adds the API key, turns error bodies into ApiError, and on a 401 asks
-   for a key (once, however many requests failed together) and retries. */
+/* The lab's REST/WebSocket client: adds the API key and the UI language (the server words its messages —
+   errors, dataset findings — in it), turns error bodies into ApiError, and on a 401 asks for a key (once,
+   however many requests failed together) and retries. */
+
+import { language } from "./i18n.js";
 
 const KEY_STORAGE = "matelix.apiKey";
 
@@ -42,7 +45,7 @@ export function requestKey(rejected) {
    with it, since another site's page cannot send that header without a CORS preflight the server refuses. */
 function authHeaders(headers = {}) {
   const key = apiKey();
-  const marked = { ...headers, "X-Requested-With": "matelix-dashboard" };
+  const marked = { ...headers, "X-Requested-With": "matelix-dashboard", "Accept-Language": language() };
   return key ? { ...marked, Authorization: `Bearer ${key}` } : marked;
 }
 
@@ -74,11 +77,13 @@ export async function api(path, { method = "GET", body, form, signal, raw = fals
   }
 }
 
-/** ws:// URL for a path on this origin, with the key as `api_key` (browsers cannot set WS headers). */
+/** ws:// URL for a path on this origin, with the key as `api_key` and the UI language as `lang` (browsers
+    cannot set WS headers). */
 export function wsUrl(path, params = {}) {
   const url = new URL(path, location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) url.searchParams.set(k, v);
+  url.searchParams.set("lang", language());
   const key = apiKey();
   if (key) url.searchParams.set("api_key", key);
   return url.toString();

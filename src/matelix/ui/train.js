@@ -30,6 +30,7 @@ let loaded = false;
 let ready = false;            // models, datasets and form are in: settings may be applied and remembered
 let datasets = [];
 let pendingSettings = null;   // settings to apply once the view is ready (a reuse before it loaded)
+let shownReport = null;       // the validate() call whose report is shown: redone in a new UI language
 
 export function mount(el) {
   root = el;
@@ -283,7 +284,8 @@ function clearErrors() {
 
 /** Puts a server error next to the field its `param` names (or above the buttons when it names none). */
 function showServerError(err) {
-  const param = (err.param || "").replace(/^body\./, "").split(".")[0];
+  const path = (err.param || "").replace(/^body\./, "");
+  const param = form?.has(path) ? path : path.split(".")[0];  // a nested option is a field (`ngrams.top_k`)
   if (param === "model_dir" || param === "csv_path") {
     pickerError(param, err.message);
     root.querySelector(param === "model_dir" ? "#train-model" : "#train-dataset").focus();
@@ -327,6 +329,7 @@ async function upload() {
   const data = new FormData();
   data.append("file", input.files[0]);
   clearOut("#train-samples");
+  shownReport = null;
   showOut("#train-report", `<p class="muted">${escapeHtml(t("train.uploading"))}</p>`);
   try {
     const saved = await api("/datasets/upload", { method: "POST", form: data });
@@ -370,9 +373,10 @@ function modelForData() {
   return root.querySelector("#train-model").selectedOptions[0]?.dataset.id || null;
 }
 
-async function validate({ uploaded = null } = {}) {
+async function validate({ uploaded = null, measure = true } = {}) {
   const name = root.querySelector("#train-dataset").value;
   if (!name) return;
+  shownReport = { uploaded };
   const body = { dataset: name };
   for (const field of ["template_mode", "chunk_size", "column_name"]) {
     const value = root.querySelector(`#cfg-${field}`)?.value;
@@ -386,7 +390,7 @@ async function validate({ uploaded = null } = {}) {
     showOut("#train-report", reportHtml(report, { uploaded, hubModel: !model }));
     // Asked to validate a file that can be trained on: measure how long the run would take (not after an
     // upload, which only checks the file, and not while a run trains: the figure would be wrong).
-    if (!uploaded && report.ok && !monitor.isLive(monitor.lastStatus())) estimate();
+    if (measure && !uploaded && report.ok && !monitor.isLive(monitor.lastStatus())) estimate();
   } catch (err) {
     // A file that cannot be read at all: the same report heading, with the reason (it names what was found).
     const lead = uploaded ? `<p class="error">${escapeHtml(t("train.upload_bad", { name: uploaded }))}</p>` : "";
@@ -429,6 +433,8 @@ async function preview() {
 export function relabel() {
   form?.relabel();
   renderFormats();
+  // The report's findings are the server's words: ask again in the new language (without re-measuring).
+  if (shownReport && !root.querySelector("#train-report").hidden) validate({ ...shownReport, measure: false });
   if (loaded) {
     loadModels().catch(() => {});
     loadDatasets().catch(() => {});

@@ -193,3 +193,17 @@ def test_upload_detects_the_format_of_the_first_record(client, filename, content
     r = client.post("/datasets/upload", headers=FORM, files={"file": (filename, content, "application/json")})
     assert r.status_code == 201, r.text
     assert r.json()["format"] == fmt
+
+
+def test_the_report_speaks_the_request_language(client, datasets):
+    german = {"Accept-Language": "de"}
+    body = client.post("/datasets/validate", json={"dataset": "sub/broken.csv"}, headers=german).json()
+    messages = {e["row"]: e["message"] for e in body["errors"]}
+    assert messages[2] == "parent_id '77' gibt es nicht; die Zeile beginnt einen eigenen Gesprächsfaden"
+    assert "parent_id-Kreis" in messages[3] or "parent_id-Kette" in messages[3]
+    r = client.post("/datasets/validate", json={"dataset": "nope.csv"}, headers=german)
+    assert r.json()["error"]["message"] == "dataset: kein Datensatz 'nope.csv' unter datasets/"
+    r = client.post("/datasets/upload", files={"file": ("leer.csv", b"")}, headers={**FORM, **german})
+    assert r.status_code == 400 and r.json()["error"]["message"] == "file: die hochgeladene Datei ist leer"
+    english = client.post("/datasets/validate", json={"dataset": "sub/broken.csv"}).json()
+    assert {e["row"]: e["message"] for e in english["errors"]}[2].startswith("parent_id '77' does not exist")

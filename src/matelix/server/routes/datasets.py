@@ -23,12 +23,13 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from matelix.data import DATASET_SUFFIXES, TEMPLATE_MODES, DatasetError, PreviewSample, ValidationReport
 from matelix.data.budget import bounded_read
 from matelix.data.formats import format_of_header, format_of_record
-from matelix.data.readers import TOO_DEEP, read_text, too_deep_line
+from matelix.data.readers import read_text, too_deep, too_deep_line
 from matelix.data.validate import load_prepared_tokenizer, preview_samples, validate_dataset
 from matelix.paths import PathRefused, confine, too_long
 from matelix.server.deps import SettingsDep
 from matelix.server.errors import ApiError
 from matelix.settings import Settings
+from matelix.texts import tr
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -74,7 +75,8 @@ def dataset_path(name: str, settings: Settings, param: str = "dataset") -> Path:
     except PathRefused as exc:
         raise ApiError(400, f"{param}: {exc}", param=param, code="path_refused") from exc
     if not path.is_file():
-        raise ApiError(404, f"{param}: no dataset {name!r} under datasets/", param=param, code="dataset_not_found")
+        raise ApiError(404, tr("{param}: no dataset {name!r} under datasets/", param=param, name=name), param=param,
+                       code="dataset_not_found")
     return path
 
 
@@ -87,12 +89,13 @@ def load_tokenizer_for(model: str, settings: Settings, template_mode: str):
     except RunRejected as exc:
         raise ApiError(exc.status, exc.message.replace("model_dir", "model"), param="model", code=exc.code) from exc
     if not Path(source).is_dir():
-        raise ApiError(400, f"model: {model!r} is not a local model folder", param="model", code="model_not_found")
+        raise ApiError(400, tr("model: {model!r} is not a local model folder", model=model), param="model",
+                       code="model_not_found")
     try:
         return load_prepared_tokenizer(source, template_mode, trust_remote_code=settings.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ApiError(400, f"model: the tokenizer of {model!r} cannot be loaded: {exc}", param="model",
-                       code="tokenizer_error") from exc
+        raise ApiError(400, tr("model: the tokenizer of {model!r} cannot be loaded: {reason}", model=model, reason=exc),
+                       param="model", code="tokenizer_error") from exc
 
 
 @router.post("/validate")
@@ -133,15 +136,15 @@ def preview(
 def sanitise_upload_name(raw: str) -> str:
     """A plain file name: refuses anything with a folder part; odd characters become `_`."""
     if not raw or "\x00" in raw or "/" in raw or "\\" in raw or raw.strip() in (".", ".."):
-        raise ApiError(400, f"name: {raw!r} is not a plain file name (no folders, no NUL)", param="name",
+        raise ApiError(400, tr("name: {name!r} is not a plain file name (no folders, no NUL)", name=raw), param="name",
                        code="bad_name")
     name = UNSAFE_NAME_CHARS.sub("_", raw.strip()).lstrip(".")
     suffix = Path(name).suffix.lower()
     if suffix not in DATASET_SUFFIXES or not Path(name).stem.strip("._"):
-        raise ApiError(400, f"name: {raw!r} must end in {', '.join(sorted(DATASET_SUFFIXES))}", param="name",
-                       code="bad_name")
+        raise ApiError(400, tr("name: {name!r} must end in {suffixes}", name=raw,
+                               suffixes=", ".join(sorted(DATASET_SUFFIXES))), param="name", code="bad_name")
     if too_long(name):
-        raise ApiError(400, "name: file name is too long", param="name", code="bad_name")
+        raise ApiError(400, tr("name: file name is too long"), param="name", code="bad_name")
     return name[: -len(suffix)] + suffix
 
 
@@ -184,8 +187,8 @@ def _store_upload(source: BinaryIO, safe: str, overwrite: bool, settings: Settin
     except PathRefused as exc:
         raise ApiError(400, f"name: {exc}", param="name", code="path_refused") from exc
     if target.exists() and not overwrite:
-        raise ApiError(409, f"name: {safe!r} already exists under datasets/ (send overwrite=true to replace it)",
-                       param="name", code="dataset_exists")
+        raise ApiError(409, tr("name: {name!r} already exists under datasets/ (send overwrite=true to replace it)",
+                               name=safe), param="name", code="dataset_exists")
     limit = settings.max_upload_mb * 1024 * 1024
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".upload-", suffix=".part")
     tmp = Path(tmp_name)
@@ -195,11 +198,11 @@ def _store_upload(source: BinaryIO, safe: str, overwrite: bool, settings: Settin
             while chunk := source.read(UPLOAD_CHUNK_BYTES):
                 size += len(chunk)
                 if size > limit:
-                    raise ApiError(413, f"file is larger than the upload limit of {settings.max_upload_mb} MiB",
-                                   param="file", code="request_too_large")
+                    raise ApiError(413, tr("file is larger than the upload limit of {mib} MiB",
+                                           mib=settings.max_upload_mb), param="file", code="request_too_large")
                 out.write(chunk)
         if size == 0:
-            raise ApiError(400, "file: the uploaded file is empty", param="file", code="invalid_dataset")
+            raise ApiError(400, tr("file: the uploaded file is empty"), param="file", code="invalid_dataset")
         fmt = _readable_format(tmp, safe)
         os.replace(tmp, target)
     finally:
@@ -215,8 +218,8 @@ def _readable_format(tmp: Path, name: str) -> str:
         return _upload_format(tmp, suffix)
     except (UnicodeDecodeError, ValueError, csv.Error) as exc:
         reason = _where_not_utf8(tmp) if isinstance(exc, UnicodeDecodeError) else str(exc)
-        raise ApiError(400, f"file: {name!r} cannot be read as {suffix}: {reason}", param="file",
-                       code="invalid_dataset") from exc
+        raise ApiError(400, tr("file: {name!r} cannot be read as {suffix}: {reason}", name=name, suffix=suffix,
+                               reason=reason), param="file", code="invalid_dataset") from exc
 
 
 def _where_not_utf8(path: Path) -> str:
@@ -225,7 +228,7 @@ def _where_not_utf8(path: Path) -> str:
         read_text(path)
     except DatasetError as exc:
         return str(exc).split(": ", 1)[-1]
-    return "it is not UTF-8 text"
+    return tr("it is not UTF-8 text")
 
 
 def _upload_format(path: Path, suffix: str) -> str:
@@ -236,25 +239,28 @@ def _upload_format(path: Path, suffix: str) -> str:
             rows = csv.reader(fh)
             header = next(rows, [])
             if next(rows, None) is None:
-                raise ValueError("it has no data rows below the header")
+                raise ValueError(tr("it has no data rows below the header"))
         return format_of_header(header)
     if suffix == ".jsonl":
         with path.open("r", encoding="utf-8-sig") as fh:
             line_no, first = next(((n, line) for n, line in enumerate(fh, start=1) if line.strip()), (0, None))
         if first is None:
-            raise ValueError("it has only blank lines, no record (expected one JSON object per line)")
+            raise ValueError(tr("it has only blank lines, no record (expected one JSON object per line)"))
         record = _parse(first, line_no)
     else:
         text = path.read_text(encoding="utf-8-sig")
         data = _parse(text, None)
         if not isinstance(data, list | dict):
-            raise ValueError(f"it is a JSON {_json_type(data)}, not an object or an array of objects")
+            raise ValueError(tr("it is a JSON {type}, not an object or an array of objects", type=_json_type(data)))
         if data == []:
-            raise ValueError("it is an empty JSON array, no record")
+            raise ValueError(tr("it is an empty JSON array, no record"))
         record = data[0] if isinstance(data, list) else data
     if not isinstance(record, dict):
-        raise ValueError(f"the first record is a JSON {_json_type(record)}, not an object (expected "
-                         f"{'one object per line' if suffix == '.jsonl' else 'an object or an array of objects'})")
+        if suffix == ".jsonl":
+            raise ValueError(tr("the first record is a JSON {type}, not an object (expected one object per line)",
+                                type=_json_type(record)))
+        raise ValueError(tr("the first record is a JSON {type}, not an object (expected an object or an array of "
+                            "objects)", type=_json_type(record)))
     return format_of_record(record)
 
 
@@ -263,7 +269,7 @@ def _parse(text: str, line: int | None) -> object:
     try:
         return json.loads(text)
     except RecursionError as exc:
-        raise ValueError(f"line {line or too_deep_line(text)} {TOO_DEEP}") from exc
+        raise ValueError(too_deep(line or too_deep_line(text))) from exc
 
 
 def _json_type(value: object) -> str:

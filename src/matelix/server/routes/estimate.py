@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from matelix.server.deps import JobsDep
 from matelix.server.errors import ApiError, as_api_error
+from matelix.texts import tr
 from matelix.training.config import TrainConfig
 from matelix.training.jobs import worker_env
 from matelix.training.preflight import RunRejected, resolve_run
@@ -36,14 +37,16 @@ async def estimate(config: TrainConfig, jobs: JobsDep) -> dict:
         raise as_api_error(exc) from exc
     active = await run_in_threadpool(jobs.active)
     if active is not None:
-        raise ApiError(409, f"run {active.run_id!r} is training; estimate when it has ended", code="run_active")
+        raise ApiError(409, tr("run {run!r} is training; estimate when it has ended", run=active.run_id),
+                       code="run_active")
     try:
         done = await run_in_threadpool(
             subprocess.run, [sys.executable, "-m", "matelix.training.estimate", str(settings.home)],
             input=config.model_dump_json(), capture_output=True, text=True, timeout=ESTIMATE_TIMEOUT_S,
             env=worker_env(settings, 1), cwd=str(settings.home))
     except subprocess.TimeoutExpired as exc:
-        raise ApiError(504, f"the estimate took longer than {ESTIMATE_TIMEOUT_S} s", code="timeout") from exc
+        raise ApiError(504, tr("the estimate took longer than {seconds} s", seconds=ESTIMATE_TIMEOUT_S),
+                       code="timeout") from exc
     lines = done.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1]) if lines else {}
@@ -51,5 +54,5 @@ async def estimate(config: TrainConfig, jobs: JobsDep) -> dict:
         answer = {}
     if done.returncode != 0 or "seconds" not in answer:
         tail = answer.get("error") or (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ApiError(400, f"the estimate failed: {tail}", code="estimate_failed")
+        raise ApiError(400, tr("the estimate failed: {reason}", reason=tail), code="estimate_failed")
     return answer

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from matelix.paths import relative_to_home
 from matelix.server.deps import JobsDep
 from matelix.server.errors import ApiError, as_api_error
+from matelix.texts import tr
 from matelix.training.config import TrainConfig, describe
 from matelix.training.preflight import RunRejected
 
@@ -54,7 +55,7 @@ def evaluation(run_id: str, jobs: JobsDep) -> dict:
     if config is not None and (config.eval_split > 0 or config.probe_file):
         # Evaluated, but the base evaluation has not ended yet (or the run stopped before it did).
         return {"run_id": run_id, "pending": True, "probes": [], "points": [], "loss_curve": []}
-    raise ApiError(404, f"run {run_id!r} has no evaluation (it needs eval_split or probe_file)",
+    raise ApiError(404, tr("run {run!r} has no evaluation (it needs eval_split or probe_file)", run=run_id),
                    code="no_evaluation")
 
 

@@ -1,0 +1,160 @@
+"""German texts for `matelix.texts.tr`: English template -> German template with the same placeholders
+(tests/test_texts.py checks both, and that every template the code uses has its German entry)."""
+
+GERMAN: dict[str, str] = {
+    # paths.py: a user-given path confined to the allowed folders
+    "path is empty": "der Pfad ist leer",
+    "path contains a NUL byte": "der Pfad enthält ein NUL-Byte",
+    "path is too long": "der Pfad ist zu lang",
+    "path cannot be resolved: {reason}": "der Pfad lässt sich nicht auflösen: {reason}",
+    "path {path!r} is outside the allowed folders": "der Pfad {path!r} liegt außerhalb der erlaubten Ordner",
+    # catalog.py: model names
+    "no model named {ref!r} (not a run id, nor a folder under models/ or training_outputs/)":
+        "kein Modell namens {ref!r} (weder eine Lauf-ID noch ein Ordner unter models/ oder training_outputs/)",
+    "{ref!r} is not a model folder (no config.json or adapter_config.json)":
+        "{ref!r} ist kein Modellordner (keine config.json oder adapter_config.json)",
+    "model {ref!r} is not a local model, and hub downloads are off (MATELIX_OFFLINE)":
+        "Modell {ref!r} liegt nicht lokal vor, und Downloads vom Hub sind abgeschaltet (MATELIX_OFFLINE)",
+    # server/errors.py: the common error answers
+    "unknown field '{field}'": "unbekanntes Feld '{field}'",
+    "no route for {method} {path}": "keine Route für {method} {path}",
+    "malformed JSON body: {reason}": "fehlerhafter JSON-Body: {reason}",
+    "method {method} is not allowed on {path}": "Methode {method} ist auf {path} nicht erlaubt",
+    "cannot write: {reason} (free some disk space and retry)":
+        "Schreiben nicht möglich: {reason} (Speicherplatz freigeben und erneut versuchen)",
+    # server/routes/datasets.py: validation, preview, upload
+    "{param}: no dataset {name!r} under datasets/": "{param}: kein Datensatz {name!r} unter datasets/",
+    "model: {model!r} is not a local model folder": "model: {model!r} ist kein lokaler Modellordner",
+    "model: the tokenizer of {model!r} cannot be loaded: {reason}":
+        "model: der Tokenizer von {model!r} lässt sich nicht laden: {reason}",
+    "name: {name!r} is not a plain file name (no folders, no NUL)":
+        "name: {name!r} ist kein einfacher Dateiname (keine Ordner, kein NUL)",
+    "name: {name!r} must end in {suffixes}": "name: {name!r} muss auf {suffixes} enden",
+    "name: file name is too long": "name: der Dateiname ist zu lang",
+    "name: {name!r} already exists under datasets/ (send overwrite=true to replace it)":
+        "name: {name!r} gibt es unter datasets/ schon (mit overwrite=true wird die Datei ersetzt)",
+    "file is larger than the upload limit of {mib} MiB": "die Datei ist größer als die Upload-Grenze von {mib} MiB",
+    "file: the uploaded file is empty": "file: die hochgeladene Datei ist leer",
+    "file: {name!r} cannot be read as {suffix}: {reason}": "file: {name!r} lässt sich nicht als {suffix} lesen: {reason}",
+    "it is not UTF-8 text": "sie ist kein UTF-8-Text",
+    "it has no data rows below the header": "sie hat unter der Kopfzeile keine Datenzeilen",
+    "it has only blank lines, no record (expected one JSON object per line)":
+        "sie hat nur leere Zeilen, keinen Datensatz (erwartet: ein JSON-Objekt pro Zeile)",
+    "it is a JSON {type}, not an object or an array of objects":
+        "sie ist ein JSON-{type}, kein Objekt und keine Liste von Objekten",
+    "it is an empty JSON array, no record": "sie ist eine leere JSON-Liste, ohne Datensatz",
+    "the first record is a JSON {type}, not an object (expected one object per line)":
+        "der erste Datensatz ist ein JSON-{type}, kein Objekt (erwartet: ein Objekt pro Zeile)",
+    "the first record is a JSON {type}, not an object (expected an object or an array of objects)":
+        "der erste Datensatz ist ein JSON-{type}, kein Objekt (erwartet: ein Objekt oder eine Liste von Objekten)",
+    # server/routes/trainings.py, estimate.py
+    "run {run!r} has no evaluation (it needs eval_split or probe_file)":
+        "Lauf {run!r} hat keine Evaluation (dafür braucht er einen Anteil für Evaluation oder eine Prüffragen-Datei)",
+    "run {run!r} is training; estimate when it has ended":
+        "Lauf {run!r} trainiert gerade; die Schätzung ist möglich, wenn er beendet ist",
+    "the estimate failed: {reason}": "die Schätzung ist fehlgeschlagen: {reason}",
+    "the estimate took longer than {seconds} s": "die Schätzung hat länger als {seconds} s gedauert",
+    # training/preflight.py: a run refused before it starts
+    "csv_path: dataset {name!r} not found under datasets/": "csv_path: Datensatz {name!r} nicht unter datasets/ gefunden",
+    "resume_from: {run!r} is not a run or checkpoint under training_outputs/":
+        "resume_from: {run!r} ist kein Lauf und kein Checkpoint unter training_outputs/",
+    "resume_from: {run!r} has no complete checkpoint": "resume_from: {run!r} hat keinen vollständigen Checkpoint",
+    "model_dir: cannot load a tokenizer from {model!r}: {reason}":
+        "model_dir: aus {model!r} lässt sich kein Tokenizer laden: {reason}",
+    "csv_path: the dataset yields no training samples": "csv_path: der Datensatz ergibt keine Trainingsbeispiele",
+    "row {row}: {message}": "Zeile {row}: {message}",
+    "eval_split: the dataset has a single thread; nothing can be held out":
+        "eval_split: der Datensatz hat nur einen Gesprächsfaden; nichts kann für die Evaluation zurückgehalten werden",
+    "too many runs started in the same second": "zu viele Läufe in derselben Sekunde gestartet",
+    "run {run!r} is {state}; only {states} runs can be resumed":
+        "Lauf {run!r} ist im Zustand {state}; fortsetzen lassen sich nur Läufe im Zustand {states}",
+    "run {run!r} has no complete checkpoint to resume from":
+        "Lauf {run!r} hat keinen vollständigen Checkpoint, von dem er fortgesetzt werden kann",
+    # data/readers.py, load.py, threads.py, validate.py: findings in a dataset file
+    "none": "keine",
+    "{file}: cannot read file ({reason})": "{file}: die Datei lässt sich nicht lesen ({reason})",
+    "{file}: line {line} is not valid UTF-8 (byte 0x{byte:02x} at offset {offset}); save the file as UTF-8":
+        "{file}: Zeile {line} ist kein gültiges UTF-8 (Byte 0x{byte:02x} an Position {offset}); speichere die Datei "
+        "als UTF-8",
+    "{file}: the file is empty (no header row)": "{file}: die Datei ist leer (keine Kopfzeile)",
+    "{file}: bad CSV quoting in data row {row} (line {line}): {reason}":
+        "{file}: fehlerhafte CSV-Anführungszeichen in Datenzeile {row} (Dateizeile {line}): {reason}",
+    "{file}: not valid JSON: {reason}": "{file}: kein gültiges JSON: {reason}",
+    "{file}: line {line} (record {row}) is not valid JSON: {reason}":
+        "{file}: Zeile {line} (Datensatz {row}) ist kein gültiges JSON: {reason}",
+    "line {line} is nested too deeply (more than {depth} levels of arrays/objects); not a dataset record":
+        "Zeile {line} ist zu tief verschachtelt (mehr als {depth} Ebenen von Listen/Objekten); kein Datensatz",
+    "line {line} (record {row}) is nested too deeply (more than {depth} levels of arrays/objects); not a dataset "
+    "record":
+        "Zeile {line} (Datensatz {row}) ist zu tief verschachtelt (mehr als {depth} Ebenen von Listen/Objekten); "
+        "kein Datensatz",
+    "{file}: a JSON dataset must be a list of records": "{file}: ein JSON-Datensatz muss eine Liste von Einträgen sein",
+    "unknown template_mode {mode!r}; use one of {modes}": "unbekanntes Datensatz-Format {mode!r}; möglich sind {modes}",
+    "{file}: unsupported file type {suffix!r}; use {suffixes} (Parquet is not supported)":
+        "{file}: Dateityp {suffix!r} wird nicht unterstützt; möglich sind {suffixes} (Parquet nicht)",
+    "{file}: no such dataset file": "{file}: diese Datensatz-Datei gibt es nicht",
+    "{file}: template_mode {mode!r} needs a JSONL or JSON file, not CSV":
+        "{file}: das Datensatz-Format {mode!r} braucht eine JSONL- oder JSON-Datei, keine CSV",
+    "{file}: missing column {column!r} with the text (found columns: {found}); name the column that holds the "
+    "text (column_name), or use the columns of a chat format":
+        "{file}: die Spalte {column!r} mit dem Text fehlt (gefundene Spalten: {found}); gib unter „Textspalte“ die "
+        "Spalte mit dem Text an, oder verwende die Spalten eines Chat-Formats",
+    "{file}: missing required column(s) {missing} for a threaded chat CSV (found: {found})":
+        "{file}: für eine Chat-CSV mit Gesprächsfäden fehlen die Pflichtspalten {missing} (gefunden: {found})",
+    "has {fields} fields, the header has {width} (check the quoting)":
+        "hat {fields} Felder, die Kopfzeile hat {width} (prüfe die Anführungszeichen)",
+    "empty {column!r}: the row produces no sample": "{column!r} ist leer: die Zeile ergibt kein Beispiel",
+    "empty {column!r}: the record produces no sample": "{column!r} ist leer: der Eintrag ergibt kein Beispiel",
+    "record is a {type}, not an object; skipped": "der Eintrag ist ein {type}, kein Objekt; übersprungen",
+    "the record is nested too deeply; skipped": "der Eintrag ist zu tief verschachtelt; übersprungen",
+    "{where} must be text, not {type}; skipped": "{where} muss Text sein, nicht {type}; übersprungen",
+    "no {column!r} field; skipped": "kein Feld {column!r}; übersprungen",
+    "{key!r} must be a list of messages; skipped": "{key!r} muss eine Liste von Nachrichten sein; übersprungen",
+    "{key}[{k}] is not an object; skipped": "{key}[{k}] ist kein Objekt; übersprungen",
+    "{key}[{k}] has unknown {role_key} {role!r} (use system, user or assistant); skipped":
+        "{key}[{k}] hat die unbekannte Rolle ({role_key}) {role!r} (möglich sind system, user oder assistant); "
+        "übersprungen",
+    "no non-empty assistant answer: the record produces no sample":
+        "keine nicht-leere Antwort des Assistenten: der Eintrag ergibt kein Beispiel",
+    "empty id: no row can reply to this one": "leere id: keine Zeile kann auf diese antworten",
+    "duplicate id {id!r} (first used in row {first}); replies link to the first":
+        "doppelte id {id!r} (zuerst in Zeile {first}); Antworten beziehen sich auf die erste",
+    "parent_id {id!r} does not exist; the row starts its own thread":
+        "parent_id {id!r} gibt es nicht; die Zeile beginnt einen eigenen Gesprächsfaden",
+    "parent_id chain forms a cycle (rows {rows}); skipped":
+        "die parent_id-Kette bildet einen Kreis (Zeilen {rows}); übersprungen",
+    "its thread leads into a parent_id cycle (at row {row}); skipped":
+        "ihr Gesprächsfaden führt in einen parent_id-Kreis (bei Zeile {row}); übersprungen",
+    "thread deeper than {n} messages; the oldest turns are left out from here on":
+        "Gesprächsfaden tiefer als {n} Nachrichten; ab hier fehlen die ältesten Beiträge",
+    "empty Assistentin answer and no replies: the row produces no sample":
+        "leere Antwort in Assistentin und keine Antworten darauf: die Zeile ergibt kein Beispiel",
+    "the file produces no training samples": "die Datei ergibt keine Trainingsbeispiele",
+}
+
+# pydantic's validation errors by their `type`, filled from the error's `ctx` (the English is pydantic's own).
+PYDANTIC_GERMAN: dict[str, str] = {
+    "missing": "Pflichtfeld fehlt",
+    "greater_than": "muss größer als {gt} sein",
+    "greater_than_equal": "muss größer oder gleich {ge} sein",
+    "less_than": "muss kleiner als {lt} sein",
+    "less_than_equal": "muss kleiner oder gleich {le} sein",
+    "int_parsing": "muss eine ganze Zahl sein",
+    "int_from_float": "muss eine ganze Zahl sein (ohne Nachkommastellen)",
+    "int_type": "muss eine ganze Zahl sein",
+    "float_parsing": "muss eine Zahl sein",
+    "float_type": "muss eine Zahl sein",
+    "finite_number": "muss eine endliche Zahl sein",
+    "bool_parsing": "muss wahr oder falsch sein",
+    "bool_type": "muss wahr oder falsch sein",
+    "string_type": "muss Text sein",
+    "string_too_short": "muss mindestens {min_length} Zeichen lang sein",
+    "string_too_long": "darf höchstens {max_length} Zeichen lang sein",
+    "string_pattern_mismatch": "muss dem Muster {pattern} entsprechen",
+    "literal_error": "muss einer dieser Werte sein: {expected}",
+    "enum": "muss einer dieser Werte sein: {expected}",
+    "list_type": "muss eine Liste sein",
+    "dict_type": "muss ein Objekt sein",
+    "too_short": "muss mindestens {min_length} Einträge haben",
+    "too_long": "darf höchstens {max_length} Einträge haben",
+}
