@@ -79,8 +79,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from matelix.demo.model import build_tokenizer
+    from matelix.training.config import NgramOptions
     from matelix.training.ngram_count import count_ngrams, layout
-    from matelix.training.ngrams import NgramOptions, mine
+    from matelix.training.ngrams import mine
 
     texts = synthetic_texts(int(args.mb * 1e6))
     mb = sum(map(len, texts)) / 1e6

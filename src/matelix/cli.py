@@ -5,9 +5,12 @@
     matelix demo-assets [--home DIR] [--no-real-model]
     matelix import-gguf FILE.gguf --out models/NAME
     matelix data validate FILE [--template-mode M] [--model DIR] [--chunk-size N] [--column-name C] [--json]
-    matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR]
+    matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR] [--learning-rate 1e-4 --ngrams.top-k 500 ...]
     matelix ngrams mine DATASET --model DIR [--top-k N] [--max-len N] [--min-count N] [--min-chars N]
                         [--max-samples N] [--template-mode M] [--column-name C] [--show N] [--json]
+
+The options of `train` (every TrainConfig field) and the phrase options of `ngrams mine` (NgramOptions) are
+generated from the config models by pydantic-settings, so their names, defaults and help are the models'.
     matelix export RUN --format hf|adapter|gguf [--quant f16|q8_0] [--out DIR] [--home DIR] [--json]
     matelix eval MODEL --tasks T[,T...] [--limit N] [--backend hf|api] [--home DIR] [--json]
 
@@ -79,10 +82,12 @@ def cmd_import_gguf(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from matelix.training.foreground import run_foreground
 
-    if args.config is None and not args.preset:
-        print("error: give a config file, a preset (--preset NAME), or both", file=sys.stderr)
+    overrides = model_options(args)
+    if args.config is None and not args.preset and not overrides:
+        print("error: give a config file, a preset (--preset NAME) or the fields as options (--model-dir ...)",
+              file=sys.stderr)
         return 2
-    return run_foreground(args.config, args.home, args.preset)
+    return run_foreground(args.config, args.home, args.preset, overrides)
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
@@ -94,9 +99,7 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 def cmd_ngrams_mine(args: argparse.Namespace) -> int:
     from matelix.training.ngram_console import run_mine
 
-    options = {"max_len": args.max_len, "top_k": args.top_k, "min_count": args.min_count,
-               "min_chars": args.min_chars, "max_samples": args.max_samples}
-    return run_mine(args.dataset, args.model, options, template_mode=args.template_mode,
+    return run_mine(args.dataset, args.model, model_options(args), template_mode=args.template_mode,
                     column_name=args.column_name, as_json=args.json, shown=args.show)
 
 
@@ -112,16 +115,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(_settings(args), args.model, args.tasks, args.limit, args.backend, as_json=args.json)
 
 
-def _ngram_defaults() -> dict:
-    from matelix.training.config import TrainConfig
+def add_model_options(parser: argparse.ArgumentParser, model) -> None:
+    """Adds an option per field of the pydantic `model` to `parser` (`--learning-rate`, nested `--ngrams.top-k`,
+    `--packing/--no-packing`, `none` for an empty value); `model_options(args)` reads back those given."""
+    from pydantic_settings import CliSettingsSource
 
-    fields = TrainConfig.model_fields
-    return {key: fields[f"ngram_{name}"].default for key, name in (
-        ("top_k", "top_k"), ("max_len", "max"), ("min_count", "min_count"), ("min_chars", "min_chars"),
-        ("max_samples", "max_samples"))}
+    source = CliSettingsSource(model, root_parser=parser, cli_kebab_case=True, cli_implicit_flags=True,
+                               cli_parse_none_str="none", cli_avoid_json=True)
+    parser.set_defaults(model_options=source)
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The fields given as options (nested as the model nests them), as strings the model validates."""
+    return args.model_options(parsed_args=args)()
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from matelix.training.config import NgramOptions, TrainConfig
+
     parser = argparse.ArgumentParser(prog="matelix", description="MaTeLiX Lab: fine-tune and serve causal LMs.")
     parser.add_argument("--version", action="version", version=f"matelix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -168,18 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     mine = ngrams.add_parser("mine", help="show the phrases use_ngrams would add and the compression they give")
     mine.add_argument("dataset", type=Path, help="CSV, JSONL or JSON dataset file")
     mine.add_argument("--model", type=Path, required=True, help="model folder whose tokenizer is extended")
-    # The same defaults as a run's ngram_* fields, so `mine` shows exactly what a run with them adds.
-    run_default = _ngram_defaults()
-    mine.add_argument("--top-k", type=int, default=run_default["top_k"],
-                      help=f"most phrases added (default {run_default['top_k']}, as ngram_top_k)")
-    mine.add_argument("--max-len", type=int, default=run_default["max_len"],
-                      help=f"longest phrase in tokens (default {run_default['max_len']}; at least 32 for code-heavy data)")
-    mine.add_argument("--min-count", type=int, default=run_default["min_count"],
-                      help=f"least occurrences of a phrase (default {run_default['min_count']}, as ngram_min_count)")
-    mine.add_argument("--min-chars", type=int, default=run_default["min_chars"],
-                      help=f"shortest phrase in characters (default {run_default['min_chars']})")
-    mine.add_argument("--max-samples", type=int, default=run_default["max_samples"],
-                      help=f"samples mined at most (default {run_default['max_samples']})")
+    add_model_options(mine, NgramOptions)  # the same options and defaults as a run's `ngrams`
     mine.add_argument("--template-mode", default="auto",
                       help="auto, column, chat, dialogplus, messages, sharegpt or alpaca (default auto)")
     mine.add_argument("--column-name", default="text", help="text column for the column format")
@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "fields override the preset's")
     train.add_argument("--preset", help="start from a preset saved in the dashboard (presets/NAME.json)")
     train.add_argument("--home", type=Path, help="folder holding datasets/, training_outputs/, models/")
+    add_model_options(train, TrainConfig)  # every field, over the config file's and the preset's
     train.set_defaults(func=cmd_train)
 
     export = sub.add_parser("export", help="export a run as a clean HF folder, its LoRA adapter, or GGUF + "

@@ -5,7 +5,9 @@ from matelix.training.config_texts import GERMAN_DESCRIPTIONS
 
 
 def test_every_field_has_a_german_text_in_the_schema():
-    properties = TrainConfig.model_json_schema()["properties"]
+    schema = TrainConfig.model_json_schema()
+    properties = {**schema["properties"], **{f"ngrams.{name}": prop for name, prop
+                                             in schema["$defs"]["NgramOptions"]["properties"].items()}}
     missing = [name for name, prop in properties.items() if not prop.get("x-description-de")]
     assert missing == []
     assert set(GERMAN_DESCRIPTIONS) <= set(properties)  # no text for a field that is gone

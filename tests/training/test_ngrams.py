@@ -17,10 +17,11 @@ from matelix.data import load_dataset, render_sample
 from matelix.data.template import ROLE_TOKENS
 from matelix.data.validate import load_prepared_tokenizer
 from matelix.demo import demo_data_path
+from matelix.training.config import NgramOptions
 from matelix.training.ngram_count import OccurrenceIndex, count_ngrams, layout
-from matelix.training.ngrams import MAP_FILE, NgramOptions, apply_ngrams, mine
+from matelix.training.ngrams import MAP_FILE, apply_ngrams, mine
 
-DEMO_OPTS = dict(ngram_max=12, ngram_top_k=1500, ngram_min_count=2, ngram_min_chars=4, ngram_max_samples=20_000)
+DEMO_CONFIG = SimpleNamespace(ngrams=NgramOptions(min_count=2))  # the run's other defaults suit the demo files
 
 
 def _texts(name: str, tokenizer) -> list[str]:
@@ -87,7 +88,7 @@ def test_every_dataset_text_round_trips_and_uses_the_new_tokens(tiny_model_dir, 
     vocab_before = len(tokenizer)
     role_ids = {tokenizer.convert_tokens_to_ids(t) for t in ROLE_TOKENS.values()}
 
-    totals = apply_ngrams(tokenizer, model, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
+    totals = apply_ngrams(tokenizer, model, texts, DEMO_CONFIG, tmp_path, log=lambda s: None)
 
     assert totals["added_tokens"] > 0 and len(tokenizer) == vocab_before + totals["added_tokens"]
     used_new = 0
@@ -110,7 +111,7 @@ def test_token_map_and_mean_initialised_rows(tiny_model_dir, tmp_path):
     emb_before = model.get_input_embeddings().weight.detach().clone()
     head_before = model.get_output_embeddings().weight.detach().clone()
 
-    apply_ngrams(tokenizer, model, _texts("demo_text.csv", tokenizer), SimpleNamespace(**DEMO_OPTS), tmp_path,
+    apply_ngrams(tokenizer, model, _texts("demo_text.csv", tokenizer), DEMO_CONFIG, tmp_path,
                  log=lambda s: None)
 
     data = json.loads((tmp_path / MAP_FILE).read_text(encoding="utf-8"))
@@ -130,7 +131,7 @@ def test_token_map_and_mean_initialised_rows(tiny_model_dir, tmp_path):
 def test_saved_tokenizer_loads_with_plain_transformers_and_encodes_with_the_phrases(tiny_model_dir, tmp_path):
     tokenizer = load_prepared_tokenizer(tiny_model_dir)
     texts = _texts("demo_text.csv", tokenizer)
-    apply_ngrams(tokenizer, None, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
+    apply_ngrams(tokenizer, None, texts, DEMO_CONFIG, tmp_path, log=lambda s: None)
     tokenizer.save_pretrained(tmp_path / "tok")
     reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
     for text in texts:
@@ -142,7 +143,7 @@ def test_a_phrase_that_is_a_whole_word_does_not_match_inside_a_longer_word(token
     texts = ["print(value)\n"] * 10 + ["reprint(value)\n"]
     result = mine(tokenizer, texts, NgramOptions(min_count=2, min_chars=3), log=lambda s: None)
     before = tokenizer.encode("reprint(x)", add_special_tokens=False)
-    apply_ngrams(tokenizer, None, texts, SimpleNamespace(ngram_min_count=2, ngram_min_chars=3), tmp_path,
+    apply_ngrams(tokenizer, None, texts, SimpleNamespace(ngrams=NgramOptions(min_count=2, min_chars=3)), tmp_path,
                  log=lambda s: None)
     assert any(p.text.startswith("print") for p in result.phrases)
     assert tokenizer.encode("reprint(x)", add_special_tokens=False) == before
@@ -170,11 +171,11 @@ def test_cli_rejects_a_missing_model_folder_a_bad_dataset_and_bad_thresholds(tin
     assert main(["ngrams", "mine", str(tmp_path / "missing.csv"), "--model", str(tiny_model_dir)]) == 2
     assert "missing.csv" in capsys.readouterr().err
     assert main(["ngrams", "mine", demo, "--model", str(tiny_model_dir), "--min-count", "1"]) == 2
-    assert "min_count must be at least 2" in capsys.readouterr().err
+    assert "min_count: Input should be greater than or equal to 2" in capsys.readouterr().err
 
 
 def test_empty_corpus_adds_nothing(tokenizer, tmp_path):
-    totals = apply_ngrams(tokenizer, None, [], SimpleNamespace(), tmp_path, log=lambda s: None)
+    totals = apply_ngrams(tokenizer, None, [], SimpleNamespace(ngrams=NgramOptions()), tmp_path, log=lambda s: None)
     assert totals["added_tokens"] == 0 and totals["tokens_before"] == totals["tokens_after"] == 0
     assert np.isclose(totals["saved_pct"], 0)
 
@@ -252,7 +253,7 @@ def test_sentencepiece_style_tokenizer_keeps_every_text_exact(tmp_path):
     tokenizer = _metaspace_tokenizer()
     texts = _texts("demo_chat.csv", tokenizer)
     assert all(tokenizer.decode(tokenizer.encode(t, add_special_tokens=False)) == t for t in texts)
-    totals = apply_ngrams(tokenizer, None, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
+    totals = apply_ngrams(tokenizer, None, texts, DEMO_CONFIG, tmp_path, log=lambda s: None)
     assert totals["added_tokens"] > 0 and totals["saved_pct"] > 10
     for text in texts:
         assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
@@ -262,7 +263,7 @@ def test_streaming_detokenizer_yields_the_text_token_by_token(tokenizer, tmp_pat
     from matelix.inference.detokenize import IncrementalDetokenizer
 
     texts = _texts("demo_chat.csv", tokenizer)
-    apply_ngrams(tokenizer, None, texts, SimpleNamespace(**DEMO_OPTS), tmp_path, log=lambda s: None)
+    apply_ngrams(tokenizer, None, texts, DEMO_CONFIG, tmp_path, log=lambda s: None)
     for text in texts[:20]:
         ids = tokenizer.encode(text, add_special_tokens=False)
         stream = IncrementalDetokenizer(tokenizer, skip_special_tokens=False)
@@ -288,7 +289,7 @@ def test_a_tokenizer_without_a_fast_backend_is_left_alone(tmp_path):
             return 10
 
     lines: list[str] = []
-    totals = apply_ngrams(SlowTokenizer(), None, ["text"] * 10, SimpleNamespace(), tmp_path, log=lines.append)
+    totals = apply_ngrams(SlowTokenizer(), None, ["text"] * 10, SimpleNamespace(ngrams=NgramOptions()), tmp_path, log=lines.append)
     assert totals["added_tokens"] == 0 and "skipped" in totals and not list(tmp_path.iterdir())
     assert "fast" in lines[0]
 

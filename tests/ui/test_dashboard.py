@@ -354,3 +354,40 @@ def test_the_monitor_reconnects_with_its_key_after_a_server_restart_without_repe
     # The only failures allowed are the page's attempts to reach the server while it was down.
     unexpected = [e for e in page.problems.errors if "ERR_CONNECTION_REFUSED" not in e and "/ws/logs" not in e]
     assert unexpected == []
+
+
+def test_the_nested_ngram_options_are_form_fields_sent_nested_and_filled_from_a_preset_with_the_old_names(
+        page, lab_home):
+    import json
+
+    (lab_home / "presets").mkdir(exist_ok=True)  # a preset saved before the options were nested
+    (lab_home / "presets" / "old.json").write_text(json.dumps(
+        {"name": "old", "config": {"use_ngrams": True, "ngram_top_k": 77}}), encoding="utf-8")
+    with LiveServer(Settings(home=lab_home)) as server:
+        sent = []
+
+        def refuse(route):  # the server's answer to a nested option it rejects, without starting a run
+            sent.append(route.request.post_data_json)
+            route.fulfill(status=422, json={"error": {"message": "ngrams.top_k: too many", "type": "invalid_request_error",
+                                                      "param": "ngrams.top_k", "code": "validation_error"}})
+
+        page.route("**/start", refuse)
+        open_lab(page, server.url + "/#train")
+        page.wait_for_selector("#train-preset-pick option[value='old']", state="attached")
+        assert page.text_content("label[for='cfg-ngrams-top_k']") == "N-grams added at most"
+        page.select_option("#train-preset-pick", "old")
+        page.click("#train-preset-load")
+        assert page.input_value("#cfg-ngrams-top_k") == "77" and page.is_checked("#cfg-use_ngrams")
+        assert page.input_value("#cfg-ngrams-max_len") == "12"  # the server's default
+
+        page.click("details[data-group='ngrams'] summary")
+        page.fill("#cfg-ngrams-min_count", "1")
+        page.click("#train-start")
+        assert page.text_content("#cfg-ngrams-min_count-err") == "Input should be greater than or equal to 2"
+        assert sent == []
+        page.fill("#cfg-ngrams-min_count", "3")
+        page.click("#train-start")
+        page.wait_for_selector("#cfg-ngrams-top_k-err:not([hidden])")
+        assert page.text_content("#cfg-ngrams-top_k-err") == "ngrams.top_k: too many"
+        assert sent[0]["use_ngrams"] is True and sent[0]["ngrams"] == {"top_k": 77, "min_count": 3}
+        assert not any(key.startswith("ngram_") for key in sent[0])

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from matelix.training.config_texts import add_german_texts
+from matelix.training.config_texts import german_texts
 
 TemplateModeChoice = Literal["auto", "column", "chat", "dialogplus", "messages", "sharegpt", "alpaca"]
 SchedulerChoice = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -21,16 +21,31 @@ SchedulerChoice = Literal["linear", "cosine", "cosine_with_restarts", "polynomia
 
 # Other names accepted for two fields (the dataset routes' names); the field names are the documented ones.
 FIELD_ALIASES = {"model": "model_dir", "dataset": "csv_path"}
+# The n-gram options' names from before they were nested under `ngrams`; still accepted everywhere.
+FLAT_NGRAM_NAMES = {"ngram_max": "max_len", "ngram_top_k": "top_k", "ngram_min_count": "min_count",
+                    "ngram_min_chars": "min_chars", "ngram_max_samples": "max_samples"}
 
 
 class ConfigFileError(ValueError):
     """A config file that cannot be read, parsed or validated (the message says where)."""
 
 
+class NgramOptions(BaseModel):
+    """How phrases are mined for the n-gram vocabulary: `TrainConfig.ngrams` and `matelix ngrams mine`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=german_texts("ngrams."))
+
+    max_len: int = Field(12, ge=2, le=64, description="Longest phrase in tokens.")
+    top_k: int = Field(1500, ge=1, le=100_000, description="Most phrases added.")
+    min_count: int = Field(8, ge=2, description="Least occurrences for a phrase to be considered.")
+    min_chars: int = Field(4, ge=1, description="Shortest phrase in characters.")
+    max_samples: int = Field(20_000, ge=1, description="Samples mined at most.")
+
+
 class TrainConfig(BaseModel):
     """Everything a training run needs; defaults follow the seed's examples."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=add_german_texts)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=german_texts())
 
     # What to train on.
     model_dir: str = Field(..., min_length=1, validation_alias=AliasChoices("model_dir", "model"),
@@ -115,11 +130,8 @@ class TrainConfig(BaseModel):
 
     # N-gram vocabulary optimisation.
     use_ngrams: bool = Field(False, description="Mine frequent phrases and add them as tokens before training.")
-    ngram_max: int = Field(12, ge=2, le=64, description="Longest phrase in tokens.")
-    ngram_top_k: int = Field(1500, ge=1, le=100_000, description="Most phrases added.")
-    ngram_min_count: int = Field(8, ge=2, description="Least occurrences for a phrase to be considered.")
-    ngram_min_chars: int = Field(4, ge=1, description="Shortest phrase in characters.")
-    ngram_max_samples: int = Field(20_000, ge=1, description="Samples mined at most.")
+    ngrams: NgramOptions = Field(default_factory=NgramOptions,
+                                 description="How the phrases are mined (with use_ngrams).")
 
     # Naming.
     run_name: str | None = Field(None, max_length=100, description="A name for the run, shown instead of its "
@@ -129,6 +141,11 @@ class TrainConfig(BaseModel):
     # Continuation.
     resume_from: str | None = Field(None, description="A run id (its last complete checkpoint) or "
                                     "`<run_id>/checkpoint-N` to continue from.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_ngram_names(cls, data):
+        return nest_flat_ngram_names(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _combinations(self) -> TrainConfig:
@@ -148,23 +165,51 @@ class TrainConfig(BaseModel):
             raise ValueError("lora_target_modules is empty: give module names or leave it unset")
         return self
 
-    def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False)
 
-
-def load_config_file(path: Path, base: dict | None = None) -> TrainConfig:
-    """Read a YAML or JSON config file (its fields over those of `base`, e.g. a preset); raises
-    ConfigFileError naming the file and the offending fields."""
-    data = {**(base or {}), **canonical_names(read_config_mapping(path))}
+def load_config_file(path: Path, base: dict | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Read a YAML or JSON config file (its fields over those of `base`, e.g. a preset, and `overrides`, e.g.
+    the command line's, over both); raises ConfigFileError naming the file and the offending fields."""
+    mapping = read_config_mapping(path)
     try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
+        return TrainConfig.model_validate(overlay(overlay(base or {}, mapping), overrides or {}))
+    except ValueError as exc:  # pydantic's ValidationError is one
         raise ConfigFileError(f"{path}: {describe(exc)}") from exc
 
 
 def canonical_names(values: dict) -> dict:
-    """`values` with the accepted other names (`model`, `dataset`) replaced by the field names."""
-    return {FIELD_ALIASES.get(key, key): value for key, value in values.items()}
+    """`values` with the accepted other names (`model`, `dataset`, the flat `ngram_*` names) replaced by the
+    field names."""
+    return nest_flat_ngram_names({FIELD_ALIASES.get(key, key): value for key, value in values.items()})
+
+
+def nest_flat_ngram_names(values: dict) -> dict:
+    """`values` with the flat `ngram_*` names moved into `ngrams`; raises ValueError when both say different
+    things about one option."""
+    flat = {FLAT_NGRAM_NAMES[key]: value for key, value in values.items() if key in FLAT_NGRAM_NAMES}
+    if not flat:
+        return values
+    nested = values.get("ngrams") or {}
+    if isinstance(nested, BaseModel):
+        nested = nested.model_dump()
+    if not isinstance(nested, dict):
+        return values  # left to validation, which names the field
+    clash = sorted(key for key, value in flat.items() if key in nested and nested[key] != value)
+    if clash:
+        old = next(name for name, option in FLAT_NGRAM_NAMES.items() if option == clash[0])
+        raise ValueError(f"ngrams.{clash[0]} and its old name {old} disagree; give one of them")
+    rest = {key: value for key, value in values.items() if key not in FLAT_NGRAM_NAMES}
+    return {**rest, "ngrams": {**flat, **nested}}
+
+
+def overlay(base: dict, over: dict) -> dict:
+    """The fields of `over` on top of those of `base` (both in any accepted names); nested options (`ngrams`)
+    are merged option by option."""
+    base, over = canonical_names(base), canonical_names(over)
+    merged = {**base, **over}
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = {**base[key], **value}
+    return merged
 
 
 def read_config_mapping(path: Path) -> dict:
@@ -185,8 +230,10 @@ def read_config_mapping(path: Path) -> dict:
     return data
 
 
-def describe(exc: ValidationError) -> str:
+def describe(exc: ValueError) -> str:
     """One line naming every offending field (unknown fields by name)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err.get("loc", ())) or "config"

@@ -1,4 +1,4 @@
-"""German help texts of every `TrainConfig` field, put into its JSON schema as `x-description-de`.
+"""German help texts of every `TrainConfig` field (nested ones as `ngrams.max_len`), put into its JSON schema as `x-description-de`.
 
 The dashboard builds its training form from that schema (in /openapi.json) and shows the English
 `description` or this text, following the UI language. A field without a German text keeps the English
@@ -63,11 +63,12 @@ GERMAN_DESCRIPTIONS: dict[str, str] = {
     "lora_target_modules": "Namen der anzupassenden Module; leer = jede lineare Schicht außer dem Ausgabekopf.",
     "merge_lora_on_save": "Ein zusammengeführtes volles Modell speichern (sonst Adapter + Verweis aufs Basismodell).",
     "use_ngrams": "Häufige Wortfolgen finden und vor dem Training als Tokens hinzufügen.",
-    "ngram_max": "Längste Wortfolge in Tokens.",
-    "ngram_top_k": "Höchstens so viele Wortfolgen hinzufügen.",
-    "ngram_min_count": "So oft muss eine Wortfolge mindestens vorkommen.",
-    "ngram_min_chars": "Kürzeste Wortfolge in Zeichen.",
-    "ngram_max_samples": "Höchstens so viele Beispiele durchsuchen.",
+    "ngrams": "Wie die Wortfolgen gesucht werden (mit use_ngrams).",
+    "ngrams.max_len": "Längste Wortfolge in Tokens.",
+    "ngrams.top_k": "Höchstens so viele Wortfolgen hinzufügen.",
+    "ngrams.min_count": "So oft muss eine Wortfolge mindestens vorkommen.",
+    "ngrams.min_chars": "Kürzeste Wortfolge in Zeichen.",
+    "ngrams.max_samples": "Höchstens so viele Beispiele durchsuchen.",
     "run_name": "Ein Name für den Lauf, angezeigt statt seines Ordnernamens (der Ordner bleibt "
                 "<Modell>_<Zeit>).",
     "notes": "Freie Notizen zum Lauf; später änderbar.",
@@ -76,9 +77,14 @@ GERMAN_DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def add_german_texts(schema: dict, _cls: object = None) -> None:
-    """pydantic's `json_schema_extra` hook: adds `x-description-de` to each property that has a text."""
-    for name, prop in schema.get("properties", {}).items():
-        text = GERMAN_DESCRIPTIONS.get(name)
-        if text:
-            prop["x-description-de"] = text
+def german_texts(prefix: str = ""):
+    """A pydantic `json_schema_extra` hook that adds `x-description-de` to each property that has a text;
+    `prefix` names a nested model's field (`"ngrams."`)."""
+
+    def add(schema: dict, _cls: object = None) -> None:
+        for name, prop in schema.get("properties", {}).items():
+            text = GERMAN_DESCRIPTIONS.get(prefix + name)
+            if text:
+                prop["x-description-de"] = text
+
+    return add

@@ -1,4 +1,6 @@
-"""`matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR]`: one run in the foreground with a progress bar.
+"""`matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR] [--FIELD VALUE ...]`: one run in the foreground
+with a progress bar. Every TrainConfig field is an option (`--learning-rate 1e-4`, `--ngrams.top-k 500`) that
+overrides the config file, which overrides the preset.
 
 The worker is the same child process the server starts (so the run folder, logs and status are the same
 and a server can watch it); this command follows its files. Ctrl-C asks for a graceful stop (finish the
@@ -13,11 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from matelix.paths import relative_to_home
 from matelix.settings import Settings
-from matelix.training.config import ConfigFileError, TrainConfig, describe, load_config_file
+from matelix.training.config import ConfigFileError, TrainConfig, describe, load_config_file, overlay
 from matelix.training.jobs import JobManager
 from matelix.training.preflight import RunRejected
 from matelix.training.presets import PresetError, load_preset
@@ -42,8 +42,10 @@ def _postfix(view: dict) -> dict:
     return out
 
 
-def load_run_config(settings: Settings, config_path: Path | None, preset: str | None) -> TrainConfig:
-    """The config of the run: the preset's fields (when named), then the config file's on top."""
+def load_run_config(settings: Settings, config_path: Path | None, preset: str | None,
+                    overrides: dict | None = None) -> TrainConfig:
+    """The config of the run: the preset's fields (when named), the config file's on top, then `overrides`
+    (the command line's)."""
     base = {}
     if preset:
         try:
@@ -51,21 +53,22 @@ def load_run_config(settings: Settings, config_path: Path | None, preset: str | 
         except PresetError as exc:
             raise ConfigFileError(f"preset: {exc.message}") from exc
     if config_path is not None:
-        return load_config_file(config_path, base)
+        return load_config_file(config_path, base, overrides)
     try:
-        return TrainConfig.model_validate(base)
-    except ValidationError as exc:
-        raise ConfigFileError(f"preset {preset!r}: {describe(exc)}") from exc
+        return TrainConfig.model_validate(overlay(base, overrides or {}))
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise ConfigFileError(f"{f'preset {preset!r}' if preset else 'options'}: {describe(exc)}") from exc
 
 
-def run_foreground(config_path: Path | None, home: Path | None = None, preset: str | None = None) -> int:
-    """Start the run described by `config_path` and/or the preset named `preset` under `home` and follow it
-    to its end; returns an exit code."""
+def run_foreground(config_path: Path | None, home: Path | None = None, preset: str | None = None,
+                   overrides: dict | None = None) -> int:
+    """Start the run described by `config_path`, the preset named `preset` under `home` and `overrides` and
+    follow it to its end; returns an exit code."""
     from tqdm import tqdm
 
     settings = Settings(home=home) if home else Settings()
     try:
-        config = load_run_config(settings, config_path, preset)
+        config = load_run_config(settings, config_path, preset, overrides)
     except ConfigFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

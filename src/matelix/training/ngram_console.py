@@ -10,7 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from matelix.training.ngrams import NgramOptions, mine, token_map
+from matelix.training.config import NgramOptions, describe
+from matelix.training.dataprep import mining_texts
+from matelix.training.ngrams import mine, token_map
 
 
 def format_result(result, shown: int) -> str:
@@ -30,13 +32,13 @@ def format_result(result, shown: int) -> str:
 def run_mine(dataset: Path, model: Path, options: dict, *, template_mode: str = "auto",
              column_name: str = "text", as_json: bool = False, shown: int = 30) -> int:
     """Mine `dataset` with `model`'s tokenizer; `options` are `NgramOptions` fields. Returns the exit code."""
-    from matelix.data import DatasetError, load_dataset, render_sample
+    from matelix.data import DatasetError, load_dataset
     from matelix.data.validate import load_prepared_tokenizer
 
     try:
         opts = NgramOptions(**options)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        print(f"error: {describe(exc)}", file=sys.stderr)
         return 2
     if not Path(model).is_dir():
         print(f"error: --model {model} is not a model folder", file=sys.stderr)
@@ -47,7 +49,7 @@ def run_mine(dataset: Path, model: Path, options: dict, *, template_mode: str = 
     except (DatasetError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    texts = [render_sample(s, tokenizer, loaded.render_mode) for s in loaded.samples]
+    texts = mining_texts(loaded.samples)
     if not texts:
         print(f"error: {dataset}: no samples to mine", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
     totals = apply_ngrams(tokenizer, model, texts, config, run_dir, log)
 
-1. Encode the (rendered) texts and count the frequent closed token-id n-grams of lengths 2..ngram_max
+1. Encode the (rendered) texts and count the frequent closed token-id n-grams of lengths 2..ngrams.max_len
    (32 for code-heavy texts) with `ngram_count`; special tokens split the counting, so no phrase holds a
    role/eos/pad token, and windows that join lines are never counted.
 2. Choose greedily by the tokens a phrase would still save: free occurrences × (n − 1), where occurrences
@@ -11,7 +11,7 @@
    occurrence (spaces and newlines included), must not start or end inside a word, must encode back to
    exactly its token ids and decode to itself as an added token.
 3. Add the phrases to a scratch copy of the tokenizer as plain added tokens (matched on the raw text, not
-   stripped, not special), re-encode the texts, keep phrases used at least `ngram_min_count` times and not
+   stripped, not special), re-encode the texts, keep phrases used at least `ngrams.min_count` times and not
    clearly more often than they occur as n-grams (they would match inside words they never belonged to),
    check that every text still decodes to itself, and refill the freed slots (a few rounds).
 4. Add the survivors to the real tokenizer, grow the model with mean-initialised rows
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
+from matelix.training.config import NgramOptions
 from matelix.training.embeddings import resize_with_mean_init
 from matelix.training.ngram_count import (
     Boundaries,
@@ -48,30 +49,6 @@ OVERUSE = 1.1  # a phrase used > 10% more often than mined matches where it was 
 _WORD = re.compile(r"\w")
 _PROBE = "a"  # an ordinary token text every decoder passes through unchanged
 _LINE_BREAKS = re.compile(r"\n+")
-
-
-@dataclass(frozen=True)
-class NgramOptions:
-    """The mining knobs (`TrainConfig.ngram_*`)."""
-
-    max_len: int = 12
-    top_k: int = 1500
-    min_count: int = 8
-    min_chars: int = 4
-    max_samples: int = 20_000
-
-    def __post_init__(self) -> None:
-        lowest = {"max_len": 2, "top_k": 1, "min_count": 2, "min_chars": 1, "max_samples": 1}
-        for name, low in lowest.items():
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
-
-    @classmethod
-    def from_config(cls, config) -> NgramOptions:
-        """Read `ngram_*` fields from any config object; missing fields keep the defaults."""
-        names = {"max_len": "ngram_max", "top_k": "ngram_top_k", "min_count": "ngram_min_count",
-                 "min_chars": "ngram_min_chars", "max_samples": "ngram_max_samples"}
-        return cls(**{k: getattr(config, v, getattr(cls, k)) for k, v in names.items()})
 
 
 @dataclass
@@ -377,7 +354,7 @@ def apply_ngrams(tokenizer, model, texts: list[str], config, run_dir: Path,
         log("n-grams: skipped: mining needs a fast (tokenizers-based) tokenizer; this model has none")
         return {"skipped": "no fast tokenizer", "added_tokens": 0, "vocab_before": vocab_before,
                 "vocab_after": vocab_before}
-    result = mine(tokenizer, texts, NgramOptions.from_config(config), log)
+    result = mine(tokenizer, texts, config.ngrams, log)
     add_phrases(tokenizer, model, result.phrases)
     data = token_map(result, vocab_before, len(tokenizer))
     write_json_atomic(Path(run_dir) / MAP_FILE, data)

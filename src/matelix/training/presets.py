@@ -11,8 +11,6 @@ import json
 import re
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from matelix.paths import too_long
 from matelix.training.config import TrainConfig, canonical_names, describe
 from matelix.training.rundir import write_json_atomic
@@ -47,11 +45,11 @@ def check_values(values: object) -> dict:
     """The preset's values as TrainConfig reads them (unknown fields and bad values raise PresetError)."""
     if not isinstance(values, dict):
         raise PresetError(400, "config: expected an object of TrainConfig fields", "config")
-    # resume_from names one run's checkpoint: settings to reuse never carry it.
-    values = {key: value for key, value in canonical_names(values).items() if key != "resume_from"}
     try:
+        # resume_from names one run's checkpoint: settings to reuse never carry it.
+        values = {key: value for key, value in canonical_names(values).items() if key != "resume_from"}
         config = TrainConfig.model_validate({**_PLACEHOLDERS, **values})
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError is one
         raise PresetError(400, f"config: {describe(exc)}", "config") from exc
     dumped = config.model_dump(mode="json")
     return {key: dumped[key] for key in values}
@@ -64,16 +62,24 @@ def list_presets(home: Path) -> list[dict]:
     out = []
     for path in sorted(folder.glob("*.json"), key=lambda p: p.stem.lower()):
         try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
+            out.append(_read(path))
         except (OSError, ValueError):
             continue  # a file edited by hand into nonsense is skipped, not a 500
     return out
 
 
+def _read(path: Path) -> dict:
+    """A preset file, its values in today's field names (a preset saved with older names still loads)."""
+    preset = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(preset, dict) and isinstance(preset.get("config"), dict):
+        preset["config"] = canonical_names(preset["config"])
+    return preset
+
+
 def load_preset(home: Path, name: str) -> dict:
     path = presets_dir(home) / f"{check_name(name)}.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return _read(path)
     except FileNotFoundError:
         raise PresetError(404, f"name: no preset {name!r}", "name") from None
     except (OSError, ValueError) as exc:

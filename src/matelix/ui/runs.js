@@ -9,7 +9,7 @@ import * as exportsPanel from "./exports.js";
 import * as evaluationPanel from "./evaluation.js";
 import * as monitor from "./monitor.js";
 import { reuseSettings, runTitle } from "./reuse.js";
-import { optionLabel } from "./trainform.js";
+import { flatConfig, optionLabel } from "./trainform.js";
 
 let root, runs = [], selected = null, lastSeen = null;
 let detailLoss = null, detailLr = null, overlay = null;
@@ -198,7 +198,7 @@ async function openDetail(id) {
     `<div><dt>${escapeHtml(t(k))}</dt><dd>${escapeHtml(v)}</dd></div>`).join("");
   const error = detail.status?.error;
   if (error) showDetailError([error.message || error, ...(error.last_lines || [])].join("\n"));
-  const cfg = detail.config || {};
+  const cfg = flatConfig(detail.config);
   root.querySelector("#runs-config").innerHTML = Object.entries(cfg).map(([k, v]) =>
     `<div><dt title="${escapeHtml(k)}">${escapeHtml(settingLabel(k))}</dt><dd>${escapeHtml(settingValue(k, v))}</dd></div>`).join("");
 }
@@ -222,7 +222,7 @@ function settingValue(key, value) {
 /** The settings in which the compared runs differ, one column per run. */
 function renderDiff(ids) {
   const box = root.querySelector("#runs-diff");
-  const configs = ids.map((id) => runs.find((r) => r.run_id === id)?.config || {});
+  const configs = ids.map((id) => flatConfig(runs.find((r) => r.run_id === id)?.config));
   const keys = [...new Set(configs.flatMap((c) => Object.keys(c)))]
     .filter((k) => !["notes", "run_name"].includes(k))
     .filter((k) => new Set(configs.map((c) => JSON.stringify(c[k] ?? null))).size > 1);

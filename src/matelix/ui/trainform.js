@@ -1,7 +1,8 @@
 /* The training form, generated from the server's own `TrainConfig` JSON schema (in /openapi.json), so
    every field, default, choice and limit is the server's. Fields are grouped (basic shown, the rest in
    folded groups); client-side checks mirror the server's 422 messages, and a server error is shown next
-   to the field its `param` names. */
+   to the field its `param` names. A nested options model (`ngrams`) shows its fields as `ngrams.top_k` and
+   is sent nested again. */
 
 import { escapeHtml } from "./format.js";
 import { has, language, t } from "./i18n.js";
@@ -14,7 +15,7 @@ const GROUPS = [
     "probe_file", "max_probes", "probe_max_new_tokens", "early_stopping_patience", "load_best_model_at_end"]],
   ["optim", ["lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed"]],
   ["lora", ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora_on_save"]],
-  ["ngrams", ["use_ngrams", "ngram_max", "ngram_top_k", "ngram_min_count", "ngram_min_chars", "ngram_max_samples"]],
+  ["ngrams", ["use_ngrams", "ngrams.max_len", "ngrams.top_k", "ngrams.min_count", "ngrams.min_chars", "ngrams.max_samples"]],
   ["hardware", ["device", "precision", "nproc", "gradient_checkpointing"]],
   ["checkpoints", ["save_steps", "save_total_limit", "logging_steps", "resume_from"]],
   ["preview", ["preview_steps", "preview_prompt", "preview_max_new_tokens"]],
@@ -42,11 +43,28 @@ function describeField(name, prop) {
   };
 }
 
+/** The schema a property points to (`$ref`, or pydantic's older `allOf: [{$ref}]`), when it is a nested model. */
+function nestedSchema(schemas, prop) {
+  const ref = prop.$ref || prop.allOf?.[0]?.$ref;
+  const target = ref && schemas[ref.split("/").pop()];
+  return target?.properties ? target : null;
+}
+
 export function fieldsFromOpenApi(openapi) {
-  const schema = openapi?.components?.schemas?.TrainConfig;
+  const schemas = openapi?.components?.schemas || {};
+  const schema = schemas.TrainConfig;
   if (!schema) return null;
-  const fields = Object.entries(schema.properties).map(([name, prop]) => describeField(name, prop));
+  const fields = Object.entries(schema.properties).flatMap(([name, prop]) => {
+    const nested = nestedSchema(schemas, prop);
+    return nested ? Object.entries(nested.properties).map(([sub, p]) => describeField(`${name}.${sub}`, p))
+      : [describeField(name, prop)];
+  });
   return { fields, required: new Set(schema.required || []) };
+}
+
+/** The element id of a field's input (`ngrams.top_k` -> `cfg-ngrams-top_k`: a dot would not select). */
+export function fieldId(name) {
+  return `cfg-${name.replace(/\./g, "-")}`;
 }
 
 function label(name) {
@@ -70,7 +88,7 @@ function optionsHtml(f) {
 }
 
 function inputHtml(f) {
-  const id = `cfg-${f.name}`;
+  const id = fieldId(f.name);
   const common = `id="${id}" name="${f.name}" aria-describedby="${id}-help ${id}-err"`;
   if (f.type === "boolean") {
     return `<label class="check" for="${id}"><input type="checkbox" ${common} ${f.default ? "checked" : ""}>
@@ -96,8 +114,8 @@ function inputHtml(f) {
 
 function fieldHtml(f) {
   return `<div class="field" data-field="${f.name}">${inputHtml(f)}
-    <small id="cfg-${f.name}-help" class="help">${escapeHtml(helpText(f))}</small>
-    <small id="cfg-${f.name}-err" class="field-error" role="alert" hidden></small></div>`;
+    <small id="${fieldId(f.name)}-help" class="help">${escapeHtml(helpText(f))}</small>
+    <small id="${fieldId(f.name)}-err" class="field-error" role="alert" hidden></small></div>`;
 }
 
 /** Fills `el` with the grouped form; returns an object to read, preset and annotate it. */
@@ -115,7 +133,7 @@ export function buildForm(el, { fields }) {
         <div class="fields">${fs.map(fieldHtml).join("")}</div></details>`).join("")}`;
   el.addEventListener("input", (event) => {
     const name = event.target.name;
-    if (byName.has(name)) setError(el, name, checkField(byName.get(name), el.querySelector(`#cfg-${name}`)));
+    if (byName.has(name)) setError(el, name, checkField(byName.get(name), el.querySelector(`#${fieldId(name)}`)));
   });
   return {
     values: () => readValues(el, fields),
@@ -146,11 +164,27 @@ function rawValue(f, input) {
 function readValues(el, fields) {
   const out = {};
   for (const f of fields) {
-    const input = el.querySelector(`#cfg-${f.name}`);
+    const input = el.querySelector(`#${fieldId(f.name)}`);
     if (!input) continue;
     const value = rawValue(f, input);
     if (value === undefined) continue;
-    if (JSON.stringify(value) !== JSON.stringify(f.default ?? null)) out[f.name] = value;
+    if (JSON.stringify(value) === JSON.stringify(f.default ?? null)) continue;
+    const [head, sub] = f.name.split(".");
+    if (sub === undefined) out[head] = value;
+    else out[head] = { ...out[head], [sub]: value };
+  }
+  return out;
+}
+
+/** A config as the form names its fields: `{ngrams: {top_k: 5}}` -> `{"ngrams.top_k": 5}` (lists stay). */
+export function flatConfig(values) {
+  const out = {};
+  for (const [name, value] of Object.entries(values || {})) {
+    if (value && typeof value === "object" && !Array.isArray(value)) {
+      for (const [sub, v] of Object.entries(value)) out[`${name}.${sub}`] = v;
+    } else {
+      out[name] = value;
+    }
   }
   return out;
 }
@@ -159,10 +193,10 @@ function readValues(el, fields) {
 function relabelForm(el, byName) {
   el.querySelectorAll("[data-i18n-field]").forEach((n) => { n.textContent = label(n.dataset.i18nField); });
   for (const f of byName.values()) {
-    const help = el.querySelector(`#cfg-${f.name}-help`);
+    const help = el.querySelector(`#${fieldId(f.name)}-help`);
     if (help) help.textContent = helpText(f);
     if (f.type !== "enum") continue;
-    for (const option of el.querySelectorAll(`#cfg-${f.name} option[value]`)) {
+    for (const option of el.querySelectorAll(`#${fieldId(f.name)} option[value]`)) {
       if (option.value) option.textContent = optionLabel(f.name, option.value);
     }
   }
@@ -170,7 +204,7 @@ function relabelForm(el, byName) {
 
 function resetValues(el, fields) {
   for (const f of fields) {
-    const input = el.querySelector(`#cfg-${f.name}`);
+    const input = el.querySelector(`#${fieldId(f.name)}`);
     if (!input) continue;
     if (f.type === "boolean") input.checked = Boolean(f.default);
     else if (f.type === "array") input.value = (f.default || []).join(", ");
@@ -180,8 +214,8 @@ function resetValues(el, fields) {
 }
 
 function applyValues(el, byName, values) {
-  for (const [name, value] of Object.entries(values)) {
-    const input = el.querySelector(`#cfg-${name}`);
+  for (const [name, value] of Object.entries(flatConfig(values))) {
+    const input = el.querySelector(`#${fieldId(name)}`);
     const f = byName.get(name);
     if (!input || !f) continue;
     if (f.type === "boolean") input.checked = Boolean(value);
@@ -212,7 +246,7 @@ export function checkField(f, input) {
 function checkAll(el, fields) {
   let first = null;
   for (const f of fields) {
-    const message = checkField(f, el.querySelector(`#cfg-${f.name}`));
+    const message = checkField(f, el.querySelector(`#${fieldId(f.name)}`));
     setError(el, f.name, message);
     if (message && !first) first = f.name;
   }
@@ -221,8 +255,8 @@ function checkAll(el, fields) {
 
 /** Shows `message` under the field (opening its group and focusing it); an empty message clears it. */
 function setError(el, name, message) {
-  const box = el.querySelector(`#cfg-${name}-err`);
-  const input = el.querySelector(`#cfg-${name}`);
+  const box = el.querySelector(`#${fieldId(name)}-err`);
+  const input = el.querySelector(`#${fieldId(name)}`);
   if (!box || !input) return false;
   box.hidden = !message;
   box.textContent = message || "";
@@ -232,7 +266,7 @@ function setError(el, name, message) {
 
 /** Opens the group holding `name` and moves the focus there. */
 export function revealField(el, name) {
-  const input = el.querySelector(`#cfg-${name}`);
+  const input = el.querySelector(`#${fieldId(name)}`);
   if (!input) return;
   const group = input.closest("details");
   if (group) group.open = true;
