@@ -219,6 +219,40 @@ def test_chat_stops_a_streaming_reply_and_keeps_one_conversation_per_model(page,
         assert page.problems.errors == []
 
 
+def test_chat_loads_int8_weights_when_chosen_says_so_and_reloads_exact_weights(page, lab_home):
+    def resident(url: str) -> dict:
+        (entry,) = httpx.get(url + "/inference_status").json()["loaded"]
+        return entry
+
+    with LiveServer(Settings(home=lab_home, offline=True)) as server:
+        open_lab(page, server.url + "/#chat")
+        page.wait_for_selector("#chat-model option[value='models/tiny-demo']", state="attached")
+        page.select_option("#chat-model", "models/tiny-demo")
+        assert page.text_content("#chat-quantization option[value='int8']") == "int8 (faster on a CPU)"
+        page.select_option("#chat-quantization", "int8")
+        page.click("#chat-load")
+        page.wait_for_selector("#chat-model-state[data-loaded='true']")
+        assert " · int8 · " in page.text_content("#chat-model-state")
+        assert resident(server.url)["quantization"] == "int8"
+        int8_bytes = resident(server.url)["memory_bytes"]
+
+        # The reply comes from the int8 model (a chat names no weights: it uses the resident ones).
+        page.fill("#chat-text", "Hallo!")
+        page.click("#chat-send")
+        page.wait_for_function("!document.querySelector('#chat-send').disabled && "
+                               "document.querySelectorAll('#chat-messages .msg.assistant .stats').length === 1")
+        assert resident(server.url)["quantization"] == "int8"
+
+        # Exact weights again: the resident model is reloaded in fp32, and the state says so.
+        page.select_option("#chat-quantization", "none")
+        page.click("#chat-load")
+        page.wait_for_function("document.querySelector('#chat-model-state').textContent.includes('float32')")
+        assert "int8" not in page.text_content("#chat-model-state")
+        entry = resident(server.url)
+        assert entry["quantization"] == "none" and entry["memory_bytes"] > int8_bytes
+        assert page.problems.errors == []
+
+
 def log_lines_on_server(url: str, headers: dict | None = None) -> list[str]:
     answer = httpx.get(url + "/logs", params={"since": 0, "limit": 10000}, headers=headers or {})
     return [item["line"] for item in answer.json()["lines"]]
