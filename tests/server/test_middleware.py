@@ -62,7 +62,7 @@ def test_error_messages_follow_the_request_language(client):
     assert client.get("/nowhere").json()["error"]["message"] == "no route for GET /nowhere"
     assert client.get("/nowhere", headers=german).json()["error"]["message"] == "keine Route für GET /nowhere"
     body = client.post("/datasets/validate", json={"dataset": "x.csv", "chunk_size": 1}, headers=german).json()
-    assert body["error"]["message"] == "chunk_size: muss größer oder gleich 2 sein"
+    assert body["error"]["message"] == "chunk_size: Muss mindestens 2 sein"
     assert body["error"]["code"] == "validation_error" and body["error"]["param"] == "chunk_size"
     # The next request without the header is English again: the language is the request's, not the server's.
     assert client.get("/nowhere").json()["error"]["message"] == "no route for GET /nowhere"

@@ -160,6 +160,21 @@ def test_form_checks_mirror_the_server_and_server_errors_land_next_to_their_fiel
         assert len(requests) == 2
 
 
+def test_a_choice_of_numbers_is_sent_as_a_number(page, live_server):
+    open_lab(page, live_server.url + "/#train")
+    values = page.evaluate("""async () => {
+        const { buildForm, fieldsFromOpenApi } = await import('/ui/trainform.js');
+        const openapi = {components: {schemas: {TrainConfig: {properties: {
+            stage: {enum: [2, 3], type: "integer", default: 2}, mode: {enum: ["a", "b"], type: "string", default: "a"}}}}}};
+        const box = document.createElement('div');
+        const form = buildForm(box, fieldsFromOpenApi(openapi));
+        const before = form.values();
+        box.querySelector('#cfg-stage').value = '3';
+        box.querySelector('#cfg-mode').value = 'b';
+        return [before, form.values()]; }""")
+    assert values == [{}, {"stage": 3, "mode": "b"}]  # the default is not sent; 3 is a number
+
+
 def test_upload_validate_and_preview_a_dataset(page, lab_home, tmp_path):
     upload = tmp_path / "my data.csv"
     upload.write_text("text\nErste Zeile zum Lernen.\nZweite Zeile zum Lernen.\n", encoding="utf-8")

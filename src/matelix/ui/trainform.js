@@ -16,7 +16,8 @@ const GROUPS = [
   ["optim", ["lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed"]],
   ["lora", ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora_on_save"]],
   ["ngrams", ["use_ngrams", "ngrams.max_len", "ngrams.top_k", "ngrams.min_count", "ngrams.min_chars", "ngrams.max_samples"]],
-  ["hardware", ["device", "precision", "nproc", "gradient_checkpointing"]],
+  ["hardware", ["device", "precision", "nproc", "gradient_checkpointing", "distributed", "deepspeed_stage", "offload",
+    "nnodes", "node_rank", "master_addr", "master_port", "node_timeout_s"]],
   ["checkpoints", ["save_steps", "save_total_limit", "logging_steps", "resume_from"]],
   ["preview", ["preview_steps", "preview_prompt", "preview_max_new_tokens"]],
 ];
@@ -156,6 +157,8 @@ function rawValue(f, input) {
   const text = input.value.trim();
   if (text === "") return f.nullable ? null : undefined;
   if (f.type === "integer" || f.type === "number") return Number(text);
+  // A choice keeps its type: `Literal[2, 3]` sends the number 2, not the text "2".
+  if (f.type === "enum") return f.enum.find((v) => String(v) === input.value) ?? input.value;
   if (f.type === "array") return text.split(",").map((s) => s.trim()).filter(Boolean);
   return input.value;
 }
