@@ -40,10 +40,10 @@ def test_unknown_escaping_and_offline_hub_names_are_refused(lab, ref, error):
 def test_training_maps_refusals_to_404_and_400(lab):
     with pytest.raises(RunRejected) as missing:
         resolve_model("nope", lab)
-    assert missing.value.status == 404 and missing.value.code == "model_not_found"
+    assert missing.value.kind == "not_found" and missing.value.code == "model_not_found"
     with pytest.raises(RunRejected) as escaping:
         resolve_model("../../etc", lab)
-    assert escaping.value.status == 400 and escaping.value.code == "path_refused"
+    assert escaping.value.kind == "invalid" and escaping.value.code == "path_refused"
 
 
 def test_hub_ids_pass_when_online(make_settings):

@@ -16,7 +16,7 @@ from matelix.export.source import load_run_model
 from matelix.models.gguf_import import import_gguf
 from matelix.settings import Settings
 from matelix.training.config import TrainConfig
-from matelix.training.jobs import JobManager
+from matelix.training.jobs import RunManager
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_import_fine_tune_export_import_gives_the_same_greedy_answers(tmp_path, 
                "demo")
     import_gguf(gguf_in, home / "models" / "imported", log=lambda _: None)
 
-    jobs = JobManager(settings)
+    jobs = RunManager(settings)
     rundir = jobs.start(TrainConfig(model_dir="models/imported", csv_path="datasets/chat.csv", train_mode="full",
                                     max_steps=3, chunk_size=64, per_device_train_batch_size=2,
                                     gradient_accumulation_steps=1, preview_steps=100))

@@ -18,7 +18,7 @@ from matelix import demo
 from matelix.server.app import create_app
 from matelix.settings import Settings
 from matelix.training.config import TrainConfig
-from matelix.training.jobs import JobManager
+from matelix.training.jobs import RunManager
 from matelix.training.rundir import RunDir, is_complete_checkpoint, write_json_atomic
 
 FAULTS = Path(__file__).parent.parent / "faults"  # sitecustomize.py that injects faults into workers
@@ -39,7 +39,7 @@ def config(**overrides) -> TrainConfig:
                           "preview_steps": 0, "max_steps": 6, "save_steps": 2, **overrides})
 
 
-def final_status(jobs: JobManager, rundir: RunDir) -> dict:
+def final_status(jobs: RunManager, rundir: RunDir) -> dict:
     return wait_for(lambda: (s := jobs.settle(rundir)).get("state") not in ("queued", "starting", "running",
                                                                              "stopping") and s,
                     what=f"{rundir.run_id} to end")
@@ -65,7 +65,7 @@ def assert_files_intact(rundir: RunDir) -> None:
 def test_kill_9_during_a_checkpoint_save_resumes_from_the_last_complete_checkpoint(lab, monkeypatch, tmp_path):
     marker = tmp_path / "saving"
     inject(monkeypatch, "hang-in-trainer-state:4", marker)
-    jobs = JobManager(lab)
+    jobs = RunManager(lab)
     rundir = jobs.start(config())
     def saving() -> bool:
         assert jobs.settle(rundir).get("state") in ("queued", "starting", "running"), rundir.tail_log()
@@ -97,7 +97,7 @@ def test_kill_9_during_a_checkpoint_save_resumes_from_the_last_complete_checkpoi
 @pytest.mark.slow
 def test_a_full_disk_during_a_save_fails_the_run_with_a_clear_error_and_nothing_corrupt(lab, monkeypatch):
     inject(monkeypatch, "enospc-in-optimizer:4")
-    jobs = JobManager(lab)
+    jobs = RunManager(lab)
     rundir = jobs.start(config())
     status = final_status(jobs, rundir)
     assert status["state"] == "failed", rundir.tail_log()

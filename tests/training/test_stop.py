@@ -110,10 +110,10 @@ def test_train_config_is_read_once_per_change(make_settings, home, monkeypatch):
 
 
 def test_a_run_being_spawned_is_not_settled_but_one_never_spawned_is(make_settings, home):
-    from matelix.training.jobs import SPAWN_GRACE_S, JobManager
+    from matelix.training.jobs import SPAWN_GRACE_S, RunManager
 
     rundir = _run_folder(home, _dead_pid(), None)
-    jobs = JobManager(make_settings())
+    jobs = RunManager(make_settings())
     rundir.status_path.write_text(json.dumps({"run_id": RUN, "state": "queued"}))
     rundir.update_status(state="queued")  # what start/resume write just before the worker's pid is known
     assert jobs.settle(rundir)["state"] == "queued"
@@ -125,10 +125,10 @@ def test_a_run_being_spawned_is_not_settled_but_one_never_spawned_is(make_settin
 def test_a_server_whose_own_worker_ended_follows_the_worker_another_server_spawned(make_settings, live_worker):
     """Two servers on one home: the first spawned the run's worker, which died; the second resumed the run.
     The first must follow the new worker, not settle the run from its stale child handle."""
-    from matelix.training.jobs import JobManager
+    from matelix.training.jobs import RunManager
 
     rundir, proc = live_worker
-    jobs = JobManager(make_settings())
+    jobs = RunManager(make_settings())
     ended = subprocess.Popen(["true"])
     ended.wait()
     jobs._procs[RUN] = ended

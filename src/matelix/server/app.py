@@ -48,7 +48,7 @@ from matelix.server.routes import (
 )
 from matelix.server.supervisor import supervise_runs
 from matelix.settings import Settings
-from matelix.training.jobs import JobManager
+from matelix.training.jobs import RunManager
 
 log = logging.getLogger("matelix.server")
 UPLOAD_PATH = "/datasets/upload"
@@ -58,7 +58,7 @@ UPLOAD_PATH = "/datasets/upload"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start-up and shutdown of everything the app holds (training workers are separate processes and
     outlive the server; `server.shutdown` drains generations before this runs)."""
-    supervisor = asyncio.create_task(supervise_runs(app.state.jobs))  # settles dead and overdue runs
+    supervisor = asyncio.create_task(supervise_runs(app.state.runs))  # settles dead and overdue runs
     yield
     supervisor.cancel()
     await app.state.registry.close()
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry(settings)
     app.state.registry.admission.on_finished = app.state.metrics.record_generation
     # Scans training_outputs/: re-attaches to live workers, settles dead ones as interrupted.
-    app.state.jobs = JobManager(settings)
+    app.state.runs = RunManager(settings)
     app.state.exports = ExportJobs(settings)
     app.state.evaluations = EvaluationJobs(settings)
     gauges.register(app)

@@ -1,4 +1,4 @@
-"""Request dependencies shared by the routers, as type aliases (`SettingsDep`, `RegistryDep`, `JobsDep`,
+"""Request dependencies shared by the routers, as type aliases (`SettingsDep`, `RegistryDep`, `RunsDep`,
 `MetricsDep`, `ExportsDep`, `EvaluationsDep`). The objects behind them are built once, in `server.app.create_app`, and live on `app.state`;
 routers never build or look up shared objects themselves."""
 
@@ -13,7 +13,7 @@ from matelix.export.jobs import ExportJobs
 from matelix.inference.registry import ModelRegistry
 from matelix.server.metrics import Metrics
 from matelix.settings import Settings
-from matelix.training.jobs import JobManager
+from matelix.training.jobs import RunManager
 
 
 def get_settings(request: Request) -> Settings:
@@ -24,8 +24,8 @@ def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_jobs(request: Request) -> JobManager:
-    return request.app.state.jobs
+def get_runs(request: Request) -> RunManager:
+    return request.app.state.runs
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -42,7 +42,7 @@ def get_evaluations(request: Request) -> EvaluationJobs:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-JobsDep = Annotated[JobManager, Depends(get_jobs)]
+RunsDep = Annotated[RunManager, Depends(get_runs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ExportsDep = Annotated[ExportJobs, Depends(get_exports)]
 EvaluationsDep = Annotated[EvaluationJobs, Depends(get_evaluations)]

@@ -61,10 +61,13 @@ class ApiError(Exception):
         self.headers = headers
 
 
+# The HTTP status of each kind of refusal the training package raises (`training.preflight.RejectKind`).
+STATUS_BY_KIND = {"invalid": 400, "not_found": 404, "conflict": 409}
+
+
 def as_api_error(exc: Exception) -> ApiError:
-    """An error raised outside the server that carries its own `status`, `message`, `param` and `code`
-    (a refused training run)."""
-    return ApiError(exc.status, exc.message, param=exc.param, code=exc.code)
+    """A refused training request (`RunRejected`: `kind`, `message`, `param`, `code`) as the API answers it."""
+    return ApiError(STATUS_BY_KIND[exc.kind], exc.message, param=exc.param, code=exc.code)
 
 
 def log_client_error(request: Request, status: int, code: str | None, message: str) -> None:

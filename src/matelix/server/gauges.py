@@ -31,9 +31,9 @@ def inference_gauges(app) -> Iterator[Family]:
 
 def training_gauges(app) -> Iterator[Family]:
     """The current training run (the active one, else the most recent): state, step, loss, tokens/s."""
-    jobs = app.state.jobs
-    rundir = jobs.current()
-    view = jobs.status_view(rundir)
+    runs = app.state.runs
+    rundir = runs.current()
+    view = runs.status_view(rundir)
     run = view["run_id"] or ""
     yield ("matelix_training_running", "1 while a training worker is alive.", {(): float(bool(view["running"]))}, ())
     yield ("matelix_training_state", "1 for the current run's state, 0 for the others.",

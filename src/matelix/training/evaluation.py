@@ -181,7 +181,7 @@ def resolve_probe_file(probe_file: str, settings) -> Path:
         path = _confined(probe_file, [settings.datasets_dir, settings.home], base, "probe_file")
         if path.is_file():
             return _confined(probe_file, [settings.datasets_dir], base, "probe_file")
-    raise RunRejected(404, f"probe_file: {probe_file!r} not found under datasets/", param="probe_file",
+    raise RunRejected("not_found", f"probe_file: {probe_file!r} not found under datasets/", param="probe_file",
                       code="probe_file_not_found")
 
 
@@ -196,7 +196,7 @@ def check_probe_file(config, settings) -> None:
     try:
         read_probe_file(path, config.max_probes)
     except ProbeFileError as exc:
-        raise RunRejected(400, f"probe_file: {exc}", param="probe_file", code="probe_file_invalid") from exc
+        raise RunRejected("invalid", f"probe_file: {exc}", param="probe_file", code="probe_file_invalid") from exc
 
 
 def setup(config, settings, rundir: RunDir, eval_samples: list, tokenizer, render_mode: str, *,

@@ -18,7 +18,7 @@ from pathlib import Path
 from matelix.paths import relative_to_home
 from matelix.settings import Settings
 from matelix.training.config import ConfigFileError, TrainConfig, describe, load_config_file, overlay
-from matelix.training.jobs import JobManager
+from matelix.training.jobs import RunManager
 from matelix.training.preflight import RunRejected
 from matelix.training.presets import PresetError, load_preset
 
@@ -75,8 +75,8 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
     print("Config:", config.model_dump_json(exclude_defaults=True))
     try:
         settings.ensure_dirs()
-        jobs = JobManager(settings)
-        rundir = jobs.start(config)
+        runs = RunManager(settings)
+        rundir = runs.start(config)
     except RunRejected as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -85,7 +85,7 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
               file=sys.stderr)
         return 2
     print(f"Run {rundir.run_id} -> {relative_to_home(rundir.path, settings.home)}/ (Ctrl-C stops gracefully)")
-    reader = jobs.log_reader(rundir)
+    reader = runs.log_reader(rundir)
     since, interrupts = 0, 0
     view: dict = {}
     last_shown: tuple | None = None
@@ -95,8 +95,8 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
                 for line in reader.read(since, 1000):
                     bar.write(line["line"])
                     since = line["id"]
-                jobs.settle(rundir)  # this command is the run's supervisor: no server watches it
-                view = jobs.status_view(rundir)
+                runs.settle(rundir)  # this command is the run's supervisor: no server watches it
+                view = runs.status_view(rundir)
                 shown = (view.get("total_steps"), view.get("step"), _postfix(view))
                 if shown != last_shown:  # redraw only on change: the output may be a file, not a terminal
                     last_shown = shown
@@ -109,12 +109,12 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
             except KeyboardInterrupt:
                 interrupts += 1
                 if interrupts == 1:
-                    jobs.stop(rundir.run_id)
+                    runs.stop(rundir.run_id)
                     bar.write("Stopping: finishing the current step, then saving a checkpoint and the model "
                               "(Ctrl-C again to kill)")
                 else:
                     bar.write("Killing the worker")
-                    jobs.kill(rundir.run_id)
+                    runs.kill(rundir.run_id)
         for line in reader.read(since, 100_000):
             bar.write(line["line"])
     state = view.get("state")

@@ -69,7 +69,7 @@ def worker_env(settings: Settings, nproc: int) -> dict[str, str]:
     return env
 
 
-class JobManager:
+class RunManager:
     """The training runs under one home, as seen by one server (or one `matelix train`)."""
 
     def __init__(self, settings: Settings):
@@ -94,13 +94,13 @@ class JobManager:
 
     def rundir(self, run_id: str) -> RunDir:
         if "/" in run_id or "\\" in run_id:
-            raise RunRejected(400, f"run_id {run_id!r} must be a run folder name", param="run_id")
+            raise RunRejected("invalid", f"run_id {run_id!r} must be a run folder name", param="run_id")
         try:
             path = confine(run_id, [self.settings.outputs_dir], base=self.settings.outputs_dir)
         except PathRefused as exc:
-            raise RunRejected(400, f"run_id: {exc}", param="run_id", code="path_refused") from exc
+            raise RunRejected("invalid", f"run_id: {exc}", param="run_id", code="path_refused") from exc
         if path == self.settings.outputs_dir.resolve() or not (path / "train_config.json").is_file():
-            raise RunRejected(404, f"no training run {run_id!r}", param="run_id", code="run_not_found")
+            raise RunRejected("not_found", f"no training run {run_id!r}", param="run_id", code="run_not_found")
         return RunDir(path)
 
     def alive(self, rundir: RunDir, status: dict | None = None) -> bool:
@@ -215,7 +215,7 @@ class JobManager:
     def _ensure_idle(self) -> None:
         active = self.active()
         if active is not None:
-            raise RunRejected(409, f"run {active.run_id!r} is active; stop it first (POST /stop)",
+            raise RunRejected("conflict", f"run {active.run_id!r} is active; stop it first (POST /stop)",
                               code="run_active")
 
     def _spawn(self, rundir: RunDir, config: TrainConfig, resume: Path | None) -> subprocess.Popen:
@@ -272,7 +272,7 @@ class JobManager:
         """Ask the active run to stop gracefully; `settle` kills it after settings.stop_timeout_s."""
         rundir = self.rundir(run_id) if run_id else self.active()
         if rundir is None or not self.alive(rundir):
-            raise RunRejected(409, "no training run is active", code="no_active_run")
+            raise RunRejected("conflict", "no training run is active", code="no_active_run")
         # A repeated stop does not restart the grace period; the supervisor kills the worker once it is over
         # (no timer thread per stop).
         if not rundir.stop_requested():
@@ -293,7 +293,7 @@ class JobManager:
             rundir = self.rundir(run_id)
             status = self.settle(rundir)
             if self.alive(rundir, status):
-                raise RunRejected(409, f"run {run_id!r} is running; stop it before deleting", code="run_active")
+                raise RunRejected("conflict", f"run {run_id!r} is running; stop it before deleting", code="run_active")
             shutil.rmtree(rundir.path)
             self._logs.pop(run_id, None)
             self._procs.pop(run_id, None)

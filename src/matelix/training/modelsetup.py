@@ -16,8 +16,6 @@ from matelix.training.config import TrainConfig
 from matelix.training.embeddings import resize_with_mean_init
 from matelix.training.rundir import FINAL_SAVE_TMP
 
-# The files that make a folder count as a model (RunDir.has_model, catalog.is_model_dir): moved in last.
-
 
 class SetupError(ValueError):
     """A configuration that cannot run on this machine (the message says why)."""
@@ -177,7 +175,8 @@ def save_final_model(model, tokenizer, out_dir: Path, config: TrainConfig, base_
 
 
 def publish_model(src: Path, out_dir: Path) -> None:
-    """Move a saved model from `src` into `out_dir` and remove `src`. The marker files go first out and last
+    """Move a saved model from `src` into `out_dir` and remove `src`. The marker files (`MODEL_MARKERS`: what
+    makes a folder count as a model for `RunDir.has_model` and `catalog.is_model_dir`) go first out and last
     in, so until the move has finished `out_dir` never looks like a model (not even an earlier save's)."""
     for name in MODEL_MARKERS:
         (out_dir / name).unlink(missing_ok=True)

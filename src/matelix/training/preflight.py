@@ -9,6 +9,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from matelix.catalog import ModelNotFound, ModelRefused, resolve_model_ref
 from matelix.paths import PathRefused, confine, relative_to_home
@@ -18,13 +19,18 @@ from matelix.texts import tr
 from matelix.training.config import TrainConfig
 from matelix.training.rundir import RESUMABLE_STATES, RunDir, is_complete_checkpoint
 
+# Why a request about runs is refused; the server answers 400, 404 or 409 (`server.errors.STATUS_BY_KIND`).
+RejectKind = Literal["invalid", "not_found", "conflict"]
+
 
 class RunRejected(ValueError):
-    """A run that cannot start; `status` is the HTTP status to answer with, `param` the offending field."""
+    """A run request that cannot be done. `kind`: "invalid" (the request is wrong), "not_found" (it names
+    something that is not there) or "conflict" (the runs' state does not allow it now); `param` is the
+    offending field, `code` a stable name for the reason."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(self, kind: RejectKind, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.kind = kind
         self.message = message
         self.param = param
         self.code = code
@@ -44,7 +50,7 @@ def _confined(value: str, roots: list[Path], base: Path, param: str) -> Path:
     try:
         return confine(value, roots, base=base)
     except PathRefused as exc:
-        raise RunRejected(400, f"{param}: {exc}", param=param, code="path_refused") from exc
+        raise RunRejected("invalid", f"{param}: {exc}", param=param, code="path_refused") from exc
 
 
 def resolve_model(model_dir: str, settings: Settings) -> tuple[str, str]:
@@ -55,9 +61,9 @@ def resolve_model(model_dir: str, settings: Settings) -> tuple[str, str]:
     try:
         found = resolve_model_ref(model_dir, settings)
     except PathRefused as exc:
-        raise RunRejected(400, f"model_dir: {exc}", param="model_dir", code="path_refused") from exc
+        raise RunRejected("invalid", f"model_dir: {exc}", param="model_dir", code="path_refused") from exc
     except (ModelNotFound, ModelRefused) as exc:
-        raise RunRejected(404, f"model_dir: {exc}", param="model_dir", code="model_not_found") from exc
+        raise RunRejected("not_found", f"model_dir: {exc}", param="model_dir", code="model_not_found") from exc
     if isinstance(found, str):
         return found, found.rsplit("/", 1)[-1]
     return str(found), found.name
@@ -69,7 +75,7 @@ def resolve_dataset(csv_path: str, settings: Settings) -> Path:
         if path.is_file():
             return _confined(csv_path, [settings.datasets_dir], base, "csv_path")
     _confined(csv_path, [settings.datasets_dir, settings.home], settings.datasets_dir, "csv_path")
-    raise RunRejected(404, tr("csv_path: dataset {name!r} not found under datasets/", name=csv_path), param="csv_path",
+    raise RunRejected("not_found", tr("csv_path: dataset {name!r} not found under datasets/", name=csv_path), param="csv_path",
                       code="dataset_not_found")
 
 
@@ -83,10 +89,10 @@ def resolve_resume(resume_from: str, settings: Settings) -> Path:
                 return path
             ckpt = RunDir(path).last_complete_checkpoint()
             if ckpt is None:
-                raise RunRejected(409, tr("resume_from: {run!r} has no complete checkpoint", run=resume_from),
+                raise RunRejected("conflict", tr("resume_from: {run!r} has no complete checkpoint", run=resume_from),
                                   param="resume_from", code="no_checkpoint")
             return ckpt
-    raise RunRejected(404, tr("resume_from: {run!r} is not a run or checkpoint under training_outputs/",
+    raise RunRejected("not_found", tr("resume_from: {run!r} is not a run or checkpoint under training_outputs/",
                               run=resume_from), param="resume_from", code="run_not_found")
 
 
@@ -98,16 +104,16 @@ def check_loadable(config: TrainConfig, resolved: ResolvedRun, settings: Setting
     try:
         resolve_placement(config)
     except SetupError as exc:
-        raise RunRejected(400, str(exc), param="device", code="unsupported_device") from exc
+        raise RunRejected("invalid", str(exc), param="device", code="unsupported_device") from exc
     if not settings.trust_remote_code and Path(resolved.model_source).is_dir() \
             and needs_remote_code(Path(resolved.model_source)):
-        raise RunRejected(400, f"model_dir: {remote_code_message(config.model_dir)}", param="model_dir",
+        raise RunRejected("invalid", f"model_dir: {remote_code_message(config.model_dir)}", param="model_dir",
                           code="remote_code_refused")
     tokenizer_source = resolved.resume_checkpoint or resolved.model_source
     try:
         load_tokenizer(tokenizer_source, trust_remote_code=settings.trust_remote_code)
     except Exception as exc:  # transformers raises many types for an unloadable folder or id
-        raise RunRejected(400, tr("model_dir: cannot load a tokenizer from {model!r}: {reason}", model=config.model_dir,
+        raise RunRejected("invalid", tr("model_dir: cannot load a tokenizer from {model!r}: {reason}", model=config.model_dir,
                                   reason=f"{type(exc).__name__}: {str(exc)[:300]}"), param="model_dir",
                           code="model_unloadable") from exc
     with bounded_read():  # one dataset read at a time in the server; its memory is returned afterwards
@@ -121,14 +127,14 @@ def _check_dataset(config: TrainConfig, dataset_path: Path) -> None:
     try:
         loaded = load_dataset(dataset_path, config.template_mode, config.column_name)
     except DatasetError as exc:
-        raise RunRejected(400, f"csv_path: {exc}", param="csv_path", code="dataset_invalid") from exc
+        raise RunRejected("invalid", f"csv_path: {exc}", param="csv_path", code="dataset_invalid") from exc
     if not loaded.samples:
         detail = "; ".join(tr("row {row}: {message}", row=p.row, message=p.message) for p in loaded.problems[:5])
         message = tr("csv_path: the dataset yields no training samples")
-        raise RunRejected(400, f"{message} ({detail})" if detail else message, param="csv_path",
+        raise RunRejected("invalid", f"{message} ({detail})" if detail else message, param="csv_path",
                           code="dataset_empty")
     if config.eval_split > 0 and len({s.group for s in loaded.samples}) < 2:
-        raise RunRejected(400, tr("eval_split: the dataset has a single thread; nothing can be held out"),
+        raise RunRejected("invalid", tr("eval_split: the dataset has a single thread; nothing can be held out"),
                           param="eval_split", code="dataset_too_small")
 
 
@@ -157,7 +163,7 @@ def new_run_dir(model_name: str, settings: Settings) -> RunDir:
             return RunDir(path)
         except FileExistsError:
             continue
-    raise RunRejected(409, tr("too many runs started in the same second"), code="run_name_taken")
+    raise RunRejected("conflict", tr("too many runs started in the same second"), code="run_name_taken")
 
 
 def describe_resolved(resolved: ResolvedRun, settings: Settings) -> dict:
@@ -173,11 +179,11 @@ def resumable(rundir: RunDir) -> Path:
     """The checkpoint a stopped/failed/interrupted run continues from, or RunRejected."""
     state = rundir.read_status().get("state")
     if state not in RESUMABLE_STATES:
-        raise RunRejected(409, tr("run {run!r} is {state}; only {states} runs can be resumed", run=rundir.run_id,
+        raise RunRejected("conflict", tr("run {run!r} is {state}; only {states} runs can be resumed", run=rundir.run_id,
                                   state=state or "unknown", states=", ".join(sorted(RESUMABLE_STATES))),
                           code="not_resumable")
     ckpt = rundir.last_complete_checkpoint()
     if ckpt is None:
-        raise RunRejected(409, tr("run {run!r} has no complete checkpoint to resume from", run=rundir.run_id),
+        raise RunRejected("conflict", tr("run {run!r} has no complete checkpoint to resume from", run=rundir.run_id),
                           code="no_checkpoint")
     return ckpt

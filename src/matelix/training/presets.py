@@ -13,6 +13,7 @@ from pathlib import Path
 
 from matelix.paths import too_long
 from matelix.training.config import TrainConfig, canonical_names, describe
+from matelix.training.preflight import RejectKind
 from matelix.training.rundir import write_json_atomic
 
 PRESETS_FOLDER = "presets"
@@ -22,11 +23,12 @@ _PLACEHOLDERS = {"model_dir": "models/placeholder", "csv_path": "placeholder.csv
 
 
 class PresetError(ValueError):
-    """A preset name or body a user got wrong (status 400), or a preset that does not exist (404)."""
+    """A preset name or body a user got wrong (kind "invalid"), or a preset that does not exist ("not_found");
+    the kinds of `preflight.RunRejected`."""
 
-    def __init__(self, status: int, message: str, param: str):
+    def __init__(self, kind: RejectKind, message: str, param: str):
         super().__init__(message)
-        self.status, self.message, self.param = status, message, param
+        self.kind, self.message, self.param = kind, message, param
 
 
 def presets_dir(home: Path) -> Path:
@@ -36,7 +38,7 @@ def presets_dir(home: Path) -> Path:
 def check_name(name: str) -> str:
     name = (name or "").strip()
     if not NAME_PATTERN.match(name) or too_long(f"{name}.json"):
-        raise PresetError(400, f"name: {name!r} is not a preset name (1 to 64 letters, digits, spaces or "
+        raise PresetError("invalid", f"name: {name!r} is not a preset name (1 to 64 letters, digits, spaces or "
                                "._-+(), starting with a letter or digit)", "name")
     return name
 
@@ -44,13 +46,13 @@ def check_name(name: str) -> str:
 def check_values(values: object) -> dict:
     """The preset's values as TrainConfig reads them (unknown fields and bad values raise PresetError)."""
     if not isinstance(values, dict):
-        raise PresetError(400, "config: expected an object of TrainConfig fields", "config")
+        raise PresetError("invalid", "config: expected an object of TrainConfig fields", "config")
     try:
         # resume_from names one run's checkpoint: settings to reuse never carry it.
         values = {key: value for key, value in canonical_names(values).items() if key != "resume_from"}
         config = TrainConfig.model_validate({**_PLACEHOLDERS, **values})
     except ValueError as exc:  # pydantic's ValidationError is one
-        raise PresetError(400, f"config: {describe(exc)}", "config") from exc
+        raise PresetError("invalid", f"config: {describe(exc)}", "config") from exc
     dumped = config.model_dump(mode="json")
     return {key: dumped[key] for key in values}
 
@@ -81,9 +83,9 @@ def load_preset(home: Path, name: str) -> dict:
     try:
         return _read(path)
     except FileNotFoundError:
-        raise PresetError(404, f"name: no preset {name!r}", "name") from None
+        raise PresetError("not_found", f"name: no preset {name!r}", "name") from None
     except (OSError, ValueError) as exc:
-        raise PresetError(400, f"name: preset {name!r} cannot be read: {exc}", "name") from exc
+        raise PresetError("invalid", f"name: preset {name!r} cannot be read: {exc}", "name") from exc
 
 
 def save_preset(home: Path, name: str, values: object) -> dict:
@@ -100,4 +102,4 @@ def delete_preset(home: Path, name: str) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
-        raise PresetError(404, f"name: no preset {name!r}", "name") from None
+        raise PresetError("not_found", f"name: no preset {name!r}", "name") from None

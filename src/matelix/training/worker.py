@@ -78,6 +78,8 @@ def training_arguments(config, placement, output_dir: Path, *, evaluate: bool):
         per_device_eval_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs, max_steps=config.max_steps or -1,
+        # transformers 5 takes the warm-up as `warmup_steps` only (`warmup_ratio` is gone): a value below 1 is
+        # that fraction of the training steps, so the ratio goes in as it is.
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm, seed=config.seed, logging_steps=config.logging_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,

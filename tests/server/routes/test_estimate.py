@@ -1,7 +1,7 @@
 """`POST /estimate` answers a bad model or dataset with the same 4xx as /start, and refuses while a run
 trains (the measurement would be wrong and slow the run down)."""
 
-from matelix.training.jobs import JobManager
+from matelix.training.jobs import RunManager
 from matelix.training.rundir import RunDir
 
 
@@ -19,7 +19,7 @@ def test_no_estimate_while_a_run_trains(client, home, tiny_model_dir, monkeypatc
 
     shutil.copytree(tiny_model_dir, home / "models" / "tiny-demo")
     shutil.copyfile(demo_data_path("demo_chat.csv"), home / "datasets" / "demo_chat.csv")
-    monkeypatch.setattr(JobManager, "active", lambda self: RunDir(home / "training_outputs" / "busy_run"))
+    monkeypatch.setattr(RunManager, "active", lambda self: RunDir(home / "training_outputs" / "busy_run"))
     r = client.post("/estimate", json={"model_dir": "models/tiny-demo", "csv_path": "demo_chat.csv"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "run_active"
     assert "busy_run" in r.json()["error"]["message"]

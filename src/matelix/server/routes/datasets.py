@@ -27,7 +27,7 @@ from matelix.data.readers import read_text, too_deep, too_deep_line
 from matelix.data.validate import load_prepared_tokenizer, preview_samples, validate_dataset
 from matelix.paths import PathRefused, confine, too_long
 from matelix.server.deps import SettingsDep
-from matelix.server.errors import ApiError
+from matelix.server.errors import STATUS_BY_KIND, ApiError
 from matelix.settings import Settings
 from matelix.texts import tr
 
@@ -87,7 +87,8 @@ def load_tokenizer_for(model: str, settings: Settings, template_mode: str):
     try:
         source, _ = resolve_model(model, settings)
     except RunRejected as exc:
-        raise ApiError(exc.status, exc.message.replace("model_dir", "model"), param="model", code=exc.code) from exc
+        raise ApiError(STATUS_BY_KIND[exc.kind], exc.message.replace("model_dir", "model"), param="model",
+                       code=exc.code) from exc
     if not Path(source).is_dir():
         raise ApiError(400, tr("model: {model!r} is not a local model folder", model=model), param="model",
                        code="model_not_found")

@@ -14,7 +14,7 @@ import sys
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from matelix.server.deps import JobsDep
+from matelix.server.deps import RunsDep
 from matelix.server.errors import ApiError, as_api_error
 from matelix.texts import tr
 from matelix.training.config import TrainConfig
@@ -27,15 +27,15 @@ ESTIMATE_TIMEOUT_S = 900
 
 
 @router.post("/estimate")
-async def estimate(config: TrainConfig, jobs: JobsDep) -> dict:
+async def estimate(config: TrainConfig, runs: RunsDep) -> dict:
     """Rows, tokens and optimizer steps of the run, measured seconds per step, and the expected duration
     (`seconds`), with cheaper settings suggested when it is long (`long`, `suggestions`)."""
-    settings = jobs.settings
+    settings = runs.settings
     try:
         await run_in_threadpool(resolve_run, config, settings)  # a bad model or dataset: the same 4xx as /start
     except RunRejected as exc:
         raise as_api_error(exc) from exc
-    active = await run_in_threadpool(jobs.active)
+    active = await run_in_threadpool(runs.active)
     if active is not None:
         raise ApiError(409, tr("run {run!r} is training; estimate when it has ended", run=active.run_id),
                        code="run_active")

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from matelix.server.deps import SettingsDep
-from matelix.server.errors import ApiError
+from matelix.server.errors import STATUS_BY_KIND, ApiError
 from matelix.training import presets as store
 
 router = APIRouter(tags=["presets"])
@@ -25,8 +25,8 @@ class Preset(BaseModel):
 
 
 def _api_error(exc: store.PresetError) -> ApiError:
-    return ApiError(exc.status, exc.message, param=exc.param,
-                    code="preset_not_found" if exc.status == 404 else "invalid_preset")
+    return ApiError(STATUS_BY_KIND[exc.kind], exc.message, param=exc.param,
+                    code="preset_not_found" if exc.kind == "not_found" else "invalid_preset")
 
 
 @router.get("/presets")

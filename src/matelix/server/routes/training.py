@@ -1,6 +1,6 @@
 """The active training run: start, stop, status, logs (REST and WebSocket) and the live preview.
 
-Every route reads the run folder on disk (through `training.jobs.JobManager`); `run_id` picks a run,
+Every route reads the run folder on disk (through `training.jobs.RunManager`); `run_id` picks a run,
 the default is the active run, else the most recently started one.
 """
 
@@ -13,10 +13,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
-from matelix.server.deps import JobsDep
+from matelix.server.deps import RunsDep
 from matelix.server.errors import ApiError, ErrorResponse, as_api_error
 from matelix.training.config import TrainConfig
-from matelix.training.jobs import JobManager
+from matelix.training.jobs import RunManager
 from matelix.training.preflight import RunRejected
 from matelix.training.rundir import MetricsReader, RunDir
 
@@ -26,59 +26,59 @@ MAX_LOG_LINES = 10_000
 WS_POLL_S = 0.25
 
 
-def pick_run(jobs: JobManager, run_id: str | None) -> RunDir | None:
+def pick_run(runs: RunManager, run_id: str | None) -> RunDir | None:
     try:
-        return jobs.current(run_id)
+        return runs.current(run_id)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
 
 
 @router.post("/start", status_code=201, responses={507: {"model": ErrorResponse,
                                                          "description": "The run folder cannot be written"}})
-def start(config: TrainConfig, jobs: JobsDep) -> dict:
+def start(config: TrainConfig, runs: RunsDep) -> dict:
     """Validate the config, create a run folder and start its worker (409 while a run is active)."""
     try:
-        rundir = jobs.start(config)
+        rundir = runs.start(config)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
     except OSError as exc:  # e.g. a full disk; start() has removed the half-made run folder
         raise ApiError(507, f"cannot write the run folder: {exc.strerror or exc}", code="storage_error") from exc
-    view = jobs.status_view(rundir)
+    view = runs.status_view(rundir)
     return {"run_id": rundir.run_id, "save_dir": view["save_dir"], "status": view["state"]}
 
 
 @router.post("/stop")
-def stop(jobs: JobsDep, run_id: str | None = None) -> dict:
+def stop(runs: RunsDep, run_id: str | None = None) -> dict:
     """Ask the active run to stop after its current optimizer step (killed after the stop timeout)."""
     try:
-        rundir = jobs.stop(run_id)
+        rundir = runs.stop(run_id)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
-    return jobs.status_view(rundir)
+    return runs.status_view(rundir)
 
 
 @router.get("/status")
-def status(jobs: JobsDep, run_id: str | None = None) -> dict:
+def status(runs: RunsDep, run_id: str | None = None) -> dict:
     """State, progress, loss, throughput and ETA of the active (or latest) run."""
-    return jobs.status_view(pick_run(jobs, run_id))
+    return runs.status_view(pick_run(runs, run_id))
 
 
 @router.get("/logs")
-def logs(jobs: JobsDep, since: Annotated[int, Query(ge=0)] = 0,
+def logs(runs: RunsDep, since: Annotated[int, Query(ge=0)] = 0,
          limit: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 1000, run_id: str | None = None) -> dict:
     """Log lines with id > since (ids grow by one per line, so a client continues without duplicates)."""
-    rundir = pick_run(jobs, run_id)
+    rundir = pick_run(runs, run_id)
     if rundir is None:
         return {"run_id": None, "lines": [], "last_id": 0}
-    reader = jobs.log_reader(rundir)
+    reader = runs.log_reader(rundir)
     lines = reader.read(since, limit)
     return {"run_id": rundir.run_id, "lines": lines, "last_id": lines[-1]["id"] if lines else since}
 
 
 @router.get("/livepreview")
-def livepreview(jobs: JobsDep, run_id: str | None = None) -> dict:
+def livepreview(runs: RunsDep, run_id: str | None = None) -> dict:
     """The batch being trained (trained spans marked) and the latest sample generated from a fixed prompt."""
-    rundir = pick_run(jobs, run_id)
+    rundir = pick_run(runs, run_id)
     if rundir is None:
         return {"run_id": None, "batch": None, "sample": None, "updated_at": None}
     preview = rundir.read_preview()
@@ -89,8 +89,8 @@ def livepreview(jobs: JobsDep, run_id: str | None = None) -> dict:
 class _Follower:
     """What one WebSocket client has been sent so far (log id, metric count, last status)."""
 
-    def __init__(self, jobs: JobManager, run_id: str | None, since: int, metrics_since: int):
-        self.jobs = jobs
+    def __init__(self, runs: RunManager, run_id: str | None, since: int, metrics_since: int):
+        self.jobs = runs
         self.fixed_run = run_id
         self.rundir: RunDir | None = None
         self.metrics: MetricsReader | None = None
@@ -134,9 +134,9 @@ class _Follower:
 @router.websocket("/ws/logs")
 async def ws_logs(websocket: WebSocket, since: int = 0, metrics_since: int = 0, run_id: str | None = None):
     """Push `{"type": "log"|"status"|"metric", ...}` events; log ids continue after `since`."""
-    jobs = websocket.app.state.jobs
+    runs = websocket.app.state.runs
     await websocket.accept()
-    follower = _Follower(jobs, run_id, max(0, since), max(0, metrics_since))
+    follower = _Follower(runs, run_id, max(0, since), max(0, metrics_since))
     # The client sends nothing, but only a pending receive() learns that it has gone; without one an idle
     # run's follower would poll for ever after the client left.
     recv = asyncio.create_task(websocket.receive())

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from matelix.paths import relative_to_home
-from matelix.server.deps import JobsDep
+from matelix.server.deps import RunsDep
 from matelix.server.errors import ApiError, as_api_error
 from matelix.texts import tr
 from matelix.training.config import TrainConfig, describe
@@ -16,33 +16,33 @@ router = APIRouter(tags=["training"])
 
 
 @router.get("/trainings")
-def trainings(jobs: JobsDep) -> list[dict]:
+def trainings(runs: RunsDep) -> list[dict]:
     """Every run under `training_outputs/`, newest first: state, model, dataset, final loss, duration."""
-    rows = [jobs.summary(rundir) for rundir in jobs.runs()]
+    rows = [runs.summary(rundir) for rundir in runs.runs()]
     return sorted(rows, key=lambda r: (r.get("created_at") or 0, r["run_id"]), reverse=True)
 
 
 @router.get("/trainings/{run_id}")
-def training(run_id: str, jobs: JobsDep) -> dict:
+def training(run_id: str, runs: RunsDep) -> dict:
     """One run: its summary plus config, status, metrics and checkpoints."""
     try:
-        rundir = jobs.rundir(run_id)
+        rundir = runs.rundir(run_id)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
-    home = jobs.settings.home
-    return {**jobs.summary(rundir), "status": jobs.status_view(rundir), "metrics": rundir.read_metrics(),
+    home = runs.settings.home
+    return {**runs.summary(rundir), "status": runs.status_view(rundir), "metrics": rundir.read_metrics(),
             "checkpoints": [{"name": c.name, "path": relative_to_home(c, home)} for c in rundir.checkpoints()]}
 
 
 @router.get("/trainings/{run_id}/evaluation")
-def evaluation(run_id: str, jobs: JobsDep) -> dict:
+def evaluation(run_id: str, runs: RunsDep) -> dict:
     """The run's evaluation report: held-out loss and probe answers of the base model, every checkpoint and
     the final model, their scores and flips; `pending: true` until the base evaluation has ended (404
     `no_evaluation` for a run without eval split or probe file)."""
     from matelix.training.evaluation import read_report
 
     try:
-        rundir = jobs.rundir(run_id)
+        rundir = runs.rundir(run_id)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
     report = read_report(rundir)
@@ -67,10 +67,10 @@ class RunLabels(BaseModel):
 
 
 @router.patch("/trainings/{run_id}")
-def relabel(run_id: str, body: RunLabels, jobs: JobsDep) -> dict:
+def relabel(run_id: str, body: RunLabels, runs: RunsDep) -> dict:
     """Change a run's name or notes (also while it runs); only the fields sent change."""
     try:
-        rundir = jobs.rundir(run_id)
+        rundir = runs.rundir(run_id)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
     changes = {key: (value or "").strip() or None for key, value in body.model_dump(exclude_unset=True).items()}
@@ -79,26 +79,26 @@ def relabel(run_id: str, body: RunLabels, jobs: JobsDep) -> dict:
     except ValidationError as exc:
         raise ApiError(400, describe(exc), param=next(iter(changes), None), code="invalid_value") from exc
     rundir.write_config(config)
-    return jobs.summary(rundir)
+    return runs.summary(rundir)
 
 
 @router.post("/trainings/{run_id}/resume")
-def resume(run_id: str, jobs: JobsDep) -> dict:
+def resume(run_id: str, runs: RunsDep) -> dict:
     """Continue a stopped, failed or interrupted run from its last complete checkpoint (same folder)."""
     try:
-        rundir, ckpt = jobs.resume(run_id)
+        rundir, ckpt = runs.resume(run_id)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
-    view = jobs.status_view(rundir)
+    view = runs.status_view(rundir)
     return {"run_id": rundir.run_id, "save_dir": view["save_dir"], "status": view["state"],
             "resumed_from": ckpt.name}
 
 
 @router.delete("/trainings/{run_id}")
-def delete(run_id: str, jobs: JobsDep) -> dict:
+def delete(run_id: str, runs: RunsDep) -> dict:
     """Remove a finished run folder (409 while its worker runs)."""
     try:
-        jobs.delete(run_id)
+        runs.delete(run_id)
     except RunRejected as exc:
         raise as_api_error(exc) from exc
     return {"run_id": run_id, "deleted": True}
