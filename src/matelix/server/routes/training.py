@@ -90,7 +90,7 @@ class _Follower:
     """What one WebSocket client has been sent so far (log id, metric count, last status)."""
 
     def __init__(self, runs: RunManager, run_id: str | None, since: int, metrics_since: int):
-        self.jobs = runs
+        self.runs = runs
         self.fixed_run = run_id
         self.rundir: RunDir | None = None
         self.metrics: MetricsReader | None = None
@@ -101,9 +101,9 @@ class _Follower:
     def _pick(self) -> RunDir | None:
         # While the followed run's worker lives it is the current run (a second run cannot start meanwhile),
         # so the scan of every run's status.json is needed only once it has ended.
-        if not self.fixed_run and self.rundir is not None and self.jobs.alive(self.rundir):
+        if not self.fixed_run and self.rundir is not None and self.runs.alive(self.rundir):
             return self.rundir
-        return self.jobs.current(self.fixed_run)
+        return self.runs.current(self.fixed_run)
 
     def poll(self) -> list[dict]:
         rundir = self._pick()
@@ -115,12 +115,12 @@ class _Follower:
                 self.since, self.metrics_sent = 0, 0
             self.rundir = rundir
             self.metrics = MetricsReader(rundir.metrics_path)
-        status = self.jobs.status_view(rundir)
+        status = self.runs.status_view(rundir)
         encoded = json.dumps(status, sort_keys=True, default=str)
         if encoded != self.last_status:
             self.last_status = encoded
             events.append({"type": "status", **status})
-        for line in self.jobs.log_reader(rundir).read(self.since, 500):
+        for line in self.runs.log_reader(rundir).read(self.since, 500):
             events.append({"type": "log", "run_id": rundir.run_id, **line})
             self.since = line["id"]
         first, records = self.metrics.read_new()
