@@ -12,6 +12,10 @@ def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "matelix", "--help"], capture_output=True, text=True, check=True)
     for cmd in ("serve", "demo-model", "demo-assets", "import-gguf"):
         assert cmd in out.stdout
+    train = subprocess.run([sys.executable, "-m", "matelix", "train", "--help"], capture_output=True, text=True,
+                           check=True).stdout
+    for option in ("--learning-rate", "--ngrams.top-k", "--no-packing", "--model-dir", "--preset"):
+        assert option in train
 
 
 def test_serve_refuses_public_host_without_key(monkeypatch, capsys, tmp_path):

@@ -82,3 +82,15 @@ def test_405_names_every_allowed_method_of_the_path():
     r = TestClient(app).put("/things/a")
     assert r.status_code == 405
     assert r.headers["allow"] == "DELETE, GET"
+
+
+def test_every_kind_of_refused_run_has_its_http_status():
+    from typing import get_args
+
+    from matelix.server.errors import STATUS_BY_KIND, as_api_error
+    from matelix.training.preflight import RejectKind, RunRejected
+
+    assert set(STATUS_BY_KIND) == set(get_args(RejectKind))
+    error = as_api_error(RunRejected("conflict", "run 'x' is running", param="run_id", code="run_active"))
+    assert (error.status, error.type, error.param, error.code) == (409, "invalid_request_error", "run_id",
+                                                                    "run_active")

@@ -69,3 +69,15 @@ def test_log_socket_sends_only_metrics_after_metrics_since_and_then_new_ones(cli
             fh.write('{"step": 4, "lo')
         rundir.append_metric({"step": 5, "loss": 0.2})  # starts on its own line; the torn one is skipped
         assert ws.receive_json()["step"] == 5
+
+
+def test_start_accepts_the_old_flat_ngram_names_and_names_the_nested_option_it_refuses(client, settings):
+    body = {"model_dir": "models/none", "csv_path": "none.csv", "use_ngrams": True}
+    too_short = client.post("/start", json={**body, "ngram_max": 1})
+    assert too_short.status_code == 422 and too_short.json()["error"]["param"] == "ngrams.max_len"
+    clash = client.post("/start", json={**body, "ngram_top_k": 5, "ngrams": {"top_k": 6}})
+    assert clash.status_code == 422 and "ngram_top_k disagree" in clash.json()["error"]["message"]
+    # A valid old-style body gets past validation to the checks of the run itself (no such model here).
+    missing = client.post("/start", json={**body, "ngram_top_k": 5})
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "model_dir"
+    assert list(settings.outputs_dir.iterdir()) == []
