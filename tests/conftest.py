@@ -43,22 +43,29 @@ def real_model_dir() -> Path:
     return ensure_real_model(REPO_MODELS) or target
 
 
-@pytest.fixture(scope="session")
-def tiny_adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
-    """A LoRA adapter over the demo model (random non-zero weights, so it changes the output), saved with
-    the tokenizer as a training run would; its base is named `models/tiny-demo` (relative to home)."""
+def save_tiny_adapter(out: Path, base_dir: Path, seed: int | None = None) -> Path:
+    """A LoRA adapter over the demo model (random non-zero weights, seeded when `seed` is given, so it changes
+    the output), saved with the tokenizer as a training run would; its base is named `models/tiny-demo`."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = tmp_path_factory.mktemp("adapters") / "tiny-lora"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
                       task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)
     peft_model.peft_config["default"].base_model_name_or_path = "models/tiny-demo"
     peft_model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """`save_tiny_adapter` once per test session."""
+    return save_tiny_adapter(tmp_path_factory.mktemp("adapters") / "tiny-lora", tiny_model_dir)
 
 
 @pytest.fixture

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(512, ge=1, description="Largest dataset upload in MiB.")
     max_request_mb: int = Field(16, ge=1, description="Largest request body in MiB (uploads excepted).")
     max_loaded_models: int = Field(1, ge=1, description="Models kept resident for inference (LRU eviction).")
+    max_loaded_adapters: int = Field(
+        8, ge=1, le=256, description="LoRA adapters kept attached to a resident base model, served in one batch "
+                                     "with it (the least recently used idle one is removed first).")
     stop_timeout_s: float = Field(120.0, gt=0, description="Grace period for a stopping training worker.")
     max_concurrent_generations: int = Field(
         64, ge=1, le=1024, description="Generations decoded at once per model (the engine's batch size).")
@@ -55,6 +58,16 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM/Ctrl-C, running generations may finish this long; then their streams "
                                 "end with an error event.")
+    inference_backend: Literal["lab", "vllm"] = Field(
+        "lab", description="lab = the lab's own engine; vllm = /v1/* and /chat* are forwarded to vLLM's "
+                           "OpenAI-compatible server (started for the model, or MATELIX_VLLM_URL).")
+    vllm_url: str | None = Field(None, pattern=r"^https?://\S+$", description="With the vllm backend: an "
+                                 "OpenAI-compatible server already running to forward to, instead of starting "
+                                 "vLLM (it must serve the models under the lab's ids).")
+    vllm_executable: str = Field("vllm", description="The vLLM command the lab starts (`vllm serve ...`).")
+    vllm_args: str = Field("", description="More `vllm serve` options, e.g. `--tensor-parallel-size 2`.")
+    vllm_start_timeout_s: float = Field(900.0, gt=0, description="How long vLLM may take to load a model and "
+                                        "answer /health.")
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -62,6 +75,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("vllm_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -12,6 +12,14 @@ API (token ids in, events out; no HTTP, no chat templates):
     handles = engine.submit_many(prompt_ids, params, n=2)    # n choices, seeds seed, seed+1, ...
     engine.close(drain_s=30)            # refuse new requests, let running ones finish (up to 30 s), end
                                         # the rest with finish_reason "error"
+    handle = engine.submit(ids, params, route=Route("lora1", text_stream, stop_ids, vocab_limit))
+                                        # a row of the same batch through adapter "lora1"
+    future = engine.between_steps(fn)   # fn() on the worker thread, between two forward passes
+
+Adapters (see `inference/adapters.py`): once `engine.lora` holds LoRA slots, every forward pass first tells them
+each row's adapter (None for rows of the base model), so requests for different adapters share one batch. A
+`Route` also carries the adapter's own detokenizer, stop tokens and vocabulary size (logits beyond it are masked,
+for rows whose tokenizer is smaller than the model's embedding matrix).
 
 `submit` validates synchronously and raises `RequestRejected` (a ValueError with `.param`) for an empty
 prompt, a prompt that leaves no room in the context (`PromptTooLong`), token ids outside the vocabulary or
@@ -43,6 +51,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -76,6 +85,16 @@ class EngineClosed(RuntimeError):
     """The engine was closed (its model unloaded); submit to a freshly acquired model instead."""
 
 
+@dataclass(frozen=True)
+class Route:
+    """How one request runs on a shared base: its LoRA adapter, detokenizer, stop tokens and vocabulary."""
+
+    adapter: str | None = None  # None: the model itself
+    text_stream: Callable[[SamplingParams, list[int]], TextStream] | None = None
+    stop_token_ids: frozenset[int] | None = None  # None: the engine's
+    vocab_limit: int | None = None  # token ids >= this are never sampled (None: the whole vocabulary)
+
+
 @dataclass(eq=False)
 class _Request:
     handle: RequestHandle
@@ -84,6 +103,7 @@ class _Request:
     sampler: RowSampler
     stream: TextStream | None
     stop_ids: frozenset[int]
+    route: Route | None = None
     generated: list[int] = field(default_factory=list)
     pos: int = 0  # position of the next token fed to the model
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None  # until the first event carries them
@@ -113,9 +133,11 @@ class Engine:
         self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
         self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
         self.prefix_cache = prefix_cache_for(model, prefix_cache_bytes)  # None: off
+        self.lora = None  # `adapters.LoraSlots` once an adapter is attached (set on the worker thread)
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
+        self._jobs: deque[tuple[Callable[[], object], Future]] = deque()
         self._rows: list[_Request] = []
         self._cache = None
         self._mask: torch.Tensor | None = None  # (B, T) 1 = real token, 0 = left padding
@@ -131,9 +153,9 @@ class Engine:
 
     # ----- public, any thread -------------------------------------------------------------------
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> RequestHandle:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, route: Route | None = None) -> RequestHandle:
         """Queue one request; raises RequestRejected / EngineClosed before anything is queued."""
-        request = self._make_request(list(prompt_ids), params)
+        request = self._make_request(list(prompt_ids), params, route)
         with self._cond:
             if self._closed:
                 raise EngineClosed(f"model {self.name!r} was unloaded")
@@ -141,17 +163,33 @@ class Engine:
             self._cond.notify()
         return request.handle
 
-    def submit_many(self, prompt_ids: list[int], params: SamplingParams, n: int) -> list[RequestHandle]:
+    def submit_many(self, prompt_ids: list[int], params: SamplingParams, n: int,
+                    route: Route | None = None) -> list[RequestHandle]:
         """Queue `n` choices for one prompt (seeds seed, seed+1, ...); all or none are queued."""
         if n < 1:
             raise RequestRejected(f"n must be >= 1, got {n}", "n")
-        requests = [self._make_request(list(prompt_ids), params.for_choice(i)) for i in range(n)]
+        requests = [self._make_request(list(prompt_ids), params.for_choice(i), route) for i in range(n)]
         with self._cond:
             if self._closed:
                 raise EngineClosed(f"model {self.name!r} was unloaded")
             self._pending.extend(requests)
             self._cond.notify()
         return [r.handle for r in requests]
+
+    def between_steps(self, fn: Callable[[], object]) -> Future:
+        """Run `fn()` on the worker thread between two steps (e.g. attach an adapter to the model); the future
+        holds its result or exception."""
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise EngineClosed(f"model {self.name!r} was unloaded")
+            self._jobs.append((fn, future))
+            self._cond.notify()
+        return future
+
+    def routes_in_use(self) -> set[str]:
+        """Adapters that queued or running requests use (read between steps, on the worker thread)."""
+        return {r.route.adapter for r in [*self._pending, *self._rows] if r.route is not None}
 
     @property
     def active_count(self) -> int:
@@ -181,7 +219,7 @@ class Engine:
 
     # ----- validation ---------------------------------------------------------------------------
 
-    def _make_request(self, prompt_ids: list[int], params: SamplingParams) -> _Request:
+    def _make_request(self, prompt_ids: list[int], params: SamplingParams, route: Route | None = None) -> _Request:
         try:
             params.validate()
         except InvalidSamplingParams as exc:
@@ -205,10 +243,13 @@ class Engine:
             raise RequestRejected("stop strings need a tokenizer; this engine has none", "stop")
         handle = RequestHandle(f"req-{next(self._ids)}", len(prompt_ids), min(params.max_new_tokens, room),
                                self._wake)
-        stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.stop_token_ids)
-        stream = self._text_stream(params, prompt_ids) if self._text_stream is not None else None
+        route_stops = route.stop_token_ids if route is not None else None
+        stops = self.stop_token_ids if route_stops is None else route_stops
+        stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else stops)
+        text_stream = route.text_stream if route is not None and route.text_stream else self._text_stream
+        stream = text_stream(params, prompt_ids) if text_stream is not None else None
         sampler = RowSampler(params, prompt_ids, self.vocab_size, self.device)
-        return _Request(handle, prompt_ids, params, sampler, stream, stop_ids)
+        return _Request(handle, prompt_ids, params, sampler, stream, stop_ids, route)
 
     def _wake(self) -> None:
         with self._cond:
@@ -220,12 +261,15 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._closed and not self._pending and not self._rows:
+                    while not self._closed and not self._pending and not self._rows and not self._jobs:
                         self._cond.wait()
                     if self._closed and (not (self._pending or self._rows)
                                          or time.monotonic() >= self._drain_deadline):
                         break
-                    newcomers = self._take_newcomers()
+                    jobs = list(self._jobs)
+                    self._jobs.clear()
+                    newcomers = [] if jobs else self._take_newcomers()  # a job may change the model first
+                self._run_jobs(jobs)
                 try:
                     self._drop_cancelled()
                     if newcomers:
@@ -241,9 +285,21 @@ class Engine:
         with self._cond:
             leftovers = [*self._pending, *self._rows]
             self._pending.clear()
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        for _, future in jobs:
+            future.set_exception(EngineClosed(f"model {self.name!r} was unloaded"))
         for request in leftovers:
             self._finish(request, "error", error=self._close_reason, kind="closed")
         self._reset_batch()
+
+    @staticmethod
+    def _run_jobs(jobs: list[tuple[Callable[[], object], Future]]) -> None:
+        for fn, future in jobs:
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # the caller gets it through the future
+                future.set_exception(exc)
 
     def _take_newcomers(self) -> list[_Request]:
         taken: list[_Request] = []
@@ -261,12 +317,20 @@ class Engine:
         return taken
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache,
-                 all_positions: bool = False) -> torch.Tensor:
-        """Logits of the last position (B, V), or of every position (B, T, V) when `all_positions`."""
+                 rows: list[_Request], all_positions: bool = False) -> torch.Tensor:
+        """Logits of the last position (B, V), or of every position (B, T, V) when `all_positions`; each row runs
+        through its own adapter when the model serves adapters."""
         keep = {} if all_positions else self._keep_kw
+        if self.lora is not None:
+            self.lora.select([r.route.adapter if r.route else None for r in rows])
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                          use_cache=True, **{self._cache_kw: cache}, **keep)
-        return out.logits if all_positions else out.logits[:, -1, :]
+        logits = out.logits if all_positions else out.logits[:, -1, :]
+        if self.lora is not None:  # rows whose tokenizer knows fewer tokens than the embedding has rows
+            for i, request in enumerate(rows):
+                if request.route is not None and request.route.vocab_limit is not None:
+                    logits[i, ..., request.route.vocab_limit:] = float("-inf")
+        return logits
 
     def _prefill(self, group: list[_Request]) -> None:
         from matelix.inference.kv_cache import new_cache  # imports transformers
@@ -288,7 +352,7 @@ class Engine:
         cache = new_cache(self.model.config)
         # Prompt logprobs (completions with echo) come from this same pass: every position's logits.
         all_positions = any(r.params.prompt_logprobs is not None for r in group)
-        logits = self._forward(input_ids, mask, position_ids, cache, all_positions)
+        logits = self._forward(input_ids, mask, position_ids, cache, group, all_positions)
         if all_positions:
             for i, request in enumerate(group):
                 if request.params.prompt_logprobs is not None:
@@ -332,7 +396,7 @@ class Engine:
         input_ids = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)  # (B, 1)
         position_ids = torch.tensor([[r.pos] for r in rows], device=self.device)  # (B, 1)
         self._mask = F.pad(self._mask, (0, 1), value=1)  # (B, T + 1)
-        logits = self._forward(input_ids, self._mask, position_ids, self._cache)
+        logits = self._forward(input_ids, self._mask, position_ids, self._cache, rows)
         tokens = sample_rows(logits, [r.sampler for r in rows])
         chosen = self._logprobs(logits, rows, tokens)
         keep = []

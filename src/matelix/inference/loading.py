@@ -3,9 +3,10 @@
 `load_model(source, device, settings, resolve_base)` runs on a worker thread (it takes seconds) and returns
 a `LoadedModel`: tokenizer, model in eval mode, its running `Engine`, context length and stop tokens.
 
-An adapter run is merged into its base on load (`merge_and_unload`): `bench/lora_serving.py` measured the
+An adapter run loaded here is merged into its base (`merge_and_unload`): `bench/lora_serving.py` measured the
 merged model decoding faster than the unmerged adapter (the LoRA matmuls and the peft wrapper cost time
-on every step), and serving never needs the adapter separately.
+on every step). The registry loads it this way only when it is the one fine-tune of its base in use; several
+adapters of one base share that base instead (`inference/adapters.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class ModelSource:
     kind: str  # "model" | "adapter" | "hub"
     path: Path | None = None
     display_path: str | None = None  # relative to home; never an absolute server path
+    checkpoint_step: int | None = None  # `run@checkpoint-N` / `run@latest`: the checkpoint's step
 
 
 @dataclass(eq=False)
@@ -58,6 +60,7 @@ class LoadedModel:
     load_seconds: float
     base_model: str | None = None
     quantization: str = "none"  # "none" | "int8" (see inference/quantize.py)
+    served_as: str = "model"  # "model" | "merged" (adapter merged into its own copy) | "adapter" (on a shared base)
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
 
@@ -80,7 +83,7 @@ class LoadedModel:
         """What `/inference_status` shows for this model."""
         return {"id": self.id, "kind": self.source.kind, "path": self.source.display_path,
                 "base_model": self.base_model, "device": self.device, "dtype": self.dtype,
-                "quantization": self.quantization,
+                "quantization": self.quantization, "served_as": self.served_as,
                 "context_length": self.context_length, "parameters": self.parameter_count(),
                 "memory_bytes": self.memory_bytes(), "kv_cache_bytes": self.engine.kv_cache_bytes(),
                 **_prefix_cache_info(self.engine.prefix_cache),
@@ -109,7 +112,7 @@ def _context_length(model, tokenizer) -> int:
     return min(limits) if limits else DEFAULT_CONTEXT_LENGTH
 
 
-def _has_tokenizer(path: Path) -> bool:
+def has_tokenizer(path: Path) -> bool:
     return any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
@@ -143,7 +146,7 @@ def load_model(source: ModelSource, device: str, settings: Settings,
             _refuse_remote_code(base, trust)
             base_model = base.id
             base_location = str(base.path) if base.path else base.id
-            tok_location = str(source.path) if _has_tokenizer(source.path) else base_location
+            tok_location = str(source.path) if has_tokenizer(source.path) else base_location
             tokenizer = AutoTokenizer.from_pretrained(tok_location, **hub_kwargs)
             model = AutoModelForCausalLM.from_pretrained(base_location, dtype=dtype, **hub_kwargs)
             if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
@@ -171,4 +174,4 @@ def load_model(source: ModelSource, device: str, settings: Settings,
                        device=device, dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
                        context_length=context, stop_token_ids=stops,
                        load_seconds=time.perf_counter() - started, base_model=base_model,
-                       quantization=quantization)
+                       quantization=quantization, served_as="merged" if source.kind == "adapter" else "model")

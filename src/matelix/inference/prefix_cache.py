@@ -4,6 +4,7 @@ repeated system prompt or the history of a multi-turn chat is prefilled once.
     cache = PrefixCache(max_bytes=256 * 2**20)
     cache.store(token_ids, [(keys, values), ...])   # one (1, H, T, D) pair per layer, T == len(token_ids)
     hit = cache.lookup(prompt_ids)                   # None, or a PrefixHit reusing hit.length tokens
+    cache.store(ids, layers, namespace="lora1")      # keys/values of an adapter only match its own lookups
     hit.layers                                       # [(keys[:, :, :length], values[:, :, :length]), ...]
 
 The engine stores every sequence that ends by itself (prompt + generated tokens that went through the model)
@@ -41,6 +42,7 @@ class _Entry:
     tokens: torch.Tensor  # (T,) long
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     nbytes: int
+    namespace: str | None = None  # the adapter that computed the keys/values (None: the model itself)
 
 
 class PrefixCache:
@@ -59,15 +61,17 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, prompt_ids: list[int]) -> PrefixHit | None:
-        """The longest stored prefix of `prompt_ids` (at most all but its last token), or None below
-        `min_tokens`."""
+    def lookup(self, prompt_ids: list[int], namespace: str | None = None) -> PrefixHit | None:
+        """The longest stored prefix of `prompt_ids` (at most all but its last token) stored under `namespace`,
+        or None below `min_tokens`."""
         limit = len(prompt_ids) - 1
         if limit < self.min_tokens or not self._entries:
             return None
         prompt = torch.tensor(prompt_ids[:limit], dtype=torch.long)
         best_key, best = None, 0
         for key, entry in self._entries.items():
+            if entry.namespace != namespace:
+                continue
             n = min(limit, entry.tokens.numel())
             differ = (entry.tokens[:n] != prompt[:n]).nonzero()
             common = int(differ[0]) if differ.numel() else n
@@ -82,7 +86,8 @@ class PrefixCache:
         self.reused_tokens += best
         return PrefixHit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in entry.layers])
 
-    def store(self, token_ids: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def store(self, token_ids: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]],
+              namespace: str | None = None) -> None:
         """Keep the KV of `token_ids` (tensors the caller will not write again); evicts the least recently used
         entries beyond `max_bytes` and every entry this one extends."""
         if len(token_ids) < self.min_tokens:
@@ -94,11 +99,11 @@ class PrefixCache:
         with self._lock:
             for key, entry in list(self._entries.items()):
                 n = entry.tokens.numel()
-                if n <= tokens.numel() and torch.equal(entry.tokens, tokens[:n]):
+                if entry.namespace == namespace and n <= tokens.numel() and torch.equal(entry.tokens, tokens[:n]):
                     self._drop(key)
             while self._entries and self.nbytes + nbytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
-            self._entries[self._next_key] = _Entry(tokens, layers, nbytes)
+            self._entries[self._next_key] = _Entry(tokens, layers, nbytes, namespace)
             self._next_key += 1
             self.nbytes += nbytes
 
@@ -136,7 +141,7 @@ def prefill_from_prefix(engine, request) -> bool:
     (nothing done) without a hit, or when the request wants every prompt position's logprobs."""
     if request.params.prompt_logprobs is not None:
         return False
-    hit = engine.prefix_cache.lookup(request.prompt_ids)
+    hit = engine.prefix_cache.lookup(request.prompt_ids, _namespace(request))
     if hit is None:
         return False
     from matelix.inference.kv_cache import new_cache
@@ -149,8 +154,12 @@ def prefill_from_prefix(engine, request) -> bool:
     position_ids = torch.arange(hit.length, n, device=engine.device)[None]  # (1, S)
     mask = torch.ones((1, n), dtype=torch.long, device=engine.device)  # (1, T)
     request.pos = n
-    engine._admit([request], engine._forward(suffix, mask, position_ids, cache), cache, mask)
+    engine._admit([request], engine._forward(suffix, mask, position_ids, cache, [request]), cache, mask)
     return True
+
+
+def _namespace(request) -> str | None:
+    return request.route.adapter if request.route is not None else None
 
 
 def remember_when_done(engine, requests: list) -> None:
@@ -170,7 +179,7 @@ def remember_when_done(engine, requests: list) -> None:
         start = mask.shape[0] - length
         engine.prefix_cache.store(tokens, [(layer.keys[row:row + 1, :, start:].clone(),
                                             layer.values[row:row + 1, :, start:].clone())
-                                           for layer in engine._cache.layers])
+                                           for layer in engine._cache.layers], _namespace(request))
 
     for request in requests:
         request.handle.add_done_callback(lambda handle, event, request=request: store(handle, event, request))

@@ -13,9 +13,17 @@ API for route adapters (all coroutines run on the server's event loop):
     registry.status()                                   # dict for /inference_status
 
 `model_ref` may be None or "" (the newest finished training run with a saved model, else
-`models/tiny-demo`), or anything `catalog.resolve_model_ref` accepts: a path relative to home, a run id,
+`models/tiny-demo`), anything `catalog.resolve_model_ref` accepts: a path relative to home, a run id,
 a folder name under `models/`, an absolute path inside those folders (all confined), or a Hugging Face repo
-id (`owner/name`) when `settings.offline` is false.
+id (`owner/name`) when `settings.offline` is false; or a checkpoint of a run: `run@checkpoint-N`, or
+`run@latest` (the run's newest complete checkpoint while it trains, its final model once it has one: resolved
+on every request, so the next request after a new checkpoint gets it).
+
+Adapters (LoRA runs and their checkpoints) share one resident copy of their base (`inference/adapters.py`):
+served as an adapter when its base is already resident, when another adapter of that base is in use, or when
+the reference names a checkpoint; otherwise (the one fine-tune of its base in use) merged into its own copy,
+which decodes faster. At most `max_loaded_adapters` adapters stay attached; the least recently used idle one
+is removed first. Models loaded as int8 never carry adapters.
 Unknown names raise `ModelNotFound`; bad devices and hub ids while offline raise `ModelRefused`;
 a folder that transformers cannot load raises `ModelLoadFailed`.
 
@@ -25,7 +33,9 @@ The same resolution is used for an adapter's `base_model_name_or_path`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import itertools
 import logging
 import re
 import time
@@ -40,12 +50,23 @@ from matelix.catalog import (
     read_json,
     resolve_model_ref,
 )
+from matelix.inference.adapters import (
+    AdapterModel,
+    AdapterNotServable,
+    adapter_base_ref,
+    attach,
+    detach,
+    is_lora,
+    read_adapter,
+)
 from matelix.inference.admission import AdmissionGate
+from matelix.inference.checkpoint_refs import checkpoint_folder, parse_ref
 from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
 from matelix.inference.quantize import check_quantization
 from matelix.paths import PathRefused, relative_to_home
 from matelix.runstates import ACTIVE_STATES
 from matelix.settings import Settings
+from matelix.training.rundir import CHECKPOINT_RE, checkpoint_step
 
 log = logging.getLogger("matelix.inference")
 
@@ -63,6 +84,8 @@ class ModelRegistry:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._adapters: OrderedDict[str, AdapterModel] = OrderedDict()  # on a resident base, LRU first
+        self._adapter_names = itertools.count(1)
         self._loading: dict[str, asyncio.Task] = {}
         self.admission = AdmissionGate(settings)  # every adapter submits through it
 
@@ -72,6 +95,9 @@ class ModelRegistry:
         """Map a user's model reference to a source; raises PathRefused, ModelNotFound, ModelRefused."""
         if ref is None or not ref.strip():
             return self.default_source()
+        checkpoint = parse_ref(ref)
+        if checkpoint is not None:
+            return self._checkpoint_source(*checkpoint)
         found = resolve_model_ref(ref, self.settings)
         return ModelSource(id=found, kind="hub") if isinstance(found, str) else self._local_source(found)
 
@@ -81,6 +107,13 @@ class ModelRegistry:
         model_id = path.name if path.parent == outputs else display  # runs are named by their id
         kind = "model" if (path / "config.json").is_file() else "adapter"
         return ModelSource(id=model_id, kind=kind, path=path, display_path=display)
+
+    def _checkpoint_source(self, run: str, which: str) -> ModelSource:
+        path = checkpoint_folder(run, which, self.settings)
+        if not CHECKPOINT_RE.match(path.name):
+            return self._local_source(path)  # a finished run's latest: its final model
+        return dataclasses.replace(self._local_source(path), id=f"{path.parent.name}@{path.name}",
+                                   checkpoint_step=checkpoint_step(path))
 
     def default_source(self) -> ModelSource:
         """The newest finished run holding a model, else the demo model."""
@@ -148,6 +181,10 @@ class ModelRegistry:
                 loaded.last_used = time.time()
                 return loaded
         source = self.resolve(ref)
+        if source.kind == "adapter" and source.id not in self._loaded:
+            base = self._shared_base(source, quantization)
+            if base is not None:
+                return await self._acquire_adapter(source, base, device)
         while True:
             loaded = self._loaded.get(source.id)
             if loaded is not None and fits(loaded):
@@ -180,6 +217,84 @@ class ModelRegistry:
         finally:
             self._loading.pop(source.id, None)
 
+    # ----- adapters on a shared base -----------------------------------------------------------
+
+    def _shared_base(self, source: ModelSource, quantization: str | None) -> ModelSource | None:
+        """The base to serve adapter `source` on, or None to merge it into its own copy (module docstring)."""
+        if (quantization or self.settings.quantization) != "none" or not is_lora(source):
+            return None
+        ref = adapter_base_ref(source)
+        try:
+            base = self.resolve(ref) if ref else None
+        except (PathRefused, ModelNotFound, ModelRefused):
+            return None  # the merging path says why the base cannot be used
+        if base is None or base.kind == "adapter":
+            return None
+        resident = self._loaded.get(base.id)
+        if resident is not None:
+            return base if resident.served_as == "model" and resident.quantization == "none" else None
+        siblings = any(m.base_model == base.id for m in [*self._loaded.values(), *self._adapters.values()])
+        return base if siblings or source.checkpoint_step is not None else None
+
+    async def _acquire_adapter(self, source: ModelSource, base: ModelSource, device: str | None) -> LoadedModel:
+        while True:
+            adapter = self._adapters.get(source.id)
+            if adapter is not None and not adapter.engine.closed and device in (None, adapter.device):
+                self._adapters.move_to_end(source.id)
+                self._loaded.move_to_end(adapter.base_model)  # its base is in use too
+                adapter.last_used = time.time()
+                return adapter
+            task = self._loading.get(source.id)
+            if task is None:
+                break
+            await asyncio.shield(task)
+        task = asyncio.get_running_loop().create_task(self._load_adapter(source, base, device))
+        self._loading[source.id] = task
+        return await asyncio.shield(task)
+
+    async def _load_adapter(self, source: ModelSource, base_source: ModelSource, device: str | None) -> LoadedModel:
+        try:
+            if source.id in self._adapters:  # on another device: replace it
+                await self._unload_adapter(source.id)
+            base = await self.acquire(base_source.id, device, prefer_resident=False, quantization="none")
+            started = time.perf_counter()
+            try:
+                spec = await asyncio.to_thread(read_adapter, source, base, self.settings)
+            except AdapterNotServable as exc:
+                log.info("%s: merged into its own copy instead", exc)
+                return await self._load(source, device, None)
+            lane = await asyncio.to_thread(attach, base, spec, f"lora{next(self._adapter_names)}")
+            adapter = AdapterModel(id=source.id, source=source, tokenizer=spec.tokenizer, model=base.model,
+                                   engine=lane, device=base.device, dtype=base.dtype,
+                                   context_length=base.context_length, stop_token_ids=lane.route.stop_token_ids,
+                                   load_seconds=time.perf_counter() - started, base_model=base.id,
+                                   served_as="adapter", adapter_bytes=spec.nbytes,
+                                   adapter_parameters=spec.parameters)
+            self._adapters[source.id] = adapter
+            log.info("adapter %s ready on %s in %.2fs", source.id, base.id, adapter.load_seconds)
+            await self._evict_adapters(self.settings.max_loaded_adapters, protect=source.id)
+            return adapter
+        finally:
+            self._loading.pop(source.id, None)
+
+    async def _evict_adapters(self, keep: int, protect: str) -> None:
+        """Remove the least recently used idle adapters beyond `keep`; busy ones stay until a later load."""
+        for adapter_id in list(self._adapters):
+            if len(self._adapters) <= keep:
+                return
+            if adapter_id != protect and self._adapters[adapter_id].engine.close_if_idle():
+                await self._unload_adapter(adapter_id)
+
+    async def _unload_adapter(self, adapter_id: str, drain_s: float = 0.0) -> None:
+        adapter = self._adapters.pop(adapter_id, None)
+        if adapter is None:
+            return
+        log.info("removing adapter %s from %s", adapter_id, adapter.base_model)
+        adapter.engine.close(drain_s=drain_s)
+        base = self._loaded.get(adapter.base_model)
+        if base is not None:
+            await asyncio.to_thread(detach, base, adapter.engine)
+
     def _resolve_base(self, ref: str) -> ModelSource:
         try:
             return self.resolve(ref)
@@ -194,16 +309,21 @@ class ModelRegistry:
             await self._unload_one(victim, "model evicted to make room for another", EVICTION_DRAIN_S)
 
     async def _unload_one(self, model_id: str, reason: str, drain_s: float = 0.0) -> None:
+        if model_id in self._adapters:
+            await self._unload_adapter(model_id, drain_s)
+            return
         loaded = self._loaded.pop(model_id, None)
         if loaded is None:
             return
+        for adapter_id in [a.id for a in self._adapters.values() if a.base_model == model_id]:
+            self._adapters.pop(adapter_id).engine.close()  # their requests run in the base's engine
         log.info("unloading model %s (%s)", model_id, reason)
         await asyncio.to_thread(_release, loaded, reason, drain_s)
 
     async def unload(self, ref: str | None = None) -> list[str]:
         """Unload `ref` (None = every resident model); returns the ids unloaded."""
         ids = list(self._loaded) if ref is None or not ref.strip() else [self.resolve(ref).id]
-        ids = [i for i in ids if i in self._loaded]
+        ids = [i for i in ids if i in self._loaded or i in self._adapters]
         for model_id in ids:
             await self._unload_one(model_id, "model unloaded")
         return ids
@@ -216,8 +336,10 @@ class ModelRegistry:
 
     def status(self) -> dict:
         models = [m.info() for m in reversed(self._loaded.values())]  # most recently used first
-        return {"loaded": models, "loading": sorted(self._loading),
+        adapters = [m.info() for m in reversed(self._adapters.values())]  # requests counted in their base
+        return {"loaded": models + adapters, "loading": sorted(self._loading),
                 "max_loaded_models": self.settings.max_loaded_models,
+                "max_loaded_adapters": self.settings.max_loaded_adapters,
                 "active_requests": sum(m["active_requests"] for m in models),
                 "queued_requests": sum(m["queued_requests"] for m in models)}
 

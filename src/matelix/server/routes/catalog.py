@@ -8,6 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from matelix import catalog
+from matelix.inference.checkpoint_refs import list_checkpoint_models
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.server.deps import SettingsDep
 from matelix.server.errors import ApiError
@@ -25,8 +26,9 @@ def available_datasets(settings: SettingsDep) -> list[dict]:
 
 @router.get("/available_models")
 def available_models(settings: SettingsDep) -> list[dict]:
-    """Local models under `models/` and finished training runs."""
-    return catalog.list_models(settings)
+    """Local models under `models/`, finished training runs, and runs' complete checkpoints
+    (`run@checkpoint-N`; `run@latest` with its `step` while the run trains)."""
+    return catalog.list_models(settings) + list_checkpoint_models(settings)
 
 
 @router.get("/models/gguf")
