@@ -130,6 +130,25 @@ GERMAN: dict[str, str] = {
     "empty Assistentin answer and no replies: the row produces no sample":
         "leere Antwort in Assistentin und keine Antworten darauf: die Zeile ergibt kein Beispiel",
     "the file produces no training samples": "die Datei ergibt keine Trainingsbeispiele",
+    # export/, evaluation/: what the Runs view's export and evaluation panels may be refused with
+    "run {run!r} is still training; export it when it has ended":
+        "Lauf {run!r} trainiert noch; exportiere ihn, wenn er beendet ist",
+    "run {run!r} has no final model to export": "Lauf {run!r} hat kein fertiges Modell zum Exportieren",
+    "the run holds no LoRA adapter (a full fine-tune, or an adapter merged on save): export it as hf or gguf":
+        "der Lauf enthält keinen LoRA-Adapter (volles Fine-Tuning, oder der Adapter wurde beim Speichern "
+        "zusammengeführt): exportiere ihn als hf oder gguf",
+    "cannot write the export: {reason}": "der Export lässt sich nicht schreiben: {reason}",
+    "an export of {run!r} is running; wait for it to end": "ein Export von {run!r} läuft; warte, bis er fertig ist",
+    "an evaluation of {model!r} is running; wait for it to end":
+        "eine Evaluation von {model!r} läuft; warte, bis sie fertig ist",
+    "model: {model!r} is not a local model folder (evaluation runs offline)":
+        "model: {model!r} ist kein lokaler Modellordner (die Evaluation läuft offline)",
+    "model: {model!r} holds only a LoRA adapter; evaluate a merged model (merge_lora_on_save, or matelix export "
+    "RUN --format hf)":
+        "model: {model!r} enthält nur einen LoRA-Adapter; evaluiere ein Modell mit zusammengeführtem Adapter "
+        "(„LoRA beim Speichern zusammenführen“, oder matelix export RUN --format hf)",
+    "model: {model!r} is not served by the lab (a run must be finished)":
+        "model: {model!r} wird vom Lab nicht bereitgestellt (ein Lauf muss dafür beendet sein)",
 }
 
 # pydantic's validation errors by their `type`, filled from the error's `ctx` (the English is pydantic's own);

@@ -21,6 +21,7 @@ from pathlib import Path
 from matelix.evaluation.store import save_result
 from matelix.evaluation.tasks import task_configs
 from matelix.settings import Settings
+from matelix.texts import tr
 
 BACKENDS = ("hf", "api")
 HF_BATCH_SIZE = 16
@@ -47,11 +48,11 @@ def resolve_model(model: str, settings: Settings) -> Path:
     except (ModelNotFound, ModelRefused) as exc:
         raise EvalRejected(404, f"model: {exc}", param="model", code="model_not_found") from exc
     if isinstance(found, str):
-        raise EvalRejected(400, f"model: {model!r} is not a local model folder (evaluation runs offline)",
+        raise EvalRejected(400, tr("model: {model!r} is not a local model folder (evaluation runs offline)", model=model),
                            param="model", code="model_not_local")
     if (found / "adapter_config.json").is_file() and not (found / "config.json").is_file():
-        raise EvalRejected(400, f"model: {model!r} holds only a LoRA adapter; evaluate a merged model "
-                           "(merge_lora_on_save, or matelix export RUN --format hf)", param="model",
+        raise EvalRejected(400, tr("model: {model!r} holds only a LoRA adapter; evaluate a merged model "
+                                   "(merge_lora_on_save, or matelix export RUN --format hf)", model=model), param="model",
                            code="adapter_only")
     return found
 
@@ -117,7 +118,7 @@ def served_name(folder: Path, settings: Settings) -> str:
     for card in list_models(settings):
         if (settings.home / card["path"]).resolve() == resolved:
             return card["id"]
-    raise EvalRejected(404, f"model: {folder.name!r} is not served by the lab (a run must be finished)",
+    raise EvalRejected(404, tr("model: {model!r} is not served by the lab (a run must be finished)", model=folder.name),
                        param="model", code="model_not_served")
 
 

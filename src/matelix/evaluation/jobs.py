@@ -10,6 +10,7 @@ import time
 from matelix.evaluation.harness import BACKENDS, EvalRejected, resolve_model, run_evaluation
 from matelix.evaluation.tasks import HELDOUT, shipped_tasks
 from matelix.settings import Settings
+from matelix.texts import tr
 
 
 class EvaluationJobs:
@@ -29,7 +30,8 @@ class EvaluationJobs:
         resolve_model(model, self.settings)
         with self._lock:
             if self._job is not None and self._job["state"] == "running":
-                raise EvalRejected(409, f"an evaluation of {self._job['model']!r} is running; wait for it to end",
+                raise EvalRejected(409, tr("an evaluation of {model!r} is running; wait for it to end",
+                                           model=self._job["model"]),
                                    code="evaluation_running")
             job = {"model": model, "tasks": tasks, "limit": limit, "backend": backend, "state": "running",
                    "stage": "queued", "progress": 0.0, "started_at": time.time(), "finished_at": None,

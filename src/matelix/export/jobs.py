@@ -12,6 +12,7 @@ import time
 
 from matelix.export.runner import ExportRejected, check_request, export_name, export_run, run_folder
 from matelix.settings import Settings
+from matelix.texts import tr
 
 
 class ExportJobs:
@@ -29,7 +30,7 @@ class ExportJobs:
         run_folder(self.settings, run_id, fmt)
         with self._lock:
             if self._running is not None:
-                raise ExportRejected(409, f"an export of {self._running!r} is running; wait for it to end",
+                raise ExportRejected(409, tr("an export of {run!r} is running; wait for it to end", run=self._running),
                                      code="export_running")
             job = {"run_id": run_id, "name": export_name(fmt, quant), "format": fmt, "quant": quant,
                    "state": "running", "stage": "queued", "progress": 0.0, "started_at": time.time(),

@@ -28,6 +28,7 @@ from matelix.catalog import is_model_dir, read_json
 from matelix.export import FORMATS, QUANTS
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.settings import Settings
+from matelix.texts import tr
 from matelix.training.rundir import ACTIVE_STATES, RunDir, process_alive, write_json_atomic
 
 EXPORTS_DIR = "exports"
@@ -35,10 +36,6 @@ RECORD = "export.json"
 PARITY = "parity.json"
 PARTIAL = ".partial-"
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
-
-NO_ADAPTER = ("the run holds no LoRA adapter (a full fine-tune, or an adapter merged on save): export it as "
-              "hf or gguf")
-
 Progress = Callable[[str, float], None]
 
 
@@ -48,6 +45,11 @@ class ExportRejected(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def no_adapter() -> str:
+    return tr("the run holds no LoRA adapter (a full fine-tune, or an adapter merged on save): export it as hf or "
+              "gguf")
 
 
 def export_name(fmt: str, quant: str | None) -> str:
@@ -87,12 +89,12 @@ def run_folder(settings: Settings, run_id: str, fmt: str | None = None) -> RunDi
     rundir = find_run(settings, run_id)
     status = rundir.read_status()
     if status.get("state") in ACTIVE_STATES and process_alive(status.get("pid"), status.get("pid_started")):
-        raise ExportRejected(409, f"run {run_id!r} is still training; export it when it has ended",
+        raise ExportRejected(409, tr("run {run!r} is still training; export it when it has ended", run=run_id),
                              code="run_active")
     if not is_model_dir(rundir.path):
-        raise ExportRejected(409, f"run {run_id!r} has no final model to export", code="no_model")
+        raise ExportRejected(409, tr("run {run!r} has no final model to export", run=run_id), code="no_model")
     if fmt == "adapter" and not (rundir.path / "adapter_config.json").is_file():
-        raise ExportRejected(422, NO_ADAPTER, param="format", code="not_exportable")
+        raise ExportRejected(422, no_adapter(), param="format", code="not_exportable")
     return rundir
 
 
@@ -127,7 +129,7 @@ def export_run(settings: Settings, run_id: str, fmt: str, quant: str | None = No
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in FULL_DISK:
-            raise ExportRejected(507, f"cannot write the export: {exc.strerror or exc}",
+            raise ExportRejected(507, tr("cannot write the export: {reason}", reason=exc.strerror or exc),
                                  code="storage_error") from exc
         raise
     progress("done", 1.0)
@@ -190,7 +192,7 @@ def _write(settings, rundir, source, fmt, quant, tmp, progress):
         from matelix.export.adapter import AdapterExportError, base_name, write_adapter
 
         if source.kind != "adapter":
-            raise AdapterExportError(NO_ADAPTER)
+            raise AdapterExportError(no_adapter())
         facts = write_adapter(rundir.path, source.tokenizer, tmp,
                               base_name(source.base_ref, source.base_path, settings.home))
         return facts, lambda: parity.Model(*_load_adapter(tmp, source.base_path or source.base_ref))
