@@ -1,11 +1,13 @@
 /* Chat view: pick a model, load/unload it, chat with a streamed reply (/chat_stream as server-sent
    events) that Stop cancels (AbortController). Each model keeps its own conversation in this browser until
-   it is cleared; every reply shows its token counts and tokens/s. */
+   it is cleared; every reply shows its token counts and tokens/s. A run still training is offered as its
+   latest checkpoint; below, compare.js sends one conversation to several models side by side. */
 
 import { api } from "./api.js";
 import { escapeHtml, num } from "./format.js";
 import { has, t } from "./i18n.js";
 import { runNames } from "./reuse.js";
+import { mountCompare, relabelCompare, setCompareOptions, useEventReader } from "./compare.js";
 
 const STORE_PREFIX = "matelix.chat.";
 const MODEL_KEY = "matelix.chatModel";         // the model picked last
@@ -57,7 +59,10 @@ export function mount(el) {
           </div>
         </form>
       </section>
-    </div>`;
+    </div>
+    <section class="card compare" id="chat-compare" aria-labelledby="compare-title"></section>`;
+  mountCompare(root.querySelector("#chat-compare"));
+  useEventReader(readEvents);
   root.querySelector("#chat-form").addEventListener("submit", (e) => { e.preventDefault(); send(); });
   root.querySelector("#chat-text").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
@@ -126,15 +131,25 @@ function render() {
   list.scrollTop = list.scrollHeight;
 }
 
+/** How a model is named in the lists: a run by its name, a running run as its latest checkpoint. */
+function modelLabel(m, names) {
+  const run = names.get(m.run || m.id) || m.name;
+  if (m.kind === "latest") return `${run} (${t("chat.latest_step", { step: m.step })})`;
+  if (m.kind === "checkpoint") return `${run} (${t("chat.checkpoint_step", { step: m.step })})`;
+  return `${names.get(m.id) || m.name}${m.kind === "run" ? ` (${t("chat.run")})` : ""}`;
+}
+
 async function loadModels() {
   let names;
   [models, names] = await Promise.all([api("/available_models"), runNames()]);
   const select = root.querySelector("#chat-model");
   const previous = select.value;
   select.innerHTML = models.map((m) => {
-    const text = `${names.get(m.id) || m.name}${m.kind === "run" ? ` (${t("chat.run")})` : ""}`;
+    const text = modelLabel(m, names);
     return `<option value="${escapeHtml(m.id)}" title="${escapeHtml(`${text} · ${m.id}`)}">${escapeHtml(text)}</option>`;
   }).join("");
+  setCompareOptions({ models, label: (m) => modelLabel(m, names), params,
+    system: () => root.querySelector("#chat-system").value.trim() });
   const wanted = decodeURIComponent(location.hash.split("/").slice(1).join("/"));
   const remembered = localStorage.getItem(MODEL_KEY);
   const known = (id) => id && models.some((m) => m.id === id);
@@ -147,7 +162,9 @@ async function loadModels() {
 
 /** The entry of /inference_status for `id` (matched by id or path), or undefined when it is not resident. */
 function residentEntry(statusAnswer, id) {
-  return (statusAnswer?.loaded || []).find((m) => m.id === id || m.path === id || m.path?.endsWith(`/${id}`));
+  const path = models.find((m) => m.id === id)?.path;  // run@latest is resident as the checkpoint it names
+  return (statusAnswer?.loaded || []).find((m) => m.id === id || m.path === id || m.path?.endsWith(`/${id}`)
+    || (path && m.path === path));
 }
 
 async function refreshState() {
@@ -156,7 +173,9 @@ async function refreshState() {
     const s = await api("/inference_status");
     const entry = residentEntry(s, model());
     const loading = (s.loading || []).includes(model());
-    box.textContent = entry ? [t("chat.loaded"), entry.device, entry.quantization === "int8" ? "int8" : entry.dtype,
+    const served = entry?.served_as === "adapter" ? t("chat.served_adapter", { base: entry.base_model })
+      : entry?.served_as === "merged" ? t("chat.served_merged") : null;
+    box.textContent = entry ? [t("chat.loaded"), served, entry.device, entry.quantization === "int8" ? "int8" : entry.dtype,
       entry.parameters ? `${num(entry.parameters / 1e6, 1)} M ${t("chat.params_short")}` : null].filter(Boolean).join(" · ")
       : loading ? t("chat.loading") : t("chat.not_loaded");
     box.dataset.loaded = String(Boolean(entry));
@@ -284,6 +303,7 @@ export function show() {
 
 /** Labels in the new language: the conversation and the model state. */
 export function relabel() {
+  relabelCompare();
   if (!model()) return;
   render();
   refreshState();
