@@ -33,6 +33,7 @@ GERMAN: dict[str, str] = {
     "name: file name is too long": "name: der Dateiname ist zu lang",
     "name: {name!r} already exists under datasets/ (send overwrite=true to replace it)":
         "name: {name!r} gibt es unter datasets/ schon (mit overwrite=true wird die Datei ersetzt)",
+    "request body is larger than the limit of {mib} MiB": "der Request-Body ist größer als die Grenze von {mib} MiB",
     "file is larger than the upload limit of {mib} MiB": "die Datei ist größer als die Upload-Grenze von {mib} MiB",
     "file: the uploaded file is empty": "file: die hochgeladene Datei ist leer",
     "file: {name!r} cannot be read as {suffix}: {reason}": "file: {name!r} lässt sich nicht als {suffix} lesen: {reason}",

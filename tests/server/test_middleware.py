@@ -45,6 +45,8 @@ def test_oversized_body_is_413_in_error_shape(make_settings):
         r = c.post("/sink", content=big, headers={"content-type": "application/json"})
         assert r.status_code == 413
         assert r.json()["error"]["code"] == "request_too_large"
+        r = c.post("/sink", content=big, headers={"content-type": "application/json", "accept-language": "de"})
+        assert r.json()["error"]["message"] == "der Request-Body ist größer als die Grenze von 1 MiB"
 
         def chunks():
             yield b'{"x": "'

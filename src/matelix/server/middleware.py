@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 from matelix.server.errors import error_body
 from matelix.server.metrics import Metrics
-from matelix.texts import negotiate, speaking
+from matelix.texts import negotiate, speaking, tr
 
 access_log = logging.getLogger("matelix.access")
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -109,7 +109,7 @@ class BodyLimitMiddleware:
 
     @staticmethod
     async def _reject(send, limit: int) -> None:
-        body = json.dumps(error_body(f"request body is larger than the limit of {limit // (1024 * 1024)} MiB",
+        body = json.dumps(error_body(tr("request body is larger than the limit of {mib} MiB", mib=limit // (1024 * 1024)),
                                      type="invalid_request_error", code="request_too_large")).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
