@@ -190,3 +190,27 @@ def test_checkpoint_references_are_checked(lab_home, make_settings, tiny_model_d
     (lab_home / "training_outputs" / "empty_run").mkdir()
     with pytest.raises(ModelNotFound, match="no complete checkpoint"):
         registry.resolve("empty_run@latest")
+
+
+def test_loading_an_adapter_does_not_wait_for_the_running_generations(lab_home, make_settings, tiny_model_dir):
+    for i in range(2):
+        make_lora_run(lab_home, f"lora_{i}", tiny_model_dir, seed=i)
+
+    async def scenario():
+        registry = ModelRegistry(make_settings())
+        await registry.acquire("models/tiny-demo")
+        first = await registry.acquire("lora_0")
+        running = first.engine.submit(first.render_chat(PROMPT), greedy(1500))
+        events = running.__aiter__()
+        await events.__anext__()  # decoding has started
+        second = await registry.acquire("lora_1")  # attached between two steps of the running request
+        still_running = not running.finished
+        result = await second.engine.submit(second.render_chat(PROMPT), greedy(3)).result()
+        running.cancel()
+        final = await running.result()
+        await registry.close()
+        return still_running, result, final
+
+    still_running, result, final = asyncio.run(scenario())
+    assert still_running and result.finish_reason == "length"
+    assert final.finish_reason == "cancelled"
