@@ -26,7 +26,7 @@ from matelix.server.auth import ApiKeyMiddleware
 from matelix.server.browser_guard import BrowserGuardMiddleware, SecurityHeadersMiddleware
 from matelix.server.errors import ERROR_RESPONSES, install_error_handlers
 from matelix.server.metrics import Metrics
-from matelix.server.middleware import AccessMiddleware, BodyLimitMiddleware
+from matelix.server.middleware import AccessMiddleware, BodyLimitMiddleware, LanguageMiddleware
 from matelix.server.routes import (
     catalog,
     datasets,
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount(docs.DOCS_ASSETS_URL, StaticFiles(directory=docs.DOCS_ASSETS_DIR), name="docs-assets")
     if settings.static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=settings.static_dir), name="static")
-    # Order matters (last added is outermost): access (request id, log, metrics) > security headers >
+    # Order matters (last added is outermost): access (request id, log, metrics) > language > security headers >
     # browser guard (Host, Origin, JSON bodies) > CORS > API key > body limit > routes, so even a 401 or 413
     # carries a request id and the headers, a foreign site is refused before anything else, and a CORS
     # preflight is answered before the key check.
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BrowserGuardMiddleware, bound_host=settings.host, allowed_hosts=settings.allowed_hosts,
                        cors_origins=settings.cors_origins, routes=app.router.routes)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(LanguageMiddleware)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)
     psutil.cpu_percent(interval=None)  # prime: the first reading is always 0.0
     return app
