@@ -1,7 +1,9 @@
 """Real client libraries against the lab's `/v1` on the tiny (random) model, where only the protocol
 matters: LangChain's `ChatOpenAI` (`bind_tools` + a tool round trip, `with_structured_output` in its
-function_calling and json_schema methods) and LiteLLM (streaming with tools). A random model calls tools
-only when constrained, so these tests force the call; behaviour is checked on the real model elsewhere."""
+function_calling and json_schema methods), LiteLLM (streaming with tools) and instructor (TOOLS and
+JSON_SCHEMA modes; JSON mode, which only asks for some JSON object, runs on the real model in
+test_real_model_openai.py: a random model's object seldom ends within a few hundred tokens). A random model calls tools only when constrained, so these tests
+force the call; behaviour is checked on the real model elsewhere."""
 
 from __future__ import annotations
 
@@ -78,3 +80,14 @@ def test_litellm_streams_a_forced_tool_call(openai_server):
         finish = choice.finish_reason or finish
     assert finish == "tool_calls" and calls[0]["name"] == "get_weather"
     Weather.model_validate(json.loads(calls[0]["arguments"]))
+
+
+@pytest.mark.parametrize("mode", ["TOOLS", "JSON_SCHEMA"])
+def test_instructor_returns_a_validated_object(openai_client, mode):
+    import instructor
+
+    client = instructor.from_openai(openai_client, mode=getattr(instructor.Mode, mode))
+    weather = client.chat.completions.create(model=DEMO, response_model=Weather, max_retries=0, max_tokens=120,
+                                             temperature=0, messages=[{"role": "user", "content": QUESTION}])
+    assert isinstance(weather, Weather) and len(weather.city) <= 10
+

@@ -80,6 +80,12 @@ def test_responses_function_tools_structured_output_and_statelessness(openai_cli
         {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
         {"type": "function_call_output", "call_id": call.call_id, "output": "12 Grad"}])
     assert follow.status in ("completed", "incomplete")
+    events = list(openai_client.responses.create(model=DEMO, input="Wetter in Bonn?", tools=tools, stream=True,
+                                                 tool_choice="required", max_output_tokens=80, temperature=0))
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    [done] = [e.item for e in events if e.type == "response.output_item.done"]
+    assert len(deltas) > 2 and "".join(deltas) == done.arguments  # streamed as generated
+    assert done.type == "function_call" and json.loads(done.arguments) == json.loads(call.arguments)
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
               "additionalProperties": False}
     shaped = openai_client.responses.create(model=DEMO, input="Ja?", max_output_tokens=40, temperature=0,

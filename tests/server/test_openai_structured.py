@@ -86,3 +86,24 @@ def test_a_grammar_that_cannot_be_compiled_is_a_bad_request(openai_client, kw, p
     with pytest.raises(openai.BadRequestError) as exc:
         openai_client.chat.completions.create(model=DEMO, messages=USER, max_tokens=5, **kw)
     assert exc.value.param == param
+
+
+def test_strict_false_reads_the_schema_as_json_schema_does(tiny_model_dir):
+    import xgrammar as xgr
+    from transformers import AutoTokenizer
+
+    from matelix.inference.grammar import compile_grammar
+    from matelix.server.openai_schema import ResponseFormat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    extra = '{"name": "Wal", "legs": 0}'  # a property the schema does not list (nor forbid)
+
+    def accepts(strict):
+        fmt = ResponseFormat.model_validate({"type": "json_schema", "json_schema": {
+            "name": "a", "schema": schema, **({} if strict is None else {"strict": strict})}})
+        grammar = compile_grammar(tokenizer, len(tokenizer), {tokenizer.eos_token_id}, fmt.grammar_spec())
+        return xgr.GrammarMatcher(grammar.compiled).accept_string(extra)
+
+    jsonschema.validate(json.loads(extra), schema)
+    assert accepts(False) and not accepts(True) and not accepts(None)

@@ -9,6 +9,7 @@ import json
 import jsonschema
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 DEMO = "models/tiny-demo"
 PARAMS = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10},
@@ -61,6 +62,30 @@ def test_a_tool_round_trip_and_tool_choice_none(openai_client):
     none = ask(openai_client, messages=history, tool_choice="none", max_tokens=8)
     assert none.choices[0].message.tool_calls is None and none.choices[0].finish_reason in ("stop", "length")
     assert none.usage.prompt_tokens < r.usage.prompt_tokens  # no tool descriptions in the prompt
+
+
+class Weather(BaseModel):
+    """Weather in a city."""
+
+    city: str = Field(max_length=10)
+    unit: str = Field(pattern="^(celsius|fahrenheit)$")
+
+
+def test_the_sdk_stream_helper_gets_the_arguments_while_they_are_generated(openai_client):
+    tool = openai.pydantic_function_tool(Weather)  # strict: true, parsed back into a Weather
+    with openai_client.chat.completions.stream(model=DEMO, messages=USER, tools=[tool], max_tokens=120,
+                                               tool_choice={"type": "function", "function": {"name": "Weather"}},
+                                               temperature=0) as stream:
+        events = list(stream)
+        final = stream.get_final_completion()
+    types = [e.type for e in events]
+    deltas = [e for e in events if e.type == "tool_calls.function.arguments.delta"]
+    [done] = [e for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert len(deltas) > 2 and types.index(deltas[-1].type) < types.index(done.type)  # piece by piece, then done
+    assert "".join(d.arguments_delta for d in deltas) == done.arguments and done.name == "Weather"
+    assert isinstance(done.parsed_arguments, Weather)
+    [call] = final.choices[0].message.tool_calls
+    assert call.function.parsed_arguments == done.parsed_arguments and final.choices[0].finish_reason == "tool_calls"
 
 
 @pytest.mark.parametrize("kw", [

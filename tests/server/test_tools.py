@@ -1,18 +1,11 @@
-"""Tool calling pieces without a model: the Hermes-style prompt for templates without tool support, parsing
-calls out of answers (whole and streamed), and the call schema behind tool_choice required/named."""
+"""Tool calling pieces without a model: the Hermes-style prompt for templates without tool support, and
+reading calls out of whole answers (the streaming reader has its own tests in test_tool_parser.py)."""
 
 from __future__ import annotations
 
 import json
 
-import jsonschema
-
-from matelix.server.tools import (
-    ToolCalls,
-    call_schema,
-    described_messages,
-    parse_tool_calls,
-)
+from matelix.server.tools import ToolCalls, described_messages
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -35,7 +28,7 @@ def test_calls_and_results_in_the_history_become_hermes_text_with_the_tools_in_t
 def test_tool_call_blocks_are_parsed_and_the_rest_is_content():
     text = 'Ich schaue nach.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Bonn"}}\n</tool_call>' \
            '<tool_call>{"name": "get_weather", "arguments": {"city": "Köln"}}</tool_call>'
-    content, calls = parse_tool_calls(text, {"get_weather"})
+    content, calls = ToolCalls({"get_weather"}).parse(text)
     assert content == "Ich schaue nach."
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Bonn"}),
                                                                  ("get_weather", {"city": "Köln"})]
@@ -43,23 +36,4 @@ def test_tool_call_blocks_are_parsed_and_the_rest_is_content():
     assert ToolCalls({"get_weather"}, parallel=False).parse(text)[1][0].arguments == '{"city": "Bonn"}'
     for not_a_call in ('<tool_call>{"name": "unknown", "arguments": {}}</tool_call>', "<tool_call>{kaputt",
                        "Kein Aufruf."):
-        assert parse_tool_calls(not_a_call, {"get_weather"}) == (not_a_call, [])
-
-
-def test_streamed_text_holds_back_only_what_may_be_a_call():
-    stream = ToolCalls({"get_weather"}).stream()
-    pieces = ["Ich ", "schaue <to", "ol_call>\n{\"name\": \"get_weather\", ", "\"arguments\": {\"city\": \"Bonn\"}}",
-              "\n</tool_call>"]
-    sent = "".join(stream.push(p) for p in pieces)
-    rest, calls = stream.finish()
-    assert sent == "Ich schaue " and rest.strip() == "" and [c.name for c in calls] == ["get_weather"]
-    plain = ToolCalls({"get_weather"}).stream()
-    assert "".join(plain.push(p) for p in ["a <b", "> c <", "t"]) + plain.finish()[0] == "a <b> c <t"
-
-
-def test_the_call_schema_accepts_exactly_calls_of_the_tools():
-    schema = call_schema([WEATHER])
-    jsonschema.validate({"name": "get_weather", "arguments": {"city": "Bonn"}}, schema)
-    for bad in ({"name": "other", "arguments": {"city": "Bonn"}}, {"name": "get_weather", "arguments": {}},
-                {"name": "get_weather"}):
-        assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
+        assert ToolCalls({"get_weather"}).parse(not_a_call) == (not_a_call, [])

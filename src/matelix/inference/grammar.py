@@ -20,8 +20,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-KINDS = ("json_schema", "json_object", "regex", "choice", "ebnf", "tool_call")
-TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
+KINDS = ("json_schema", "json_object", "regex", "choice", "ebnf", "tool_call", "tool_tags")
 _lock = threading.Lock()
 _compilers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -36,12 +35,15 @@ class GrammarRejected(ValueError):
 
 @dataclass(frozen=True)
 class GrammarSpec:
-    """What to constrain to: `kind` one of KINDS, `source` the schema (JSON text), pattern, choices (JSON list)
-    or grammar; `param` the request field it came from (for errors)."""
+    """What to constrain to: `kind` one of KINDS, `source` the schema (JSON text), pattern, choices (JSON list),
+    grammar, or for the tool kinds a JSON object (see `tool_call_grammar`); `param` the request field it came
+    from (for errors); `strict` false lets objects hold properties the schema does not forbid (JSON Schema's
+    own reading) instead of only the listed ones."""
 
     kind: str
     source: str = ""
     param: str = "response_format"
+    strict: bool = True
 
     @classmethod
     def choices(cls, options: list[str], param: str = "guided_choice") -> GrammarSpec:
@@ -69,7 +71,7 @@ class Grammar:
     banned: tuple[int, ...] = ()
 
 
-JSON_KINDS = ("json_object", "json_schema", "tool_call")
+JSON_KINDS = ("json_object", "json_schema", "tool_call", "tool_tags")
 # Raw control characters other than tab/newline/return: xgrammar's JSON strings let them through, but
 # JSON forbids them unescaped, so a JSON answer containing one would not parse.
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -100,7 +102,7 @@ def _compile(tokenizer, vocab_size: int, stop_ids: frozenset[int] | set[int], sp
         if spec.kind == "json_object":
             return compiler.compile_builtin_json_grammar()
         if spec.kind == "json_schema":
-            return compiler.compile_json_schema(spec.source, any_whitespace=False, strict_mode=True)
+            return compiler.compile_json_schema(spec.source, any_whitespace=False, strict_mode=spec.strict)
         if spec.kind == "regex":
             return compiler.compile_regex(spec.source)
         if spec.kind == "choice":
@@ -108,16 +110,35 @@ def _compile(tokenizer, vocab_size: int, stop_ids: frozenset[int] | set[int], sp
             return compiler.compile_regex("|".join(f"(?:{_literal(o)})" for o in options))
         if spec.kind == "ebnf":
             return compiler.compile_grammar(spec.source)
-        if spec.kind == "tool_call":  # `source` is the call object's schema; Hermes-style block around it
-            import xgrammar as xgr
-
-            call = xgr.Grammar.from_json_schema(spec.source, any_whitespace=False, strict_mode=True)
-            return compiler.compile_grammar(xgr.Grammar.concat(xgr.Grammar.from_regex(_literal(TOOL_CALL_OPEN)), call,
-                                                               xgr.Grammar.from_regex(_literal(TOOL_CALL_CLOSE))))
-    except (RuntimeError, ValueError, TypeError) as exc:  # xgrammar reports bad input as RuntimeError
+        if spec.kind in ("tool_call", "tool_tags"):
+            return compiler.compile_grammar(tool_call_grammar(spec))
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:  # xgrammar reports bad input as RuntimeError
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise GrammarRejected(f"{spec.param}: cannot be used to constrain the output: {reason}", spec.param) from exc
     raise GrammarRejected(f"{spec.param}: unknown grammar kind {spec.kind!r}", spec.param)
+
+
+def tool_call_grammar(spec: GrammarSpec):
+    """The grammar of a tool kind. `tool_call` (tool_choice required / named): the answer is exactly
+    `begin` + a JSON value following `schema` + `end`, source `{"begin", "schema", "end"}`. `tool_tags`
+    (auto with strict functions): free text in which each `trigger` starts one of the `tags`, whose JSON
+    content follows its schema, source `{"triggers": [...], "tags": [{"begin", "schema", "end"}, ...]}`
+    (xgrammar's structural tags). JSON is compact (`", "` and `": "` separators), as for json_schema."""
+    import xgrammar as xgr
+
+    source = json.loads(spec.source)
+
+    def value(schema: dict):
+        return xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=spec.strict)
+
+    if spec.kind == "tool_call":
+        parts = [xgr.Grammar.from_regex(_literal(source["begin"])) if source["begin"] else None,
+                 value(source["schema"]), xgr.Grammar.from_regex(_literal(source["end"])) if source["end"] else None]
+        return xgr.Grammar.concat(*[p for p in parts if p is not None])
+    tags = [{"type": "tag", "begin": t["begin"], "end": t["end"],
+             "content": {"type": "grammar", "grammar": str(value(t["schema"]))}} for t in source["tags"]]
+    return xgr.Grammar.from_structural_tag(json.dumps({"type": "structural_tag", "format": {
+        "type": "triggered_tags", "triggers": source["triggers"], "tags": tags}}))
 
 
 def _literal(text: str) -> str:

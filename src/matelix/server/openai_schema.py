@@ -36,7 +36,7 @@ from matelix.inference.sampling import (
     SamplingParams,
 )
 from matelix.server.messages import ChatMessage
-from matelix.server.tools import forced_call
+from matelix.server.tool_formats import HERMES, CallFormat
 
 MAX_PROMPTS = 64
 MAX_CHOICES = 128  # prompts x n of one completions request
@@ -62,8 +62,9 @@ class JsonSchemaFormat(BaseModel):
     name: str = "response"
     description: str | None = None
     json_schema: dict[str, Any] = Field(alias="schema", description="The JSON schema the output follows.")
-    strict: bool | None = Field(None, description="Accepted; the output always follows the schema strictly "
-                                                  "(no properties beyond it).")
+    strict: bool | None = Field(None, description="true or unset: no properties beyond the schema's; false: the "
+                                                  "schema as JSON Schema reads it (extra properties where it "
+                                                  "does not forbid them). The output validates either way.")
 
 
 class ResponseFormat(BaseModel):
@@ -84,7 +85,8 @@ class ResponseFormat(BaseModel):
         if self.type == "json_object":
             return GrammarSpec("json_object", param=param)
         if self.type == "json_schema":
-            return GrammarSpec("json_schema", json.dumps(self.json_schema.json_schema), param)
+            return GrammarSpec("json_schema", json.dumps(self.json_schema.json_schema), param,
+                               strict=self.json_schema.strict is not False)
         return None
 
 
@@ -98,7 +100,9 @@ class FunctionDef(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
     parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments object.")
-    strict: bool | None = None
+    strict: bool | None = Field(None, description="true: with tool_choice auto, a call of this function follows "
+                                                  "its schema once the model opens it; false: required / named "
+                                                  "calls follow the schema as JSON Schema reads it.")
 
 
 class Tool(BaseModel):
@@ -312,11 +316,15 @@ class ChatCompletionRequest(SamplingRequest):
     def tool_dicts(self) -> list[dict]:
         return [t.model_dump(exclude_none=True) for t in self.tools or []]
 
-    def grammar_spec(self) -> GrammarSpec | None:
-        """`tool_choice` required / named constrain the answer to a call; else response_format, guided_*."""
+    def grammar_spec(self, call_format: CallFormat = HERMES) -> GrammarSpec | None:
+        """`tool_choice` required / named constrain the answer to a call in the model's `call_format`; auto
+        with `strict: true` functions constrains their calls once opened; else response_format, guided_*."""
         if self.tool_mode in ("required", "named"):
             name = self.tool_choice.function.name if self.tool_mode == "named" else None
-            return forced_call(self.tool_dicts(), name)
+            return call_format.forced(self.tool_dicts(), name)
+        triggered = call_format.triggered(self.tool_dicts()) if self.tool_mode == "auto" else None
+        if triggered is not None:
+            return triggered
         if self.response_format is not None and self.response_format.type != "text":
             return self.response_format.grammar_spec()
         return super().grammar_spec()
@@ -406,6 +414,12 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    served_as: Literal["model", "merged", "adapter"] | None = Field(
+        None, description="model: a model of its own; merged: an adapter merged into its own copy of the base; "
+                          "adapter: an adapter on the shared resident base (when not resident: how it would load).")
+    resident: bool = Field(False, description="Loaded now.")
+    base_model: str | None = Field(None, description="The base an adapter runs on.")
+    checkpoint_step: int | None = Field(None, description="`run@checkpoint-N` / `run@latest`: the step served.")
 
 
 class ModelList(BaseModel):

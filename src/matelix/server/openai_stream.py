@@ -24,7 +24,8 @@ from matelix.server.openai_schema import (
     CompletionChoice,
 )
 from matelix.server.streaming import sse
-from matelix.server.tools import ToolCalls, ToolCallStream
+from matelix.server.tool_parser import Piece, ToolCallParser
+from matelix.server.tools import ToolCalls
 
 FINISH_REASONS = ("stop", "length")
 
@@ -56,45 +57,60 @@ class ChunkFormat:
 
 
 class ChatChunks(ChunkFormat):
-    """Chat deltas; with tools, text that may be a tool call is held back and the calls are sent at the end
-    of the choice as `tool_calls` deltas (name and id first, then the arguments), with finish_reason
-    "tool_calls"."""
+    """Chat deltas; with tools, the answer goes through the tool-call reader: content deltas for the text
+    around the calls, and per call a `tool_calls` delta with `index`, `id`, `type` and `function.name` as soon
+    as the model names a known function, then `function.arguments` deltas as the arguments are generated;
+    the choice ends with finish_reason "tool_calls" when it made calls (still "length" when `max_tokens`
+    cut one off)."""
 
     def __init__(self, *args, tool_calls: ToolCalls | None = None, **kw):
         super().__init__(*args, **kw)
         self.tool_calls = tool_calls
-        self.parsers: dict[int, ToolCallStream] = {}
+        self.parsers: dict[int, ToolCallParser] = {}
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         return self.frame(ChatCompletionChunk(**self.base, choices=choices, usage=usage))
 
+    def _delta(self, index: int, delta: ChatDelta, logprobs=None, finish_reason=None) -> str:
+        return self._chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)])
+
     def opening(self, index: int) -> str:
-        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
+        return self._delta(index, ChatDelta(role="assistant", content=""))
+
+    def _pieces(self, index: int, pieces: list[Piece], logprobs=None) -> str:
+        """One chunk per piece; the event's logprobs ride on the first (or on an empty delta)."""
+        chunks = []
+        for piece in pieces:
+            if piece.call is not None:
+                part = {"index": piece.index, "id": piece.call.id, "type": "function",
+                        "function": {"name": piece.call.name, "arguments": ""}}
+                delta = ChatDelta(tool_calls=[part])
+            elif piece.index is not None:
+                delta = ChatDelta(tool_calls=[{"index": piece.index, "function": {"arguments": piece.arguments}}])
+            else:
+                delta = ChatDelta(content=piece.content)
+            chunks.append(self._delta(index, delta, logprobs))
+            logprobs = None
+        if logprobs is not None:
+            chunks.append(self._delta(index, ChatDelta(content=""), logprobs))
+        return "".join(chunks)
 
     def delta(self, index: int, event: GenerationEvent) -> str | None:
         logprobs = chat_logprobs(list(event.logprobs), self.texts) if self.texts and event.logprobs else None
-        text = event.text
-        if self.tool_calls is not None and text:
-            text = self.parsers.setdefault(index, self.tool_calls.stream()).push(text)
-        if not text and logprobs is None:
-            return None
-        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=text), logprobs=logprobs)])
+        if self.tool_calls is None:
+            if not event.text and logprobs is None:
+                return None
+            return self._delta(index, ChatDelta(content=event.text), logprobs)
+        parser = self.parsers.setdefault(index, self.tool_calls.stream())
+        return self._pieces(index, parser.push(event.text) if event.text else [], logprobs) or None
 
     def finish(self, index: int, reason: str) -> str:
-        chunks = []
         parser = self.parsers.pop(index, None)
+        chunks = ""
         if parser is not None:
-            rest, calls = parser.finish()
-            if rest:
-                chunks.append(self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(content=rest))]))
-            for n, call in enumerate(calls):
-                head = {"index": n, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-                body = {"index": n, "function": {"arguments": call.arguments}}
-                chunks += [self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(tool_calls=[part]))])
-                           for part in (head, body)]
-            reason = "tool_calls" if calls else reason
-        chunks.append(self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=reason)]))
-        return "".join(chunks)
+            chunks = self._pieces(index, parser.finish())
+            reason = "tool_calls" if parser.calls and reason == "stop" else reason
+        return chunks + self._delta(index, ChatDelta(), finish_reason=reason)
 
     def usage(self, usage: Usage) -> str:
         return self._chunk([], usage)

@@ -37,6 +37,7 @@ from matelix.server.openai_schema import (
 )
 from matelix.server.openai_stream import ChatChunks, CompletionChunks, stream_events
 from matelix.server.streaming import STREAM_HEADERS
+from matelix.server.vllm_forward import forwarder_of
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
@@ -69,6 +70,8 @@ def documented(model: type) -> dict:
 @router.post("/chat/completions", response_model=None, responses={**documented(ChatCompletion), **BUSY_RESPONSES})
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
     """Answer a conversation: a `chat.completion`, or `chat.completion.chunk` events with `stream`."""
+    if forwarder := forwarder_of(request):  # MATELIX_INFERENCE_BACKEND=vllm
+        return await forwarder.openai(request, body, "/v1/chat/completions")
     started, calls = await start_chat(request, body)
     cid, created = new_id("chatcmpl"), now()
     texts = TokenTexts(started.loaded.tokenizer) if body.logprobs else None
@@ -80,7 +83,8 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Cha
     for i, r in enumerate(results):
         content, found = calls.parse(r.text) if calls else (r.text, [])
         message = AssistantMessage(content=content, tool_calls=[c.wire() for c in found] or None)
-        choices.append(ChatChoice(index=i, message=message, finish_reason="tool_calls" if found else r.finish_reason,
+        reason = "tool_calls" if found and r.finish_reason == "stop" else r.finish_reason
+        choices.append(ChatChoice(index=i, message=message, finish_reason=reason,
                                   logprobs=chat_logprobs(r.logprobs, texts) if texts else None))
     usage = started.usage(sum(r.usage.completion_tokens for r in results))
     return ChatCompletion(id=cid, created=created, model=body.model, choices=choices, usage=usage)
@@ -89,6 +93,8 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Cha
 @router.post("/completions", response_model=None, responses={**documented(Completion), **BUSY_RESPONSES})
 async def completions(request: Request, body: CompletionRequest) -> Completion | StreamingResponse:
     """Continue text prompts: a `text_completion`, or `text_completion` chunk events with `stream`."""
+    if forwarder := forwarder_of(request):  # MATELIX_INFERENCE_BACKEND=vllm
+        return await forwarder.openai(request, body, "/v1/completions")
     def encode(model: LoadedModel) -> list[list[int]]:
         # An empty text prompt starts from the model's BOS token when it has one (as vLLM does), so the model
         # generates unconditioned text instead of the request being refused as empty.

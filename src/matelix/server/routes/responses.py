@@ -22,7 +22,8 @@ from matelix.server.errors import BUSY_RESPONSES, ApiError, describe_validation_
 from matelix.server.openai_route import OpenAIRoute, start_chat
 from matelix.server.openai_schema import ChatCompletionRequest
 from matelix.server.streaming import STREAM_HEADERS
-from matelix.server.tools import ToolCall, ToolCalls
+from matelix.server.tool_parser import Piece, ToolCall
+from matelix.server.tools import ToolCalls
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -174,58 +175,85 @@ def event(kind: str, sequence: int, **data) -> str:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': sequence, **data})}\n\n"
 
 
+class EventWriter:
+    """Responses stream events for one answer's pieces, in order: text opens (or continues) a message item,
+    a call's head opens a function_call item, its argument pieces are `function_call_arguments.delta`
+    events; an item is closed (its `.done` events) when the next one opens or the answer ends."""
+
+    def __init__(self):
+        self.seq = iter(range(1_000_000_000))
+        self.output: list[dict] = []
+        self.open: dict | None = None  # the item being written: {"item", "index", "parts"}
+
+    def event(self, kind: str, **data) -> str:
+        return event(kind, next(self.seq), **data)
+
+    def _opening(self, item: dict) -> list[str]:
+        out = self.close()
+        self.open = {"item": item, "index": len(self.output), "parts": []}
+        self.output.append(item)
+        return [*out, self.event("response.output_item.added", output_index=self.open["index"], item=item)]
+
+    def piece(self, piece: Piece) -> list[str]:
+        out: list[str] = []
+        if piece.call is not None:
+            out += self._opening({**call_item(piece.call, _id("fc"), ""), "status": "in_progress"})
+            return out
+        current = self.open
+        if piece.index is not None:
+            current["parts"].append(piece.arguments)
+            return [self.event("response.function_call_arguments.delta", item_id=current["item"]["id"],
+                               output_index=current["index"], delta=piece.arguments)]
+        if current is None or current["item"]["type"] != "message":
+            out += self._opening(message_item(_id("msg"), "", "in_progress"))
+            out.append(self.event("response.content_part.added", item_id=self.open["item"]["id"],
+                                  output_index=self.open["index"], content_index=0,
+                                  part={"type": "output_text", "text": "", "annotations": []}))
+        self.open["parts"].append(piece.content)
+        out.append(self.event("response.output_text.delta", item_id=self.open["item"]["id"],
+                              output_index=self.open["index"], content_index=0, delta=piece.content, logprobs=[]))
+        return out
+
+    def close(self) -> list[str]:
+        current, self.open = self.open, None
+        if current is None:
+            return []
+        item, index, whole = current["item"], current["index"], "".join(current["parts"])
+        if item["type"] == "message":
+            done = message_item(item["id"], whole)
+            out = [self.event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
+                              text=whole, logprobs=[]),
+                   self.event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
+                              part=done["content"][0])]
+        else:
+            done = {**item, "arguments": whole, "status": "completed"}
+            out = [self.event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                              arguments=whole)]
+        self.output[index] = done
+        return [*out, self.event("response.output_item.done", output_index=index, item=done)]
+
+
 async def stream(started, calls: ToolCalls | None, answer: Answer) -> AsyncIterator[str]:
-    """Responses stream events for one answer: text as `output_text` deltas of one message item, tool calls
-    as function_call items at the end, then `response.completed` with the whole response."""
-    seq = iter(range(1_000_000_000))
+    """Responses stream events for one answer: text as `output_text` deltas of a message item, each tool
+    call as a function_call item whose arguments stream as they are generated, then `response.completed`
+    with the whole response."""
     parser = calls.stream() if calls else None
-    msg_id, text, output = _id("msg"), [], []
-    yield event("response.created", next(seq), response=answer.object("in_progress", []))
-    yield event("response.in_progress", next(seq), response=answer.object("in_progress", []))
-
-    def delta(piece: str):
-        if not text:  # the message item opens with its first text
-            yield event("response.output_item.added", next(seq), output_index=0, item=message_item(msg_id, "", "in_progress"))
-            yield event("response.content_part.added", next(seq), item_id=msg_id, output_index=0, content_index=0,
-                        part={"type": "output_text", "text": "", "annotations": []})
-        text.append(piece)
-        yield event("response.output_text.delta", next(seq), item_id=msg_id, output_index=0, content_index=0,
-                    delta=piece, logprobs=[])
-
+    writer = EventWriter()
+    yield writer.event("response.created", response=answer.object("in_progress", []))
+    yield writer.event("response.in_progress", response=answer.object("in_progress", []))
     async for _, ev in started.events():
         if ev.finish_reason == "error":
             error = generation.error_of(ev)
-            yield event("error", next(seq), code=error.code, message=error.message, param=None)
+            yield writer.event("error", code=error.code, message=error.message, param=None)
             return
-        piece = parser.push(ev.text) if parser and ev.text else ev.text
-        if piece:
-            for chunk in delta(piece):
+        pieces = (parser.push(ev.text) if parser else [Piece(content=ev.text)]) if ev.text else []
+        if ev.finished and parser is not None:
+            pieces += parser.finish()
+        for piece in pieces:
+            for chunk in writer.piece(piece):
                 yield chunk
-        if not ev.finished:
-            continue
-        found = []
-        if parser is not None:
-            rest, found = parser.finish()
-            if rest:
-                for chunk in delta(rest):
-                    yield chunk
-        if text:
-            whole = "".join(text)
-            yield event("response.output_text.done", next(seq), item_id=msg_id, output_index=0, content_index=0,
-                        text=whole, logprobs=[])
-            yield event("response.content_part.done", next(seq), item_id=msg_id, output_index=0, content_index=0,
-                        part={"type": "output_text", "text": whole, "annotations": []})
-            output.append(message_item(msg_id, whole))
-            yield event("response.output_item.done", next(seq), output_index=0, item=output[-1])
-        for call in found:
-            index, item_id = len(output), _id("fc")
-            yield event("response.output_item.added", next(seq), output_index=index,
-                        item={**call_item(call, item_id, ""), "status": "in_progress"})
-            yield event("response.function_call_arguments.delta", next(seq), item_id=item_id, output_index=index,
-                        delta=call.arguments)
-            yield event("response.function_call_arguments.done", next(seq), item_id=item_id, output_index=index,
-                        arguments=call.arguments)
-            output.append(call_item(call, item_id))
-            yield event("response.output_item.done", next(seq), output_index=index, item=output[-1])
-        yield event("response.completed", next(seq), response=answer.object("completed", output, ev.usage,
-                                                                            ev.finish_reason))
+        if ev.finished:
+            for chunk in writer.close():
+                yield chunk
+            yield writer.event("response.completed", response=answer.object("completed", writer.output, ev.usage,
+                                                                             ev.finish_reason))
