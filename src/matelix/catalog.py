@@ -115,4 +115,8 @@ def list_finished_run_models(settings: Settings) -> list[dict]:
 
 
 def list_models(settings: Settings) -> list[dict]:
-    return list_local_models(settings) + list_finished_run_models(settings)
+    """Local models, finished runs, and runs' complete checkpoints (`run@checkpoint-N`, `run@latest`)."""
+    # Imported here: checkpoint_refs reads run folders through training.rundir, which imports this module.
+    from matelix.checkpoint_refs import list_checkpoint_models
+
+    return list_local_models(settings) + list_finished_run_models(settings) + list_checkpoint_models(settings)

@@ -50,6 +50,7 @@ from matelix.catalog import (
     read_json,
     resolve_model_ref,
 )
+from matelix.checkpoint_refs import checkpoint_folder, parse_ref
 from matelix.inference.adapters import (
     AdapterModel,
     AdapterNotServable,
@@ -60,7 +61,6 @@ from matelix.inference.adapters import (
     read_adapter,
 )
 from matelix.inference.admission import AdmissionGate
-from matelix.inference.checkpoint_refs import checkpoint_folder, parse_ref
 from matelix.inference.loading import LoadedModel, ModelLoadFailed, ModelSource, load_model
 from matelix.inference.quantize import check_quantization
 from matelix.paths import PathRefused, relative_to_home
@@ -235,6 +235,24 @@ class ModelRegistry:
             return base if resident.served_as == "model" and resident.quantization == "none" else None
         siblings = any(m.base_model == base.id for m in [*self._loaded.values(), *self._adapters.values()])
         return base if siblings or source.checkpoint_step is not None else None
+
+    def serving(self, ref: str) -> dict:
+        """How `ref` is served, for listings (never loads): `served_as` (`model` | `merged` | `adapter`; for a model
+        not resident, how its next load would serve it), `resident`, `base_model`, `checkpoint_step`; {} when
+        `ref` does not resolve."""
+        try:
+            source = self.resolve(ref)
+        except (PathRefused, ModelNotFound, ModelRefused):
+            return {}
+        resident = self._adapters.get(source.id) or self._loaded.get(source.id)
+        if resident is not None:
+            return {"served_as": resident.served_as, "resident": True, "base_model": resident.base_model,
+                    "checkpoint_step": source.checkpoint_step}
+        if source.kind != "adapter":
+            return {"served_as": "model", "resident": False, "checkpoint_step": source.checkpoint_step}
+        base = self._shared_base(source, None)
+        return {"served_as": "adapter" if base else "merged", "resident": False,
+                "base_model": base.id if base else adapter_base_ref(source), "checkpoint_step": source.checkpoint_step}
 
     async def _acquire_adapter(self, source: ModelSource, base: ModelSource, device: str | None) -> LoadedModel:
         while True:

@@ -8,7 +8,6 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from matelix import catalog
-from matelix.inference.checkpoint_refs import list_checkpoint_models
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.server.deps import SettingsDep
 from matelix.server.errors import ApiError
@@ -28,7 +27,7 @@ def available_datasets(settings: SettingsDep) -> list[dict]:
 def available_models(settings: SettingsDep) -> list[dict]:
     """Local models under `models/`, finished training runs, and runs' complete checkpoints
     (`run@checkpoint-N`; `run@latest` with its `step` while the run trains)."""
-    return catalog.list_models(settings) + list_checkpoint_models(settings)
+    return catalog.list_models(settings)
 
 
 @router.get("/models/gguf")

@@ -2,7 +2,7 @@
 
     parse_ref("run@latest")                          # ("run", "latest"), or None for any other reference
     folder = checkpoint_folder("run", "latest", settings)   # the folder to serve; raises ModelNotFound
-    list_checkpoint_models(settings)                 # what /available_models and /v1/models add for runs
+    list_checkpoint_models(settings)                 # what catalog.list_models adds for runs (listings, /v1)
 
 Only complete checkpoints count (`training.rundir.is_complete_checkpoint`: the Trainer writes
 trainer_state.json last), so a checkpoint the worker is still writing is never loaded. `run@latest` is the newest
