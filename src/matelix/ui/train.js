@@ -349,7 +349,9 @@ function problemHtml(p) {
 
 /** The /datasets/validate report: what was found, counts, token statistics, every problem with its row. */
 function reportHtml(r, { uploaded = null, hubModel = false } = {}) {
-  const format = r.format ? `${optionLabel("template_mode", r.format)} (${r.format})` : t("train.format_unknown");
+  // The format in words; its config value (template_mode) only in the table, where a config file needs it.
+  const named = r.format ? optionLabel("template_mode", r.format) : t("train.format_unknown");
+  const format = r.format ? `${named} · ${r.format}` : named;
   const rows = [["train.format", format], ["train.rows", num(r.rows, 0)], ["train.samples", num(r.samples, 0)],
     ["train.errors", num(r.error_count, 0)], ["train.warnings", num(r.warning_count, 0)]];
   const tok = r.tokens;
@@ -361,7 +363,7 @@ function reportHtml(r, { uploaded = null, hubModel = false } = {}) {
   const found = uploaded && !r.ok ? `<p class="error">${escapeHtml(t("train.upload_bad", { name: uploaded }))}</p>`
     : uploaded ? `<p class="ok">${escapeHtml(t("train.uploaded", { name: uploaded }))}</p>` : "";
   return `${found}<h3>${escapeHtml(t("train.report"))} <span id="train-report-verdict" class="${r.ok ? "good" : "bad"}">${escapeHtml(r.ok ? t("train.valid") : t("train.has_errors"))}</span></h3>
-    <p id="train-found">${escapeHtml(t("train.found", { format, rows: num(r.rows, 0), samples: num(r.samples, 0) }))}</p>
+    <p id="train-found">${escapeHtml(t("train.found", { format: named, rows: num(r.rows, 0), samples: num(r.samples, 0) }))}</p>
     <dl class="facts">${rows.map(([k, v]) => `<dt>${escapeHtml(t(k))}</dt><dd>${escapeHtml(v ?? "–")}</dd>`).join("")}</dl>
     ${hubModel ? `<p class="muted" id="train-tokens-note">${escapeHtml(t("train.tokens_local_only"))}</p>` : ""}
     ${problems.length ? `<ul class="problems">${problems.map(problemHtml).join("")}</ul>` : ""}`;
