@@ -133,6 +133,25 @@ class TrainConfig(BaseModel):
     ngrams: NgramOptions = Field(default_factory=NgramOptions,
                                  description="How the phrases are mined (with use_ngrams).")
 
+    # Several machines and sharded training (docs/SCALING.md).
+    nnodes: int = Field(1, ge=1, le=256, description="Machines taking part; more than 1 = a multi-node run that "
+                        "the other machines join with `matelix train CONFIG --node-rank K`.")
+    node_rank: int = Field(0, ge=0, le=255, description="This machine's number in a multi-node run: 0 owns the "
+                           "run (status, logs, checkpoints and the final model); set by `--node-rank`.")
+    master_addr: str | None = Field(None, max_length=253, pattern=r"^[A-Za-z0-9.:_\-\[\]]+$",
+                                    description="Address of node 0 that every node can reach (needed when "
+                                    "nnodes > 1).")
+    master_port: int = Field(29500, ge=1024, le=65535, description="Port on node 0 where the nodes meet.")
+    node_timeout_s: int = Field(600, ge=10, le=86_400, description="A node that has not joined, or stops "
+                                "answering, for this many seconds fails the run.")
+    distributed: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp", description="ddp = a full copy of the model per process; fsdp or deepspeed = the model, its "
+        "gradients and optimizer state sharded across processes, for models that do not fit one device.")
+    deepspeed_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage: 2 shards gradients and "
+                                           "optimizer state, 3 also the weights.")
+    offload: bool = Field(False, description="With fsdp or deepspeed: keep optimizer state (and with fsdp or "
+                          "ZeRO-3 the weights) in CPU memory; slower, fits bigger models.")
+
     # Naming.
     run_name: str | None = Field(None, max_length=100, description="A name for the run, shown instead of its "
                                  "folder name (the folder keeps <model>_<time>).")
@@ -161,9 +180,28 @@ class TrainConfig(BaseModel):
             raise ValueError("nproc > 1 is not supported on mps; use device cpu or cuda")
         if self.device == "cpu" and self.precision == "fp16":
             raise ValueError("precision fp16 needs a GPU; use fp32 or bf16 on cpu")
+        self._check_scaling()
         if self.lora_target_modules is not None and not self.lora_target_modules:
             raise ValueError("lora_target_modules is empty: give module names or leave it unset")
         return self
+
+    def _check_scaling(self) -> None:
+        if self.nnodes > 1 and not self.master_addr:
+            raise ValueError("nnodes > 1 needs master_addr: the address of node 0 that every node can reach")
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes ({self.nnodes})")
+        if self.nnodes > 1 and self.device == "mps":
+            raise ValueError("multi-node training is not supported on mps; use device cpu or cuda")
+        if self.distributed != "ddp" and self.train_mode == "lora":
+            raise ValueError(f"distributed {self.distributed} shards a full fine-tune; LoRA trains with ddp")
+        if self.distributed != "ddp" and self.device in ("cpu", "mps"):
+            raise ValueError(f"distributed {self.distributed} needs CUDA GPUs (accelerate shards only there); "
+                             "use ddp on this device")
+
+    @property
+    def world_size(self) -> int:
+        """Training processes over all nodes."""
+        return self.nproc * self.nnodes
 
 
 def load_config_file(path: Path, base: dict | None = None, overrides: dict | None = None) -> TrainConfig:

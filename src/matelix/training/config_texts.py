@@ -69,6 +69,19 @@ GERMAN_DESCRIPTIONS: dict[str, str] = {
     "ngrams.min_count": "So oft muss eine Wortfolge mindestens vorkommen.",
     "ngrams.min_chars": "Kürzeste Wortfolge in Zeichen.",
     "ngrams.max_samples": "Höchstens so viele Beispiele durchsuchen.",
+    "nnodes": "Beteiligte Rechner; mehr als 1 = ein Lauf über mehrere Rechner, denen die anderen mit "
+              "`matelix train CONFIG --node-rank K` beitreten.",
+    "node_rank": "Nummer dieses Rechners im Mehrrechner-Lauf: 0 besitzt den Lauf (Status, Logs, Checkpoints "
+                 "und das fertige Modell); gesetzt durch `--node-rank`.",
+    "master_addr": "Adresse von Rechner 0, die jeder Rechner erreicht (nötig, wenn nnodes > 1).",
+    "master_port": "Port auf Rechner 0, an dem sich die Rechner treffen.",
+    "node_timeout_s": "Ein Rechner, der so viele Sekunden nicht beitritt oder nicht mehr antwortet, lässt den "
+                      "Lauf scheitern.",
+    "distributed": "ddp = eine volle Kopie des Modells je Prozess; fsdp oder deepspeed = Modell, Gradienten und "
+                   "Optimizer-Zustand auf die Prozesse verteilt, für Modelle, die nicht auf ein Gerät passen.",
+    "deepspeed_stage": "DeepSpeed-ZeRO-Stufe: 2 verteilt Gradienten und Optimizer-Zustand, 3 auch die Gewichte.",
+    "offload": "Mit fsdp oder deepspeed: Optimizer-Zustand (mit fsdp oder ZeRO-3 auch die Gewichte) im "
+               "CPU-Speicher halten; langsamer, passt für größere Modelle.",
     "run_name": "Ein Name für den Lauf, angezeigt statt seines Ordnernamens (der Ordner bleibt "
                 "<Modell>_<Zeit>).",
     "notes": "Freie Notizen zum Lauf; später änderbar.",

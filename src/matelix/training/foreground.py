@@ -42,6 +42,21 @@ def _postfix(view: dict) -> dict:
     return out
 
 
+def describe_nodes(config: TrainConfig) -> str:
+    """What this node of a multi-node run does, in one line."""
+    where = f"{config.master_addr}:{config.master_port}"
+    if config.node_rank == 0:
+        ranks = "1" if config.nnodes == 2 else f"1 to {config.nnodes - 1}"
+        doing = (f"node 0 of {config.nnodes}: waiting at {where} for the other nodes to join (on node K: "
+                 f"matelix train CONFIG --node-rank K, K = {ranks}); this node keeps the checkpoints and the "
+                 "final model")
+    else:
+        doing = (f"node {config.node_rank} of {config.nnodes}: joining node 0 at {where}; node 0 keeps the "
+                 "checkpoints and the final model, this folder only this node's log and status")
+    return (f"Multi-node run, {doing}. {config.nproc} process(es) here, {config.world_size} in all; a node "
+            f"missing for {config.node_timeout_s} s fails the run.")
+
+
 def load_run_config(settings: Settings, config_path: Path | None, preset: str | None,
                     overrides: dict | None = None) -> TrainConfig:
     """The config of the run: the preset's fields (when named), the config file's on top, then `overrides`
@@ -85,6 +100,8 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
               file=sys.stderr)
         return 2
     print(f"Run {rundir.run_id} -> {relative_to_home(rundir.path, settings.home)}/ (Ctrl-C stops gracefully)")
+    if config.nnodes > 1:
+        print(describe_nodes(config))
     reader = runs.log_reader(rundir)
     since, interrupts = 0, 0
     view: dict = {}

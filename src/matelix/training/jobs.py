@@ -9,6 +9,7 @@ the terminal of `matelix train` reaches only the CLI, which turns it into a grac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.settings import Settings
@@ -46,13 +49,21 @@ KILL_WAIT_S = 10.0
 SPAWN_GRACE_S = 30.0  # a `queued` run without a worker pid after this long was never spawned (server died)
 
 
-def worker_command(rundir: RunDir, nproc: int, resume: Path | None = None) -> list[str]:
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "matelix.training.worker", str(rundir.path)]
+def worker_command(rundir: RunDir, config: TrainConfig, resume: Path | None = None) -> list[str]:
+    """The worker's command line: the worker itself, or torchrun starting `nproc` of them on this node."""
+    worker = ["-m", "matelix.training.worker", str(rundir.path)] + (["--resume", str(resume)] if resume else [])
+    if config.nnodes > 1:
+        # torchrun's static rendezvous: `--node-rank` decides the global ranks, so node 0 (the server's run
+        # folder) holds rank 0. The c10d backend ignores --node-rank and orders nodes by host name and pid,
+        # which could put rank 0, and with it the checkpoints and the final model, on a joining machine.
+        launcher = [f"--nnodes={config.nnodes}", f"--node-rank={config.node_rank}",
+                    f"--master-addr={config.master_addr}", f"--master-port={config.master_port}",
+                    "--rdzv-backend=static", f"--rdzv-conf=timeout={config.node_timeout_s}", "--max-restarts=0"]
+    elif config.nproc > 1:
+        launcher = ["--standalone"]
     else:
-        cmd = [sys.executable, "-m", "matelix.training.worker", str(rundir.path)]
-    return cmd + (["--resume", str(resume)] if resume else [])
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, f"--nproc-per-node={config.nproc}", *worker]
 
 
 def worker_env(settings: Settings, nproc: int) -> dict[str, str]:
@@ -195,11 +206,15 @@ class RunManager:
         pid, started = rundir.worker_pid(status)
         proc = self._procs.get(rundir.run_id)
         self._killed.add(rundir.run_id)
+        workers = worker_processes(pid)
         try:
             os.killpg(int(pid), signal.SIGKILL)
         except (ProcessLookupError, PermissionError, TypeError, ValueError):
             if proc is not None:
                 proc.kill()
+        for worker in workers:  # torchrun starts each worker in a session of its own: killpg misses them
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
         if proc is not None:
             try:
                 proc.wait(timeout=KILL_WAIT_S)
@@ -220,7 +235,7 @@ class RunManager:
 
     def _spawn(self, rundir: RunDir, config: TrainConfig, resume: Path | None) -> subprocess.Popen:
         with rundir.log_path.open("ab") as log_fh:
-            proc = subprocess.Popen(worker_command(rundir, config.nproc, resume), stdout=log_fh,
+            proc = subprocess.Popen(worker_command(rundir, config, resume), stdout=log_fh,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                     env=worker_env(self.settings, config.nproc), cwd=str(self.settings.home))
         self._procs[rundir.run_id] = proc
@@ -233,7 +248,9 @@ class RunManager:
         resolved = resolve_run(config, self.settings)
         with self._lock:
             self._ensure_idle()
-            rundir = new_run_dir(resolved.model_name, self.settings)
+            # A joining node keeps its own record of its part (log, status) beside node 0's run name.
+            rundir = new_run_dir(resolved.model_name + (f"_node{config.node_rank}" if config.node_rank else ""),
+                                 self.settings)
             try:
                 rundir.reserve_space()
                 rundir.write_config(config)
@@ -354,6 +371,14 @@ class RunManager:
                 "total_steps": view["total_steps"], "created_at": status.get("created_at"),
                 "finished_at": status.get("finished_at"), "save_dir": view["save_dir"],
                 "has_model": rundir.has_model(), "config": view["config"]}
+
+
+def worker_processes(pid: int | None) -> list[psutil.Process]:
+    """Every process below the launcher `pid` (torchrun's workers), found before anything is killed."""
+    try:
+        return psutil.Process(int(pid)).children(recursive=True)
+    except (psutil.Error, TypeError, ValueError):
+        return []
 
 
 def elapsed_seconds(status: dict, now: float) -> float | None:

@@ -40,6 +40,11 @@ def resolve_placement(config: TrainConfig) -> Placement:
         raise SetupError("device 'mps' was requested but Apple MPS is not available")
     if device == "cuda" and config.nproc > torch.cuda.device_count():
         raise SetupError(f"nproc {config.nproc} needs {config.nproc} GPUs, found {torch.cuda.device_count()}")
+    if config.distributed != "ddp" and device != "cuda":
+        # torch's FSDP2 runs on CPU with gloo, but accelerate (which the Trainer goes through) turns on FSDP and
+        # DeepSpeed for GPUs only: on a CPU the run would quietly train as DDP, unsharded.
+        raise SetupError(f"distributed {config.distributed} needs CUDA GPUs (accelerate shards only there); "
+                         f"this run's device is {device}: use distributed ddp")
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -151,8 +156,9 @@ def apply_lora(model, config: TrainConfig, *, train_embeddings: bool = False,
 
 
 def save_final_model(model, tokenizer, out_dir: Path, config: TrainConfig, base_source: str,
-                     log: Callable[[str], None]) -> str:
-    """Save the trained model + tokenizer in HF format into `out_dir`; returns the saved form."""
+                     log: Callable[[str], None], state_dict: dict | None = None) -> str:
+    """Save the trained model + tokenizer in HF format into `out_dir`; returns the saved form. `state_dict`:
+    the full weights gathered from a sharded (fsdp/deepspeed) model."""
     form = "full"
     if config.train_mode == "lora":
         if config.merge_lora_on_save:
@@ -167,7 +173,7 @@ def save_final_model(model, tokenizer, out_dir: Path, config: TrainConfig, base_
     tmp = out_dir / FINAL_SAVE_TMP
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), state_dict=state_dict)
     tokenizer.save_pretrained(str(tmp))
     publish_model(tmp, out_dir)
     log(f"Saved {form} model and tokenizer to {out_dir.name}/")

@@ -2,8 +2,8 @@
 
 The decoder runs as usual (LoRA layers, gradient checkpointing and packing's position ids included); the
 output head and the loss then run on the trained positions only, in chunks (`chunked_loss`). A DDP-wrapped
-model (nproc > 1) must be called through its wrapper, so there the model computes logits for the trained
-positions only (`logits_to_keep` mask) and the loss is taken from them.
+model (nproc > 1), like a sharded one (fsdp, deepspeed), must be called through its wrapper, so there the
+model computes logits for the trained positions only (`logits_to_keep` mask) and the loss is taken from them.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ class LabTrainer(Trainer):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         keep, targets = trained_positions(labels)
-        base = _causal_lm(model)
+        # Sharded weights (fsdp/deepspeed) are gathered by the wrapper's own forward: call the model whole.
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        base = None if sharded else _causal_lm(model)
         decoder = getattr(base, "model", None) if base is not None else None
         head = base.get_output_embeddings() if base is not None else None
         if decoder is not None and isinstance(head, torch.nn.Linear) and head.bias is None:

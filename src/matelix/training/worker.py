@@ -2,6 +2,10 @@
 
     python -m matelix.training.worker RUN_DIR [--resume CHECKPOINT]
     torchrun --standalone --nproc-per-node N -m matelix.training.worker RUN_DIR   (multi-process)
+    torchrun --nnodes M --node-rank K --master-addr H --master-port P ... -m matelix.training.worker RUN_DIR
+
+Global rank 0 (on node 0) saves checkpoints and the final model, and answers the live preview and the
+probes; the first process of every node keeps that node's own run folder (status, log, metrics).
 
 It reads `RUN_DIR/train_config.json`, writes status/metrics/preview files as it goes, and ends in state
 `completed`, `stopped` (a stop was requested: it finished the optimizer step, saved a checkpoint and the
@@ -26,6 +30,11 @@ WARNINGS_LOG = "warnings.log"
 
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def _keeps_folder() -> bool:
+    """The first process of this node writes the node's run folder (on node 0 the same as `_is_main`)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 def _attach_log(rundir: RunDir) -> None:
@@ -73,6 +82,8 @@ def training_arguments(config, placement, output_dir: Path, *, evaluate: bool):
     """The Trainer settings of a run (shared with bench/train_throughput.py)."""
     from transformers import TrainingArguments
 
+    from matelix.training.sharding import sharding_arguments
+
     return TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=config.per_device_train_batch_size,
         per_device_eval_batch_size=config.per_device_train_batch_size,
@@ -89,8 +100,11 @@ def training_arguments(config, placement, output_dir: Path, *, evaluate: bool):
         # Packed rows carry position_ids the model needs; the default would drop them as "unused".
         remove_unused_columns=False, include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="sequential", dataloader_num_workers=0,
-        ddp_backend=("gloo" if placement.device == "cpu" else "nccl") if config.nproc > 1 else None,
-        ddp_find_unused_parameters=False if config.nproc > 1 else None,
+        ddp_backend=("gloo" if placement.device == "cpu" else "nccl") if config.world_size > 1 else None,
+        ddp_find_unused_parameters=False if config.world_size > 1 else None,
+        # A node that stops answering fails the run after this long instead of 30 minutes (the default).
+        ddp_timeout=config.node_timeout_s,
+        **sharding_arguments(config, output_dir),
     )
 
 
@@ -131,14 +145,15 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
 
     hf_logging.disable_progress_bar()  # redrawn bars are noise in a log file
     divert_transformers_logging(rundir)
-    is_main = _is_main()
+    is_main, keeps = _is_main(), _keeps_folder()
     config = rundir.read_config()
+    sharded = config.distributed != "ddp"
     settings = Settings(home=rundir.path.resolve().parent.parent)
     resolved = resolve_run(config, settings, check=False)
     resume = resume or resolved.resume_checkpoint
     placement = modelsetup.resolve_placement(config)
     log(f"Run {rundir.run_id}: {config.train_mode} fine-tune of {config.model_dir} on {config.csv_path}; "
-        f"device {placement.device}, precision {placement.precision}, processes {config.nproc}")
+        f"device {placement.device}, precision {placement.precision}, {describe_processes(config)}")
     log("Config: " + config.model_dump_json(exclude_defaults=True))
     set_seed(config.seed)
 
@@ -149,7 +164,7 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     added = modelsetup.prepare_tokenizer(tokenizer, config, render_mode)
     template = modelsetup.template_choice(tokenizer)
     log(f"Chat template: {template}" + (f"; added tokens: {', '.join(added)}" if added else "; no tokens added"))
-    if is_main:
+    if keeps:
         rundir.update_status(chat_template=template)
     model = modelsetup.load_model(resolved.model_source, placement, config,
                                   trust_remote_code=settings.trust_remote_code)
@@ -159,11 +174,11 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     if config.use_ngrams and resume is None:
         from matelix.training.ngrams import apply_ngrams
 
-        if is_main:
+        if keeps:
             rundir.update_status(phase="mining n-grams")
         totals = apply_ngrams(tokenizer, model, dataprep.rendered_texts(split.train, tokenizer, render_mode),
                               config, rundir.path, log)
-        if is_main:
+        if keeps:
             rundir.update_status(ngrams=totals)
     examples = dataprep.build_examples(split, tokenizer, config, log)
     if config.gradient_checkpointing:
@@ -180,12 +195,17 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     args = training_arguments(config, placement, rundir.path, evaluate=evaluate)
     from matelix.training import evaluation
 
-    eval_cb = evaluation.setup(config, settings, rundir, split.eval, tokenizer, render_mode, has_eval_loss=evaluate,
-                               resume_step=checkpoint_step(resume) if resume else None, is_main=is_main, log=log)
+    eval_cb = None if sharded else evaluation.setup(
+        config, settings, rundir, split.eval, tokenizer, render_mode, has_eval_loss=evaluate,
+        resume_step=checkpoint_step(resume) if resume else None, is_main=is_main, log=log)
+    if sharded:
+        # Generating on one process would wait for the others' shards forever: no probes, no live preview.
+        log(f"{config.distributed}: the weights are sharded, so probes and the live preview are off "
+            "(the held-out loss is still measured)")
     recorder = RecordingCollator(examples.collator)
-    status_cb = StatusCallback(rundir, stop, is_main=is_main, started_at=time.time(), log=log)
+    status_cb = StatusCallback(rundir, stop, is_main=keeps, started_at=time.time(), log=log)
     callbacks = [status_cb, *evaluation.best_model_settings(args, config), *([eval_cb] if eval_cb else [])]
-    if is_main:
+    if is_main and not sharded:
         callbacks.append(LivePreviewCallback(rundir, tokenizer, recorder,
                                              prompt_ids=_preview_prompt_ids(tokenizer, config, render_mode),
                                              every=config.preview_steps,
@@ -195,17 +215,17 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
                       processing_class=tokenizer, callbacks=callbacks)
     trainer.tokens_per_pass = config.tokens_per_pass or (CPU_TOKENS_PER_PASS if placement.device == "cpu" else None)
     trainer.remove_callback(PrinterCallback)  # StatusCallback logs a formatted line per logging step
-    if resume is not None and is_main:
+    if resume is not None and keeps:
         rundir.truncate_metrics(checkpoint_step(resume))
         log(f"Resuming from {resume.name} (step {checkpoint_step(resume)})")
     if stop.requested():
         log("Stop requested before training began")
         return "stopped"
     evaluation.evaluate_base(trainer, eval_cb)
-    if is_main:
+    if keeps:
         rundir.update_status(phase="training", train_examples=examples.stats.get("examples"),
                              train_rows=len(examples.train))
-    if is_main and config.nproc == 1 and resume is None:
+    if is_main and config.world_size == 1 and resume is None:
         from matelix.training.trainer import measure_micro_step, planned_steps
 
         step_s = measure_micro_step(trainer) * config.gradient_accumulation_steps
@@ -215,17 +235,39 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
         rundir.update_status(eta_seconds=step_s * total, total_steps=total, warmup_step_seconds=step_s)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     state = "stopped" if status_cb.stopped else "completed"
+    if sharded:
+        log(f"{config.distributed}: trained as {type(trainer.model_wrapped).__name__}")
     log(f"Training {'stopped' if state == 'stopped' else 'finished'} at step {trainer.state.global_step}: "
         f"mean loss {result.training_loss:.4f}")
     if state == "completed":
         evaluation.evaluate_final(trainer, eval_cb, rundir, log, is_main=is_main)
+    # Sharded weights are gathered by every process together; rank 0 then writes them.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if sharded else None
     if is_main:
         rundir.update_status(phase="saving", step=trainer.state.global_step, train_loss=result.training_loss)
-        form = modelsetup.save_final_model(trainer.model, tokenizer, rundir.path, config,
-                                           resolved.model_source, log)
+        model = trainer.accelerator.unwrap_model(trainer.model) if sharded else trainer.model
+        form = modelsetup.save_final_model(model, tokenizer, rundir.path, config,
+                                           resolved.model_source, log, state_dict=state_dict)
         rundir.update_status(saved_form=form)
     trainer.accelerator.wait_for_everyone()
     return state
+
+
+def describe_processes(config) -> str:
+    """`processes 2` or `2 nodes x 2 processes (this is node 1)`, with the strategy when it shards."""
+    text = (f"{config.nnodes} nodes x {config.nproc} processes (this is node {config.node_rank})"
+            if config.nnodes > 1 else f"processes {config.nproc}")
+    return text + (f", {config.distributed}" if config.distributed != "ddp" else "")
+
+
+def failure_message(exc: BaseException) -> str:
+    """The error of a failed run; a broken connection between processes is named as such (a lost node)."""
+    import torch.distributed as dist
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, dist.DistError) or "Connection closed by peer" in str(exc) or "Gloo" in str(exc):
+        return f"another process or node of the run was lost ({text})"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,17 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rundir = RunDir(args.run_dir)
-    is_main = _is_main()
+    keeps = _keeps_folder()
     _attach_log(rundir)
     divert_library_warnings(rundir)
-    log = make_log(is_main)
+    log = make_log(keeps)
 
     from matelix.training.callbacks import StopSignal
 
     stop = StopSignal(rundir)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if is_main:
+    if keeps:
         status = rundir.read_status()
         pid = status.get("pid") or _launcher_pid()
         rundir.update_status(state="starting", phase="loading", pid=pid,
@@ -256,12 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         state = train(rundir, args.resume, stop, log)
     except Exception as exc:
         log("Training failed:\n" + traceback.format_exc())
-        if is_main:
+        if keeps:
             rundir.update_status(state="failed", phase=None, finished_at=time.time(),
-                                 error={"message": f"{type(exc).__name__}: {exc}",
+                                 error={"message": failure_message(exc),
                                         "last_lines": rundir.tail_log(ERROR_TAIL_LINES)})
         return 1
-    if is_main:
+    if keeps:
         rundir.update_status(state=state, phase=None, finished_at=time.time(), eta_seconds=0)
         rundir.clear_stop()
         log(f"Run {state}.")

@@ -182,6 +182,24 @@ function addLogLines(lines) {
   if (root.querySelector("#mon-follow").checked) log.scrollTop = log.scrollHeight;
 }
 
+/** Training processes over all nodes: "2", or "4 (2 nodes × 2)". */
+function processes(config) {
+  if (!config) return "–";
+  const nodes = config.nnodes || 1;
+  const per = config.nproc || 1;
+  return nodes > 1 ? t("monitor.processes_nodes", { total: nodes * per, nodes, per }) : String(per);
+}
+
+/** How the processes share the model: DDP, FSDP or DeepSpeed ZeRO-N, with CPU offload; "–" for one process. */
+function strategy(config) {
+  if (!config || ((config.nnodes || 1) * (config.nproc || 1) === 1 && (config.distributed || "ddp") === "ddp")) {
+    return "–";
+  }
+  const name = { ddp: "DDP", fsdp: "FSDP", deepspeed: `DeepSpeed ZeRO-${config.deepspeed_stage}` }[config.distributed
+    || "ddp"];
+  return config.offload && config.distributed !== "ddp" ? `${name} + ${t("monitor.offload")}` : name;
+}
+
 function renderStatus() {
   const s = status;
   const active = isLive(s);
@@ -216,6 +234,7 @@ function renderStatus() {
     ["monitor.eta", active ? duration(s.eta_seconds) : "–"], ["metric.loss", num(s.loss)],
     ["metric.eval_loss", num(s.eval_loss)], ["metric.learning_rate", learningRate(s.learning_rate)],
     ["monitor.tokens_per_second", num(s.tokens_per_second, 0)], ["monitor.tokens_seen", num(s.tokens_seen, 0)],
+    ["monitor.processes", processes(s.config)], ["monitor.strategy", strategy(s.config)],
   ];
   root.querySelector("#mon-stats").innerHTML = stats.map(([k, v]) =>
     `<div><dt data-i18n="${k}">${t(k)}</dt><dd>${escapeHtml(v)}</dd></div>`).join("");
