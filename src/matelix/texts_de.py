@@ -131,6 +131,15 @@ GERMAN: dict[str, str] = {
     "empty Assistentin answer and no replies: the row produces no sample":
         "leere Antwort in Assistentin und keine Antworten darauf: die Zeile ergibt kein Beispiel",
     "the file produces no training samples": "die Datei ergibt keine Trainingsbeispiele",
+    # training/presets.py
+    "name: {name!r} is not a preset name (1 to 64 letters, digits, spaces or ._-+(), starting with a letter or "
+    "digit)":
+        "name: {name!r} ist kein Name für eine Voreinstellung (1 bis 64 Buchstaben, Ziffern, Leerzeichen oder "
+        "._-+(), beginnend mit einem Buchstaben oder einer Ziffer)",
+    "config: expected an object of TrainConfig fields": "config: erwartet wird ein Objekt mit Feldern von TrainConfig",
+    "name: no preset {name!r}": "name: keine Voreinstellung {name!r}",
+    "name: preset {name!r} cannot be read: {reason}":
+        "name: die Voreinstellung {name!r} lässt sich nicht lesen: {reason}",
     # export/, evaluation/: what the Runs view's export and evaluation panels may be refused with
     "run {run!r} is still training; export it when it has ended":
         "Lauf {run!r} trainiert noch; exportiere ihn, wenn er beendet ist",

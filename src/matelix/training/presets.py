@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from matelix.paths import too_long
+from matelix.texts import tr
 from matelix.training.config import TrainConfig, canonical_names, describe
 from matelix.training.preflight import RejectKind
 from matelix.training.rundir import write_json_atomic
@@ -38,15 +39,15 @@ def presets_dir(home: Path) -> Path:
 def check_name(name: str) -> str:
     name = (name or "").strip()
     if not NAME_PATTERN.match(name) or too_long(f"{name}.json"):
-        raise PresetError("invalid", f"name: {name!r} is not a preset name (1 to 64 letters, digits, spaces or "
-                               "._-+(), starting with a letter or digit)", "name")
+        raise PresetError("invalid", tr("name: {name!r} is not a preset name (1 to 64 letters, digits, spaces or "
+                                        "._-+(), starting with a letter or digit)", name=name), "name")
     return name
 
 
 def check_values(values: object) -> dict:
     """The preset's values as TrainConfig reads them (unknown fields and bad values raise PresetError)."""
     if not isinstance(values, dict):
-        raise PresetError("invalid", "config: expected an object of TrainConfig fields", "config")
+        raise PresetError("invalid", tr("config: expected an object of TrainConfig fields"), "config")
     try:
         # resume_from names one run's checkpoint: settings to reuse never carry it.
         values = {key: value for key, value in canonical_names(values).items() if key != "resume_from"}
@@ -83,9 +84,10 @@ def load_preset(home: Path, name: str) -> dict:
     try:
         return _read(path)
     except FileNotFoundError:
-        raise PresetError("not_found", f"name: no preset {name!r}", "name") from None
+        raise PresetError("not_found", tr("name: no preset {name!r}", name=name), "name") from None
     except (OSError, ValueError) as exc:
-        raise PresetError("invalid", f"name: preset {name!r} cannot be read: {exc}", "name") from exc
+        raise PresetError("invalid", tr("name: preset {name!r} cannot be read: {reason}", name=name, reason=exc),
+                          "name") from exc
 
 
 def save_preset(home: Path, name: str, values: object) -> dict:
@@ -102,4 +104,4 @@ def delete_preset(home: Path, name: str) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
-        raise PresetError("not_found", f"name: no preset {name!r}", "name") from None
+        raise PresetError("not_found", tr("name: no preset {name!r}", name=name), "name") from None
