@@ -80,6 +80,10 @@ def test_unconstrained_requests_in_the_same_batch_are_unchanged(async_openai_cli
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}},
      "response_format"),
     ({"extra_body": {"guided_regex": "("}}, "guided_regex"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}, "strict": True}}]},
+     "tools"),  # strict under auto: compiled as the call's constraint
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}],
+      "tool_choice": "required"}, "tool_choice"),
     ({"extra_body": {"guided_regex": "a", "guided_choice": ["b"]}}, "body"),
 ])
 def test_a_grammar_that_cannot_be_compiled_is_a_bad_request(openai_client, kw, param):
