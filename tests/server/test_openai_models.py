@@ -44,3 +44,28 @@ def test_wrong_key_is_an_authentication_error(openai_server):
         client.models.list()
     assert exc.value.code == "invalid_api_key"
     assert exc.value.body["type"] == "invalid_request_error"
+
+
+def test_a_running_runs_latest_checkpoint_is_listed_and_served_as_an_adapter(openai_client, openai_server,
+                                                                              tiny_model_dir):
+    import json
+
+    from tests.conftest import save_tiny_adapter
+
+    run = openai_server.settings.outputs_dir / "live_2026-01-01_00-00-00"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"state": "running"}))
+    save_tiny_adapter(run / "checkpoint-2", tiny_model_dir, seed=3)
+    (run / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    save_tiny_adapter(run / "checkpoint-4", tiny_model_dir, seed=4)  # no trainer_state.json yet: being written
+
+    cards = {m.id: m.to_dict() for m in openai_client.models.list().data}
+    latest = cards["live_2026-01-01_00-00-00@latest"]
+    assert latest["checkpoint_step"] == 2 and latest["served_as"] == "adapter" and latest["resident"] is False
+    assert "live_2026-01-01_00-00-00@checkpoint-4" not in cards
+    answer = openai_client.chat.completions.create(model="live_2026-01-01_00-00-00@latest", max_tokens=3,
+                                                   messages=[{"role": "user", "content": "Hallo"}])
+    assert answer.model == "live_2026-01-01_00-00-00@latest" and answer.usage.completion_tokens > 0
+    served = openai_client.models.retrieve("live_2026-01-01_00-00-00@checkpoint-2").to_dict()
+    assert served["resident"] is True and served["served_as"] == "adapter"
+    assert served["base_model"] == DEMO
