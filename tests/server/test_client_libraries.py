@@ -1,6 +1,6 @@
 """Real client libraries against the lab's `/v1` on the tiny (random) model, where only the protocol
-matters: LangChain's `ChatOpenAI` (`bind_tools` + a tool round trip, `with_structured_output` in its
-function_calling and json_schema methods), LiteLLM (streaming with tools) and instructor (TOOLS and
+matters: LangChain's `ChatOpenAI` (`bind_tools` + a tool round trip, a tool call streamed in pieces,
+`with_structured_output` in its function_calling and json_schema methods), LiteLLM (streaming with tools) and instructor (TOOLS and
 JSON_SCHEMA modes; JSON mode, which only asks for some JSON object, runs on the real model in
 test_real_model_openai.py: a random model's object seldom ends within a few hundred tokens). A random model calls tools only when constrained, so these tests
 force the call; behaviour is checked on the real model elsewhere."""
@@ -53,6 +53,17 @@ def test_langchain_bind_tools_and_a_tool_round_trip(chat_model):
     result = ToolMessage(f"12 Grad in {call['args']['city']}", tool_call_id=call["id"])
     answer = chat_model.bind_tools([get_weather]).invoke([asked, ai, result])
     assert answer.response_metadata["finish_reason"] in ("stop", "length", "tool_calls")
+
+
+def test_langchain_streams_a_tool_call_in_pieces(chat_model):
+    chunks = list(chat_model.bind_tools([get_weather], tool_choice="get_weather").stream(QUESTION))
+    pieces = [c for chunk in chunks for c in chunk.tool_call_chunks if c.get("args")]
+    assert len(pieces) > 2  # the arguments arrive while they are generated
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole += chunk
+    [call] = whole.tool_calls
+    assert call["name"] == "get_weather" and get_weather.model_validate(call["args"])
 
 
 @pytest.mark.parametrize("method", ["function_calling", "json_schema"])
