@@ -14,10 +14,13 @@ Family = tuple[str, str, dict[tuple[str, ...], float], tuple[str, ...]]
 
 
 def inference_gauges(app) -> Iterator[Family]:
-    """Loaded models, and per model the generations running and waiting; the admission gate's totals."""
+    """Loaded models and adapters, and per model the generations running and waiting (an adapter's count within
+    its base's); the admission gate's totals."""
     registry = app.state.registry
     loaded = registry.status()["loaded"]
-    yield ("matelix_loaded_models", "Models resident for inference.", {(): float(len(loaded))}, ())
+    adapters = sum(m["served_as"] == "adapter" for m in loaded)
+    yield ("matelix_loaded_models", "Models resident for inference.", {(): float(len(loaded) - adapters)}, ())
+    yield ("matelix_loaded_adapters", "LoRA adapters attached to a resident base.", {(): float(adapters)}, ())
     yield ("matelix_engine_active_requests", "Generations in the running batch, by model.",
            {(m["id"],): float(m["active_requests"]) for m in loaded}, ("model",))
     yield ("matelix_engine_queued_requests", "Generations waiting for a batch slot, by model (queue depth).",
