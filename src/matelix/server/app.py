@@ -47,6 +47,7 @@ from matelix.server.routes import (
     ui,
 )
 from matelix.server.supervisor import supervise_runs
+from matelix.server.vllm_forward import Forwarder
 from matelix.settings import Settings
 from matelix.training.jobs import RunManager
 
@@ -62,6 +63,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     supervisor.cancel()
     await app.state.registry.close()
+    if app.state.vllm is not None:
+        await app.state.vllm.close()  # stops the `vllm serve` child
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runs = RunManager(settings)
     app.state.exports = ExportJobs(settings)
     app.state.evaluations = EvaluationJobs(settings)
+    # MATELIX_INFERENCE_BACKEND=vllm: the generation routes forward to vLLM (server/vllm_forward.py).
+    app.state.vllm = Forwarder(app.state) if settings.inference_backend == "vllm" else None
     gauges.register(app)
     install_error_handlers(app)
     for module in (health, metrics, system, catalog, datasets, training, trainings, presets, estimate, ui, docs,

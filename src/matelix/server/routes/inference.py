@@ -20,6 +20,7 @@ from matelix.server.generation import Generation, Limits
 from matelix.server.inference_errors import INFERENCE_ERRORS, Fields, to_api_error
 from matelix.server.messages import ChatMessage, texts_of
 from matelix.server.streaming import STREAM_HEADERS, sse, wants_sse
+from matelix.server.vllm_forward import chat_response, forwarder_of, lab_chat_stream
 
 router = APIRouter(tags=["inference"])
 FIELDS = Fields(model="model_dir", prompt="messages", max_tokens="max_new_tokens")
@@ -112,16 +113,22 @@ async def start_chat(request: Request, body: ChatRequest) -> Generation:
     """Submit the conversation through the generation adapter; every user error is a 4xx (a full queue a
     429) before any output."""
     messages = [m.as_dict() for m in body.messages]
-    limits = Limits(texts=[*texts_of(body.messages), ("system", body.system or "")], messages=len(messages),
-                    max_new_tokens=body.max_new_tokens, stop=len(body.stops))
     return await generation.start(request, model=body.model_dir,
                                   prompts=lambda loaded: [loaded.render_chat(messages, body.system)],
-                                  params=lambda _: body.sampling_params(), limits=limits, fields=FIELDS)
+                                  params=lambda _: body.sampling_params(), limits=chat_limits(body),
+                                  fields=FIELDS)
+
+
+def chat_limits(body: ChatRequest) -> Limits:
+    return Limits(texts=[*texts_of(body.messages), ("system", body.system or "")], messages=len(body.messages),
+                  max_new_tokens=body.max_new_tokens, stop=len(body.stops))
 
 
 @router.post("/chat", responses=BUSY_RESPONSES)
 async def chat(request: Request, body: ChatRequest) -> ChatResponse:
     """Answer a conversation in one response."""
+    if forwarder := forwarder_of(request):  # MATELIX_INFERENCE_BACKEND=vllm
+        return ChatResponse(**chat_response(*await forwarder.chat(body, FIELDS, chat_limits(body))))
     started = await start_chat(request, body)
     [result] = await generation.collect(request, started)
     return ChatResponse(model=started.loaded.id, response=result.text, finish_reason=result.finish_reason,
@@ -131,6 +138,11 @@ async def chat(request: Request, body: ChatRequest) -> ChatResponse:
 @router.post("/chat_stream", responses=BUSY_RESPONSES)
 async def chat_stream(request: Request, body: ChatRequest) -> StreamingResponse:
     """Stream the answer as plain text chunks, or as SSE events with `Accept: text/event-stream`."""
+    if forwarder := forwarder_of(request):  # MATELIX_INFERENCE_BACKEND=vllm
+        events = await forwarder.chat_events(body, FIELDS, chat_limits(body))
+        body_iter = lab_chat_stream(events, forwarder.upstream.model_id(body.model_dir), wants_sse(request))
+        media = "text/event-stream" if wants_sse(request) else "text/plain; charset=utf-8"
+        return StreamingResponse(body_iter, media_type=media, headers=STREAM_HEADERS)
     started = await start_chat(request, body)
     if wants_sse(request):
         return StreamingResponse(_sse_events(started), media_type="text/event-stream", headers=STREAM_HEADERS)
