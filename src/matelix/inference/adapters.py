@@ -247,7 +247,7 @@ class AdapterLane:
             self._closed = True
             return True
 
-    def close(self, reason: str = "model unloaded", *, drain_s: float = 0.0, timeout: float = 30.0) -> None:
+    def close(self, *, drain_s: float = 0.0) -> None:
         """Refuse new requests; requests still running after `drain_s` seconds are cancelled."""
         with self._lock:
             self._closed = True
