@@ -301,8 +301,71 @@ def test_cli_defaults_propose_exactly_what_a_run_with_default_options_adds(tiny_
     path = demo_data_path("demo_chat.csv")
     assert main(["ngrams", "mine", str(path), "--model", str(tiny_model_dir), "--json"]) == 0
     proposed = json.loads(capsys.readouterr().out)["totals"]["added_tokens"]
+    from matelix.training.dataprep import mining_texts
+
     tokenizer = load_prepared_tokenizer(tiny_model_dir)
-    texts = _texts("demo_chat.csv", tokenizer)
+    texts = mining_texts(load_dataset(path).samples)  # what the worker mines (its split: the whole file here)
     config = TrainConfig(model_dir="models/m", csv_path="datasets/demo_chat.csv", use_ngrams=True)
     totals = apply_ngrams(tokenizer, None, texts, config, tmp_path, log=lambda s: None)
     assert totals["added_tokens"] == proposed > 0
+
+
+PROBES = ["What is the capital of France?", "How many legs does a spider have?", "What is 2 + 2?",
+          "Who wrote Romeo and Juliet?", "What is a learning rate?", "Who are you?"]
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_phrases_added_to_a_pretrained_model_change_no_greedy_answer_and_keep_the_held_out_loss(real_model_dir):
+    """Before any training step, adding the persona demo's phrases to SmolLM2 does no harm: the base model's
+    greedy answers to a fixed probe set are the same text, and the held-out loss per character rises < 2%."""
+    from matelix.data import tokenize_samples
+    from matelix.data.tokenize import split_by_group
+    from matelix.demo import PERSONA_DATASET
+    from matelix.training.dataprep import mining_texts
+    from matelix.training.ngrams import add_phrases
+
+    samples = load_dataset(demo_data_path(PERSONA_DATASET)).samples
+    train, held = split_by_group(samples, 0.1, 42)
+    tokenizer = AutoTokenizer.from_pretrained(real_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(real_model_dir).eval()
+
+    def greedy() -> list[str]:
+        tokenizer.padding_side = "left"
+        batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in PROBES],
+                                              add_generation_prompt=True, return_tensors="pt", return_dict=True,
+                                              padding=True)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=20, do_sample=False)
+        return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def loss_per_char() -> float:
+        """Summed loss of the held-out answers over their characters (token counts differ before/after)."""
+        nll = chars = 0.0
+        for sample, example in zip(held, tokenize_samples(held, tokenizer, template_mode="auto").examples,
+                                   strict=True):
+            labels = torch.tensor([example["labels"]])
+            with torch.no_grad():
+                loss = model(input_ids=torch.tensor([example["input_ids"]]), labels=labels).loss
+            nll += float(loss) * int((labels[0, 1:] != -100).sum())
+            chars += len(sample.messages[-1]["content"])
+        return nll / chars
+
+    before_answers, before_loss = greedy(), loss_per_char()
+    result = mine(tokenizer, mining_texts(train), NgramOptions())
+    assert result.phrases  # the persona's sign-off and name at least
+    assert any("Mati" in p.text for p in result.phrases)
+    add_phrases(tokenizer, model, result.phrases)
+    assert greedy() == before_answers
+    assert loss_per_char() < 1.02 * before_loss
+
+
+def test_mining_ignores_padding_and_truncation_left_on_the_tokenizer_by_an_earlier_call(tiny_model_dir):
+    texts = _texts("demo_chat.csv", load_prepared_tokenizer(tiny_model_dir))
+    fresh = mine(load_prepared_tokenizer(tiny_model_dir), texts, NgramOptions(min_count=2), log=lambda s: None)
+    used = load_prepared_tokenizer(tiny_model_dir)
+    used(["a b", "a b c d e f g h"], padding=True, truncation=True, max_length=4)  # left on its backend
+    assert used.backend_tokenizer.truncation is not None
+    again = mine(used, texts, NgramOptions(min_count=2), log=lambda s: None)
+    assert [p.text for p in again.phrases] == [p.text for p in fresh.phrases] != []

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from matelix.data import PackedCollator, PaddedCollator, pack_examples
 from matelix.data.load import load_dataset
-from matelix.data.render import render_spans, template_style
 from matelix.data.samples import LoadedDataset, Sample
 from matelix.data.tokenize import order_examples, split_by_group, tokenize_samples
 from matelix.training.config import TrainConfig
@@ -42,10 +41,23 @@ def load_samples(config: TrainConfig, dataset_path: Path, log: Callable[[str], N
     return SplitSamples(loaded, train, evals)
 
 
-def rendered_texts(samples: list[Sample], tokenizer, render_mode: str) -> list[str]:
-    """The exact texts the model will be trained on (what n-gram mining counts over)."""
-    style = template_style(tokenizer, render_mode)
-    return [render_spans(s, tokenizer, style).text for s in samples]
+def mining_texts(samples: list[Sample], *, train_on_prompt: bool = False) -> list[str]:
+    """What n-gram mining counts over: the text the model learns to write — each assistant message's content
+    (every message's with `train_on_prompt`), a text sample's text — never the chat template around it.
+
+    A phrase taken from template markup (`assistant\n` after `<|im_start|>`, a default system prompt) or
+    from prompts (`What is the capital of`) changes how the model *reads* every such prompt, one averaged
+    row in place of the tokens it knows, and a pretrained model answers them differently. Phrases of the
+    answers are what a run trains and what generation saves tokens on.
+    """
+    texts = []
+    for sample in samples:
+        if sample.messages is None:
+            texts.append(sample.text or "")
+        else:
+            texts.extend(str(m.get("content") or "") for m in sample.messages
+                         if train_on_prompt or m.get("role") == "assistant")
+    return [t for t in texts if t]
 
 
 def build_examples(split: SplitSamples, tokenizer, config: TrainConfig, log: Callable[[str], None]) -> Examples:

@@ -283,6 +283,10 @@ def mine(tokenizer, texts: Sequence[str], opts: NgramOptions, log: Callable[[str
     log(f"n-grams: encoding {len(texts)} texts ({sum(map(len, texts)) / 1e6:.2f} M characters,"
         f" {'code-heavy, ' if code else ''}phrases up to {max_len} tokens)")
     backend = tokenizer.backend_tokenizer
+    # a padded or truncated call of the transformers tokenizer (apply_chat_template(padding=True), say)
+    # leaves that setting on its backend; mining needs every text's own tokens, whole
+    backend.no_padding()
+    backend.no_truncation()
     encoded = backend.encode_batch_fast(texts, add_special_tokens=False)
     lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)  # +1: separator

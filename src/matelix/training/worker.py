@@ -176,7 +176,8 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
 
         if keeps:
             rundir.update_status(phase="mining n-grams")
-        totals = apply_ngrams(tokenizer, model, dataprep.rendered_texts(split.train, tokenizer, render_mode),
+        texts = dataprep.mining_texts(split.train, train_on_prompt=config.train_on_prompt)
+        totals = apply_ngrams(tokenizer, model, texts,
                               config, rundir.path, log)
         if keeps:
             rundir.update_status(ngrams=totals)
