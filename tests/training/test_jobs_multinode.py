@@ -172,3 +172,20 @@ def test_a_lost_node_fails_the_run_with_a_clear_message(machines, tmp_path):
     status = only_run(machines[0]).read_status()
     assert status["state"] == "failed", status
     assert "another process or node of the run was lost" in status["error"]["message"]
+
+
+@pytest.mark.slow
+def test_killing_a_torchrun_run_ends_its_workers_too(machines):
+    """torchrun starts each worker in a session of its own, so killing the launcher's process group alone
+    would leave them training; the kill reaches them."""
+    runs = RunManager(Settings(home=machines[0]))
+    fields = {k: v for k, v in two_node_config().items() if k not in ("nnodes", "master_addr", "master_port")}
+    run = runs.start(TrainConfig.model_validate({**fields, "nproc": 2, "max_steps": 200}))
+    wait_for(lambda: step_of(machines[0]) >= 1, "the first step", timeout=RUN_TIMEOUT_S)
+    launcher = psutil.Process(json.loads(run.worker_path.read_text())["pid"])
+    workers = launcher.children(recursive=True)
+    assert len(workers) == 2
+    runs.kill(run.run_id)
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+    assert run.read_status()["state"] == "killed"
