@@ -13,9 +13,9 @@ layer (zeros where it does not target the layer). One step computes `base(x) + (
 
 Hand-written rather than peft's mixed-adapter batches (`adapter_names`): peft loops over the adapters present in
 a batch in every LoRA layer (a gather, two matmuls and an indexed add each), and at 16 rows over 8 adapters that
-decoded a ~27M Llama at 0.47x the plain model's speed where the stacked form ran at ~0.95x (same machine, same
-weights, outputs equal to 5e-6; `bench/multi_lora.py` measures the engine end to end). The selection is kept per
-thread, so a call of the model from another thread (embeddings) sees the base only.
+decoded a ~27M Llama at 0.40x the plain model's speed where the stacked form ran at 0.68x (`bench/lora_rows.py`,
+same weights, outputs equal to 4e-6; `bench/multi_lora.py` measures the engine end to end). The selection is kept
+per thread, so a call of the model from another thread (embeddings) sees the base only.
 """
 
 from __future__ import annotations
