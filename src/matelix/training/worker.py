@@ -152,6 +152,10 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
     resolved = resolve_run(config, settings, check=False)
     resume = resume or resolved.resume_checkpoint
     placement = modelsetup.resolve_placement(config)
+    if placement.device != "cuda":
+        # DeepSpeed (installed for checking generated ZeRO configs) is imported by the Trainer when present and
+        # would otherwise warn in every CPU run's log that it found no GPU; naming the device keeps it quiet
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     log(f"Run {rundir.run_id}: {config.train_mode} fine-tune of {config.model_dir} on {config.csv_path}; "
         f"device {placement.device}, precision {placement.precision}, {describe_processes(config)}")
     log("Config: " + config.model_dump_json(exclude_defaults=True))
