@@ -8,22 +8,24 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 import matelix
-from matelix.texts import language, negotiate, placeholders, pydantic_message, speaking, tr
+from matelix.texts import kept, language, negotiate, placeholders, pydantic_message, said, speaking, tr
 from matelix.texts_de import GERMAN, PYDANTIC_GERMAN
 
 SRC = Path(matelix.__file__).parent
 
 
 def templates_in_code() -> dict[str, str]:
-    """Every `tr("...")` template in the package, with where it is used; a template that is not a literal
-    string could not be looked up, so it fails the test."""
+    """Every `tr("...")` and `kept("...")` template in the package, with where it is used; a template that is
+    not a literal string could not be looked up, so it fails the test."""
     found: dict[str, str] = {}
     for path in SRC.rglob("*.py"):
+        if path == SRC / "texts.py":  # says stored templates again (`said`): not a message of its own
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "tr":
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("tr", "kept"):
                 arg = node.args[0]
                 assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), \
-                    f"{path}:{node.lineno}: tr() needs a literal template"
+                    f"{path}:{node.lineno}: tr() and kept() need a literal template"
                 found.setdefault(arg.value, f"{path.relative_to(SRC)}:{node.lineno}")
     return found
 
@@ -73,3 +75,13 @@ def test_pydantic_errors_in_german_from_their_type_and_context():
     with speaking("de"):
         assert [pydantic_message(e) for e in errors] == ["Muss größer als 0 sein", "Mindestens 2 Zeichen"]
     assert {"missing", "greater_than", "less_than_equal", "literal_error"} <= set(PYDANTIC_GERMAN)
+
+
+def test_a_kept_message_is_said_later_in_the_reader_language():
+    stored = {**kept("worker ended without a final state (exit code {code})", code=-9), "last_lines": ["x"]}
+    assert stored["message"] == "worker ended without a final state (exit code -9)"
+    assert said(stored) == {"message": "worker ended without a final state (exit code -9)", "last_lines": ["x"]}
+    with speaking("de"):
+        assert said(stored) == {"message": "der Worker endete ohne Endzustand (Exit-Code -9)", "last_lines": ["x"]}
+        plain = {"message": "RuntimeError: boom", "last_lines": []}
+        assert said(plain) == plain and said(None) is None  # a worker's own exception text stays as raised

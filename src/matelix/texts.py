@@ -44,6 +44,25 @@ def tr(template: str, /, **values) -> str:
     return template.format(**values)
 
 
+def kept(template: str, /, **values) -> dict:
+    """A message to store on disk (an error in status.json) and say later in the reader's language: the
+    English text under "message", the template and its values (JSON-safe) under "text"."""
+    return {"message": template.format(**values), "text": {"template": template, "values": values}}
+
+
+def said(stored: dict | None) -> dict | None:
+    """A stored message (from `kept`) in the current language, without its template; others as they are."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("text"), dict):
+        return stored
+    text = stored["text"]
+    out = {key: value for key, value in stored.items() if key != "text"}
+    try:
+        out["message"] = tr(text["template"], **text.get("values", {}))
+    except (KeyError, IndexError, ValueError, TypeError):
+        pass  # a template another version wrote: its English message stands
+    return out
+
+
 def pydantic_message(error: dict) -> str:
     """A pydantic validation error's text in the current language (its `type` and `ctx` say the same thing
     in German, the recipe of pydantic's "Customizing error messages" docs)."""

@@ -131,6 +131,27 @@ GERMAN: dict[str, str] = {
     "empty Assistentin answer and no replies: the row produces no sample":
         "leere Antwort in Assistentin und keine Antworten darauf: die Zeile ergibt kein Beispiel",
     "the file produces no training samples": "die Datei ergibt keine Trainingsbeispiele",
+    # training/jobs.py: runs refused, and why a run ended without its own final state
+    "run_id {run!r} must be a run folder name": "run_id {run!r} muss der Name eines Lauf-Ordners sein",
+    "no training run {run!r}": "kein Trainingslauf {run!r}",
+    "run {run!r} is active; stop it first (POST /stop)": "Lauf {run!r} ist aktiv; stoppe ihn zuerst (POST /stop)",
+    "no training run is active": "kein Trainingslauf ist aktiv",
+    "run {run!r} is running; stop it before deleting": "Lauf {run!r} läuft; stoppe ihn vor dem Löschen",
+    "worker did not stop within {seconds:g} s and was killed":
+        "der Worker hat nicht innerhalb von {seconds:g} s angehalten und wurde beendet",
+    "worker ended without a final state (exit code {code})":
+        "der Worker endete ohne Endzustand (Exit-Code {code})",
+    "worker ended without a final state": "der Worker endete ohne Endzustand",
+    # server/routes/catalog.py, models/gguf_import.py: the Train view's GGUF import
+    "name: letters, digits, '.', '_' and '-' only": "name: nur Buchstaben, Ziffern, '.', '_' und '-'",
+    "file: {file!r} is not a .gguf file under models/": "file: {file!r} ist keine .gguf-Datei unter models/",
+    "models/{name} exists already": "models/{name} gibt es schon",
+    "another GGUF import is running; try again when it has finished":
+        "ein anderer GGUF-Import läuft; versuche es erneut, wenn er fertig ist",
+    "{file}: not a readable GGUF file ({reason})": "{file}: keine lesbare GGUF-Datei ({reason})",
+    "{file}: architecture {arch!r} is not supported by transformers' GGUF loader (supported: {supported})":
+        "{file}: die Architektur {arch!r} unterstützt der GGUF-Lader von transformers nicht (unterstützt: "
+        "{supported})",
     # training/presets.py
     "name: {name!r} is not a preset name (1 to 64 letters, digits, spaces or ._-+(), starting with a letter or "
     "digit)":

@@ -81,3 +81,18 @@ def test_start_accepts_the_old_flat_ngram_names_and_names_the_nested_option_it_r
     missing = client.post("/start", json={**body, "ngram_top_k": 5})
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "model_dir"
     assert list(settings.outputs_dir.iterdir()) == []
+
+
+def test_why_a_run_ended_and_refusals_are_said_in_the_request_language(client, settings):
+    from matelix.texts import kept
+
+    rundir = _finished_run(settings, "tiny_2026-01-01_10-00-00", [])
+    rundir.update_status(state="interrupted",
+                         error={**kept("worker ended without a final state (exit code {code})", code=-9),
+                                "last_lines": ["two"]})
+    german = {"Accept-Language": "de"}
+    english = client.get("/status", params={"run_id": rundir.run_id}).json()["error"]
+    assert english == {"message": "worker ended without a final state (exit code -9)", "last_lines": ["two"]}
+    status = client.get("/status", params={"run_id": rundir.run_id}, headers=german).json()
+    assert status["error"]["message"] == "der Worker endete ohne Endzustand (Exit-Code -9)"
+    assert client.post("/stop", headers=german).json()["error"]["message"] == "kein Trainingslauf ist aktiv"

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from matelix.texts import tr
+
 
 class GGUFImportError(ValueError):
     """A GGUF file that cannot be imported (the message says why)."""
@@ -28,7 +30,8 @@ def gguf_metadata(path: Path) -> dict:
     try:
         reader = GGUFReader(str(path))
     except Exception as exc:  # gguf raises ValueError/struct errors/OSError for broken files
-        raise GGUFImportError(f"{path.name}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+        raise GGUFImportError(tr("{file}: not a readable GGUF file ({reason})", file=path.name,
+                                 reason=f"{type(exc).__name__}: {exc}")) from exc
     meta: dict = {}
     for name, field in reader.fields.items():
         if name.startswith("tokenizer.ggml.") and name.split(".")[-1] in ("tokens", "merges", "token_type",
@@ -55,8 +58,9 @@ def check_gguf(path: Path) -> dict:
     arch = meta.get("general.architecture")
     supported = supported_architectures()
     if arch not in supported:
-        raise GGUFImportError(f"{path.name}: architecture {arch!r} is not supported by transformers' GGUF "
-                              f"loader (supported: {', '.join(sorted(supported))})")
+        raise GGUFImportError(tr("{file}: architecture {arch!r} is not supported by transformers' GGUF loader "
+                                 "(supported: {supported})", file=path.name, arch=arch,
+                                 supported=", ".join(sorted(supported))))
     return meta
 
 

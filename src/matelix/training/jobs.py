@@ -23,6 +23,7 @@ import psutil
 
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.settings import Settings
+from matelix.texts import kept, said, tr
 from matelix.training.config import TrainConfig
 from matelix.training.preflight import (
     RunRejected,
@@ -105,13 +106,14 @@ class RunManager:
 
     def rundir(self, run_id: str) -> RunDir:
         if "/" in run_id or "\\" in run_id:
-            raise RunRejected("invalid", f"run_id {run_id!r} must be a run folder name", param="run_id")
+            raise RunRejected("invalid", tr("run_id {run!r} must be a run folder name", run=run_id), param="run_id")
         try:
             path = confine(run_id, [self.settings.outputs_dir], base=self.settings.outputs_dir)
         except PathRefused as exc:
             raise RunRejected("invalid", f"run_id: {exc}", param="run_id", code="path_refused") from exc
         if path == self.settings.outputs_dir.resolve() or not (path / "train_config.json").is_file():
-            raise RunRejected("not_found", f"no training run {run_id!r}", param="run_id", code="run_not_found")
+            raise RunRejected("not_found", tr("no training run {run!r}", run=run_id), param="run_id",
+                              code="run_not_found")
         return RunDir(path)
 
     def alive(self, rundir: RunDir, status: dict | None = None) -> bool:
@@ -160,11 +162,17 @@ class RunManager:
         proc = self._procs.get(rundir.run_id)
         code = proc.returncode if proc is not None else None
         killed = bool(status.get("killed")) or rundir.run_id in self._killed
-        reason = (f"worker did not stop within {self.settings.stop_timeout_s:g} s and was killed" if killed
-                  else "worker ended without a final state" + (f" (exit code {code})" if code is not None else ""))
+        # Kept with its template: the status is written now and read later, in each reader's language.
+        if killed:
+            error = kept("worker did not stop within {seconds:g} s and was killed",
+                         seconds=self.settings.stop_timeout_s)
+        elif code is not None:
+            error = kept("worker ended without a final state (exit code {code})", code=code)
+        else:
+            error = kept("worker ended without a final state")
         return {"state": "killed" if killed else "interrupted", "phase": None,
                 "finished_at": status.get("finished_at") or time.time(),
-                "error": {"message": reason, "last_lines": rundir.tail_log(ERROR_TAIL_LINES)}}
+                "error": {**error, "last_lines": rundir.tail_log(ERROR_TAIL_LINES)}}
 
     def supervise(self) -> None:
         """Settle every run in an active state: the server's supervisor task calls this every second."""
@@ -230,7 +238,7 @@ class RunManager:
     def _ensure_idle(self) -> None:
         active = self.active()
         if active is not None:
-            raise RunRejected("conflict", f"run {active.run_id!r} is active; stop it first (POST /stop)",
+            raise RunRejected("conflict", tr("run {run!r} is active; stop it first (POST /stop)", run=active.run_id),
                               code="run_active")
 
     def _spawn(self, rundir: RunDir, config: TrainConfig, resume: Path | None) -> subprocess.Popen:
@@ -289,7 +297,7 @@ class RunManager:
         """Ask the active run to stop gracefully; `settle` kills it after settings.stop_timeout_s."""
         rundir = self.rundir(run_id) if run_id else self.active()
         if rundir is None or not self.alive(rundir):
-            raise RunRejected("conflict", "no training run is active", code="no_active_run")
+            raise RunRejected("conflict", tr("no training run is active"), code="no_active_run")
         # A repeated stop does not restart the grace period; the supervisor kills the worker once it is over
         # (no timer thread per stop).
         if not rundir.stop_requested():
@@ -310,7 +318,8 @@ class RunManager:
             rundir = self.rundir(run_id)
             status = self.settle(rundir)
             if self.alive(rundir, status):
-                raise RunRejected("conflict", f"run {run_id!r} is running; stop it before deleting", code="run_active")
+                raise RunRejected("conflict", tr("run {run!r} is running; stop it before deleting", run=run_id),
+                                  code="run_active")
             shutil.rmtree(rundir.path)
             self._logs.pop(run_id, None)
             self._procs.pop(run_id, None)
@@ -338,7 +347,7 @@ class RunManager:
                 **{k: status.get(k) for k in STATUS_FIELDS},
                 "elapsed_seconds": elapsed_seconds(status, time.time()),
                 "save_dir": relative_to_home(rundir.path, self.settings.home), "config": config,
-                "error": status.get("error") if state in FINAL_STATES else None,
+                "error": said(status.get("error")) if state in FINAL_STATES else None,
                 "model": status.get("model"), "dataset": status.get("dataset"),
                 "train_mode": status.get("train_mode"), "resumed_from": status.get("resumed_from"),
                 "ngrams": status.get("ngrams")}

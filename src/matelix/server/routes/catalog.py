@@ -11,6 +11,7 @@ from matelix import catalog
 from matelix.paths import PathRefused, confine, relative_to_home
 from matelix.server.deps import SettingsDep
 from matelix.server.errors import ApiError
+from matelix.texts import tr
 
 router = APIRouter(tags=["catalog"])
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -51,20 +52,20 @@ async def import_gguf(body: GGUFImport, settings: SettingsDep) -> dict:
     from matelix.models.gguf_import import import_gguf as convert
 
     if not MODEL_NAME.match(body.name):
-        raise ApiError(400, "name: letters, digits, '.', '_' and '-' only", param="name", code="invalid_name")
+        raise ApiError(400, tr("name: letters, digits, '.', '_' and '-' only"), param="name", code="invalid_name")
     try:
         path = confine(body.file, [settings.models_dir], base=settings.home)
     except PathRefused as exc:
         raise ApiError(400, f"file: {exc}", param="file", code="path_refused") from exc
     if path.suffix.lower() != ".gguf" or not path.is_file():
         raise ApiError(404 if path.suffix.lower() == ".gguf" else 400,
-                       f"file: {body.file!r} is not a .gguf file under models/", param="file",
+                       tr("file: {file!r} is not a .gguf file under models/", file=body.file), param="file",
                        code="not_found" if path.suffix.lower() == ".gguf" else "invalid_file")
     out = settings.models_dir / body.name
     if out.exists():
-        raise ApiError(409, f"models/{body.name} exists already", param="name", code="model_exists")
+        raise ApiError(409, tr("models/{name} exists already", name=body.name), param="name", code="model_exists")
     if not _importing.acquire(blocking=False):
-        raise ApiError(409, "another GGUF import is running; try again when it has finished", code="busy")
+        raise ApiError(409, tr("another GGUF import is running; try again when it has finished"), code="busy")
     try:
         await run_in_threadpool(convert, path, out, log=lambda _message: None)
     except GGUFImportError as exc:
