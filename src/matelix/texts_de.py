@@ -152,6 +152,22 @@ GERMAN: dict[str, str] = {
     "{file}: architecture {arch!r} is not supported by transformers' GGUF loader (supported: {supported})":
         "{file}: die Architektur {arch!r} unterstützt der GGUF-Lader von transformers nicht (unterstützt: "
         "{supported})",
+    # training/config.py: settings that do not fit together (the form shows them above its buttons)
+    "eval_steps is set but eval_split is 0: set eval_split (e.g. 0.1) to evaluate":
+        "„Evaluation alle N Schritte“ ist gesetzt, aber der Anteil für Evaluation ist 0: setze ihn (z. B. 0.1), "
+        "um zu evaluieren",
+    "early_stopping_patience and load_best_model_at_end compare eval losses: set eval_split (e.g. 0.1)":
+        "Early Stopping und „bestes Modell am Ende laden“ vergleichen Eval-Losses: setze den Anteil für "
+        "Evaluation (z. B. 0.1)",
+    "load_best_model_at_end needs save_steps ({save}) to be a multiple of eval_steps ({eval}), so every "
+    "checkpoint has an eval loss":
+        "„bestes Modell am Ende laden“ braucht ein Speicherintervall ({save}), das ein Vielfaches des "
+        "Evaluationsintervalls ({eval}) ist, damit jeder Checkpoint einen Eval-Loss hat",
+    "nproc > 1 is not supported on mps; use device cpu or cuda":
+        "mehrere Prozesse (nproc > 1) gehen auf mps nicht; verwende cpu oder cuda",
+    "precision fp16 needs a GPU; use fp32 or bf16 on cpu": "fp16 braucht eine GPU; verwende auf der CPU fp32 oder bf16",
+    "lora_target_modules is empty: give module names or leave it unset":
+        "die LoRA-Zielmodule sind leer: gib Modulnamen an oder lass das Feld leer",
     # training/presets.py
     "name: {name!r} is not a preset name (1 to 64 letters, digits, spaces or ._-+(), starting with a letter or "
     "digit)":
@@ -186,6 +202,7 @@ GERMAN: dict[str, str] = {
 # worded as the dashboard's own checks before sending (`check.*` in ui/strings.js).
 PYDANTIC_GERMAN: dict[str, str] = {
     "missing": "Pflichtfeld",
+    "value_error": "{error}",  # a validator's own message (already in the request's language), without "Value error, "
     "greater_than": "Muss größer als {gt} sein",
     "greater_than_equal": "Muss mindestens {ge} sein",
     "less_than": "Muss kleiner als {lt} sein",

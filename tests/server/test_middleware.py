@@ -66,6 +66,11 @@ def test_error_messages_follow_the_request_language(client):
     body = client.post("/datasets/validate", json={"dataset": "x.csv", "chunk_size": 1}, headers=german).json()
     assert body["error"]["message"] == "chunk_size: Muss mindestens 2 sein"
     assert body["error"]["code"] == "validation_error" and body["error"]["param"] == "chunk_size"
+    # A validator's own message (settings that do not fit together), without pydantic's "Value error, ".
+    r = client.post("/start", json={"model_dir": "models/x", "csv_path": "x.csv", "eval_steps": 10}, headers=german)
+    assert r.status_code == 422, r.text
+    assert "der Anteil für Evaluation ist 0" in r.json()["error"]["message"]
+    assert "Value error" not in r.json()["error"]["message"]
     # The next request without the header is English again: the language is the request's, not the server's.
     assert client.get("/nowhere").json()["error"]["message"] == "no route for GET /nowhere"
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from matelix.texts import tr
 from matelix.training.config_texts import german_texts
 
 TemplateModeChoice = Literal["auto", "column", "chat", "dialogplus", "messages", "sharegpt", "alpaca"]
@@ -169,20 +170,21 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _combinations(self) -> TrainConfig:
         if self.eval_steps is not None and self.eval_split == 0:
-            raise ValueError("eval_steps is set but eval_split is 0: set eval_split (e.g. 0.1) to evaluate")
+            raise ValueError(tr("eval_steps is set but eval_split is 0: set eval_split (e.g. 0.1) to evaluate"))
         if (self.early_stopping_patience or self.load_best_model_at_end) and self.eval_split == 0:
-            raise ValueError("early_stopping_patience and load_best_model_at_end compare eval losses: set "
-                             "eval_split (e.g. 0.1)")
+            raise ValueError(tr("early_stopping_patience and load_best_model_at_end compare eval losses: set "
+                                "eval_split (e.g. 0.1)"))
         if self.load_best_model_at_end and self.eval_steps and self.save_steps % self.eval_steps:
-            raise ValueError(f"load_best_model_at_end needs save_steps ({self.save_steps}) to be a multiple of "
-                             f"eval_steps ({self.eval_steps}), so every checkpoint has an eval loss")
+            raise ValueError(tr("load_best_model_at_end needs save_steps ({save}) to be a multiple of eval_steps "
+                                "({eval}), so every checkpoint has an eval loss", save=self.save_steps,
+                                eval=self.eval_steps))
         if self.nproc > 1 and self.device == "mps":
-            raise ValueError("nproc > 1 is not supported on mps; use device cpu or cuda")
+            raise ValueError(tr("nproc > 1 is not supported on mps; use device cpu or cuda"))
         if self.device == "cpu" and self.precision == "fp16":
-            raise ValueError("precision fp16 needs a GPU; use fp32 or bf16 on cpu")
+            raise ValueError(tr("precision fp16 needs a GPU; use fp32 or bf16 on cpu"))
         self._check_scaling()
         if self.lora_target_modules is not None and not self.lora_target_modules:
-            raise ValueError("lora_target_modules is empty: give module names or leave it unset")
+            raise ValueError(tr("lora_target_modules is empty: give module names or leave it unset"))
         return self
 
     def _check_scaling(self) -> None:
