@@ -11,8 +11,11 @@ writable).
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from matelix.paths import relative_to_home
@@ -79,8 +82,6 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
                    overrides: dict | None = None) -> int:
     """Start the run described by `config_path`, the preset named `preset` under `home` and `overrides` and
     follow it to its end; returns an exit code."""
-    from tqdm import tqdm
-
     settings = Settings(home=home) if home else Settings()
     try:
         config = load_run_config(settings, config_path, preset, overrides)
@@ -103,6 +104,34 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
     if config.nnodes > 1:
         print(describe_nodes(config))
     reader = runs.log_reader(rundir)
+    with _ctrl_c_interrupts():
+        view = _follow(runs, rundir, reader)
+    state = view.get("state")
+    print(f"Run {state}: {relative_to_home(rundir.path, settings.home)}/")
+    if view.get("error"):
+        print(f"error: {view['error'].get('message')}", file=sys.stderr)
+    return EXIT_CODES.get(state, 1)
+
+
+@contextmanager
+def _ctrl_c_interrupts():
+    """Ctrl-C raises KeyboardInterrupt while this command follows its run, whatever handler the process had
+    (a library or an embedding program may have replaced Python's default); the old handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _follow(runs: RunManager, rundir, reader) -> dict:
+    """Show the run's log and progress until it ends; the first Ctrl-C stops it gracefully, the second kills it.
+    Returns the last status view."""
+    from tqdm import tqdm
+
     since, interrupts = 0, 0
     view: dict = {}
     last_shown: tuple | None = None
@@ -134,8 +163,4 @@ def run_foreground(config_path: Path | None, home: Path | None = None, preset: s
                     runs.kill(rundir.run_id)
         for line in reader.read(since, 100_000):
             bar.write(line["line"])
-    state = view.get("state")
-    print(f"Run {state}: {relative_to_home(rundir.path, settings.home)}/")
-    if view.get("error"):
-        print(f"error: {view['error'].get('message')}", file=sys.stderr)
-    return EXIT_CODES.get(state, 1)
+    return view
