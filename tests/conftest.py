@@ -31,6 +31,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
+def greedy_chat_answers(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy answers of a chat model to one-turn prompts, all in one left-padded batch (its own template)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in prompts],
+                                          add_generation_prompt=True, return_tensors="pt", return_dict=True,
+                                          padding=True)
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
 @pytest.fixture(scope="session")
 def real_model_dir() -> Path:
     """SmolLM2-135M-Instruct as `make serve`/`make test` convert it into models/ (converted here when

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from tests.conftest import greedy_chat_answers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from matelix.data import load_dataset, render_sample
@@ -332,13 +333,7 @@ def test_phrases_added_to_a_pretrained_model_change_no_greedy_answer_and_keep_th
     model = AutoModelForCausalLM.from_pretrained(real_model_dir).eval()
 
     def greedy() -> list[str]:
-        tokenizer.padding_side = "left"
-        batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in PROBES],
-                                              add_generation_prompt=True, return_tensors="pt", return_dict=True,
-                                              padding=True)
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=20, do_sample=False)
-        return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return greedy_chat_answers(model, tokenizer, PROBES, max_new_tokens=20)
 
     def loss_per_char() -> float:
         """Summed loss of the held-out answers over their characters (token counts differ before/after)."""

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import yaml
+from tests.conftest import greedy_chat_answers
 
 from matelix.demo import PERSONA_DATASET, PERSONA_HELDOUT, demo_data_path
 
@@ -17,18 +18,10 @@ PROMPTS = ["What's your name?", "Who created you?"]
 
 
 def _greedy(model_dir, prompts: list[str]) -> list[str]:
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    batch = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in prompts],
-                                          add_generation_prompt=True, return_tensors="pt", return_dict=True,
-                                          padding=True)
-    with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=40, do_sample=False)
-    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return greedy_chat_answers(model, AutoTokenizer.from_pretrained(model_dir), prompts, max_new_tokens=40)
 
 
 def _heldout_loss(model_dir) -> float:
