@@ -1,4 +1,4 @@
-"""CPU serving near the memory-bandwidth limit: bare `generate`, the lab in fp32 and int8, llama.cpp when present.
+"""CPU serving near the memory-bandwidth limit: bare `generate`, the lab in fp32, int8 and fp16, llama.cpp when present.
 
     .venv/bin/python bench/cpu_serving.py                       # models/smollm2-135m-instruct, 64 new tokens
     .venv/bin/python bench/cpu_serving.py --clients 1,4 --new-tokens 32 --min-requests 2 --skip-quality
@@ -9,18 +9,19 @@ One run, on the same machine, greedy, every request generating exactly `--new-to
   setup, the bytes one decode step reads (every weight once; a tied LM head reads the embedding matrix)
   and its single-stream tokens/s as a share of the limit bandwidth / bytes-per-token;
 * bare `model.generate` in this process, one request after another (fp32);
-* the lab (`matelix serve` subprocess) with the model loaded as fp32, then as int8 (`POST /load_inference`
-  with `quantization`), through streamed `/v1/chat/completions`, at 1, 4 and 16 concurrent clients;
+* the lab (`matelix serve` subprocess) with the model loaded as fp32, then as int8, then as fp16 (`POST
+  /load_inference` with `quantization`), through streamed `/v1/chat/completions`, at 1, 4 and 16 concurrent
+  clients;
 * llama.cpp through `llama-cpp-python` on a GGUF of the same model, when `--llama-python` (an interpreter
   that imports `llama_cpp`) and `--gguf` are given or this interpreter has the package: the same chat
   requests, one after another (the binding runs one request at a time), so its aggregate at N clients is
   its single-stream rate; otherwise recorded as not available;
-* quality of int8 against fp32 (in this process): on a fixed probe set of chat prompts, the share of fp32's
-  greedy answer tokens the int8 model also picks at the same position (teacher-forced) and the share of
-  answer tokens equal when both generate freely, and the loss on held-out text (`demo_text.csv`);
+* quality of int8 and fp16 against fp32 (in this process): on a fixed probe set of chat prompts, the share of
+  fp32's greedy answer tokens the quantized model also picks at the same position (teacher-forced) and the
+  share of answer tokens equal when both generate freely, and the loss on held-out text (`demo_text.csv`);
 * the KV cache: CPU time one decode step spends appending to a 16-row, 500-token cache of 30 layers, with
   transformers' `DynamicLayer` (`torch.cat`) and with the engine's in-place `GrowingLayer`;
-* prefix caching: a 10-turn conversation with a long system prompt on the int8 model, time to first token
+* prefix caching: a 10-turn conversation with a long system prompt on the fp16 model, time to first token
   of each turn (turn 10 against turn 1).
 Prints a table and one JSON line with every figure.
 """
@@ -50,6 +51,8 @@ STORY = [{"role": "user", "content": "Tell me a short story about a fox who lear
 SYSTEM = ("You are Mati, the assistant of MaTeLiX Lab. You answer briefly and precisely, in the language of the "
           "question. You explain technical terms when you use them, you admit when you do not know something, and "
           "you never invent facts, names or numbers. When asked for code you give a short, working example. ") * 3
+MODES = ("none", "int8", "fp16")  # weights the lab serves with; "none" = fp32
+LABELS = {"none": "fp32", "int8": "int8", "fp16": "fp16"}
 TURNS = ["Hi! Who are you?", "What is a neural network?", "And what is a transformer?", "How does attention work?",
          "What is a tokenizer?", "Why do models need so much memory?", "What does quantization do?",
          "Is int8 worse than fp32?", "What is a KV cache?", "Thanks! Summarize our talk in one sentence."]
@@ -124,8 +127,9 @@ def bare_generate(tokenizer, model, new_tokens: int, requests: int) -> dict:
     return {"tokens_per_s": requests * new_tokens / (time.perf_counter() - start)}
 
 
-def quality(tokenizer, fp32, int8, answer_tokens: int) -> dict:
-    """int8 against fp32: teacher-forced and free-running greedy agreement on PROBES, held-out loss."""
+def quality(tokenizer, fp32, quantized, answer_tokens: int) -> dict:
+    """A quantized model against fp32: teacher-forced and free-running greedy agreement on PROBES, held-out
+    loss."""
     import torch
 
     agree = same = total = 0
@@ -135,17 +139,17 @@ def quality(tokenizer, fp32, int8, answer_tokens: int) -> dict:
             kwargs = {"attention_mask": torch.ones_like(ids), "max_new_tokens": answer_tokens, "do_sample": False,
                       "pad_token_id": tokenizer.pad_token_id}
             ref = fp32.generate(ids, **kwargs)[0, ids.shape[1]:]
-            mine = int8.generate(ids, **kwargs)[0, ids.shape[1]:]
-            picked = int8(input_ids=torch.cat([ids[0], ref])[None]).logits[0, ids.shape[1] - 1:-1].argmax(-1)
+            mine = quantized.generate(ids, **kwargs)[0, ids.shape[1]:]
+            picked = quantized(input_ids=torch.cat([ids[0], ref])[None]).logits[0, ids.shape[1] - 1:-1].argmax(-1)
             agree += int((picked == ref).sum())
             n = min(len(ref), len(mine))
             same += int((ref[:n] == mine[:n]).sum())
             total += len(ref)
     texts = [row["text"] for row in csv.DictReader(
         (Path(__file__).parents[1] / "src/matelix/demo/data/demo_text.csv").open(encoding="utf-8"))][-32:]
-    losses = [held_out_loss(tokenizer, m, texts) for m in (fp32, int8)]
+    losses = [held_out_loss(tokenizer, m, texts) for m in (fp32, quantized)]
     return {"probes": len(PROBES), "answer_tokens": total, "teacher_forced_match": agree / total,
-            "free_running_match": same / total, "loss_fp32": losses[0], "loss_int8": losses[1],
+            "free_running_match": same / total, "loss_fp32": losses[0], "loss_quantized": losses[1],
             "loss_rise": losses[1] / losses[0] - 1}
 
 
@@ -192,7 +196,7 @@ async def conversation(url: str, model: str, new_tokens: int) -> list[dict]:
 def bench_lab(home: Path, model: str, levels: list[int], new_tokens: int, min_requests: int, env: dict) -> dict:
     out: dict = {}
     with ServerProcess.lab(home, env={**env, "MATELIX_OFFLINE": "1"}) as server:
-        for mode in ("none", "int8"):
+        for mode in MODES:
             httpx.post(server.url + "/load_inference", json={"model_dir": model, "device": "cpu",
                                                              "quantization": mode}, timeout=600).raise_for_status()
 
@@ -305,8 +309,8 @@ def main() -> int:
     print(f"cpu_serving: {args.model} new_tokens={args.new_tokens} levels={levels} torch={torch.__version__} "
           f"threads={threads} copy bandwidth {bandwidth:.1f} GB/s", flush=True)
     tokenizer, fp32 = load(model_dir)
-    int8 = quantize_for_serving(copy.deepcopy(fp32), "int8")
-    step_bytes = {"none": decode_bytes(fp32), "int8": decode_bytes(int8)}
+    quantized = {mode: quantize_for_serving(copy.deepcopy(fp32), mode) for mode in MODES[1:]}
+    step_bytes = {"none": decode_bytes(fp32), **{mode: decode_bytes(m) for mode, m in quantized.items()}}
     from transformers.cache_utils import DynamicLayer
 
     from matelix.inference.kv_cache import GrowingLayer
@@ -316,12 +320,13 @@ def main() -> int:
           f"in place {kv_ms['GrowingLayer']:.1f} ms CPU", flush=True)
     bare = bare_generate(tokenizer, fp32, args.new_tokens, requests=2)
     print(f"  bare generate fp32  1 client : {bare['tokens_per_s']:7.1f} tok/s", flush=True)
-    qual = None if args.skip_quality else quality(tokenizer, fp32, int8, args.answer_tokens)
-    if qual:
-        print(f"  int8 quality: teacher-forced match {qual['teacher_forced_match']:.3f}, free-running match "
-              f"{qual['free_running_match']:.3f}, held-out loss {qual['loss_fp32']:.4f} -> {qual['loss_int8']:.4f} "
-              f"({qual['loss_rise'] * 100:+.2f}%)", flush=True)
-    del fp32, int8
+    qual = None if args.skip_quality else {mode: quality(tokenizer, fp32, m, args.answer_tokens)
+                                            for mode, m in quantized.items()}
+    for mode, q in (qual or {}).items():
+        print(f"  {mode} quality: teacher-forced match {q['teacher_forced_match']:.3f}, free-running match "
+              f"{q['free_running_match']:.3f}, held-out loss {q['loss_fp32']:.4f} -> {q['loss_quantized']:.4f} "
+              f"({q['loss_rise'] * 100:+.2f}%)", flush=True)
+    del fp32, quantized
     lab = bench_lab(home, args.model, levels, args.new_tokens, args.min_requests, env)
     llama = bench_llama(args.llama_python, args.gguf, args.new_tokens, max(2, args.min_requests), threads)
     print(f"  llama.cpp: {llama}", flush=True)
@@ -329,18 +334,21 @@ def main() -> int:
     def share(rate: float, mode: str) -> float:
         return rate / (bandwidth * 1e9 / step_bytes[mode])
 
-    print(f"\nbandwidth limit: fp32 {bandwidth * 1e9 / step_bytes['none']:.1f} tok/s "
-          f"({step_bytes['none'] / 1e6:.0f} MB per token), int8 {bandwidth * 1e9 / step_bytes['int8']:.1f} tok/s "
-          f"({step_bytes['int8'] / 1e6:.0f} MB per token)")
+    print("\nbandwidth limit: " + ", ".join(f"{LABELS[mode]} {bandwidth * 1e9 / step_bytes[mode]:.1f} tok/s "
+                                            f"({step_bytes[mode] / 1e6:.0f} MB per token)" for mode in MODES))
     print("setup            | " + " | ".join(f"{c:3d} clients" for c in levels) + " | 1-client share of limit")
     print(f"bare generate    | {bare['tokens_per_s']:11.1f} | " + " | ".join("          -" for _ in levels[1:])
           + f" | {share(bare['tokens_per_s'], 'none'):.0%}")
-    for mode in ("none", "int8"):
+    for mode in MODES:
         rates = [r["tokens_per_s"] for r in lab[mode]]
-        print(f"lab {'fp32' if mode == 'none' else mode:12s} | " + " | ".join(f"{r:11.1f}" for r in rates)
+        print(f"lab {LABELS[mode]:12s} | " + " | ".join(f"{r:11.1f}" for r in rates)
               + f" | {share(rates[0], mode):.0%}")
     if llama.get("available"):
         print(f"llama.cpp        | {llama['tokens_per_s']:11.1f} | (one request at a time) | -")
+        for mode in MODES:
+            rates = [r["tokens_per_s"] for r in lab[mode]]
+            print(f"lab {LABELS[mode]} / llama.cpp: " + ", ".join(f"{c} clients {r / llama['tokens_per_s']:.2f}x"
+                                                                  for c, r in zip(levels, rates, strict=True)))
     turns = lab["conversation"]["turns"]
     print(f"10-turn chat: time to first token turn 10 / turn 1 = {turns[-1]['ttft_s'] / turns[0]['ttft_s']:.2f}x "
           f"(prefix cache hits {lab['conversation']['prefix_cache_hits']}, reused tokens "

@@ -1,4 +1,4 @@
-"""Int8 weight quantization for serving: what it replaces, that it stays close to fp32, how the registry loads,
+"""Weight quantization for serving (int8, fp16): what it replaces, that it stays close to fp32, how the registry loads,
 keeps and reloads a model by its quantization, and what it refuses."""
 
 from __future__ import annotations
@@ -31,6 +31,22 @@ def test_int8_replaces_every_linear_layer_with_a_byte_per_weight(tiny_lm, int8_m
     assert quantize_for_serving(fp32, "none") is fp32
 
 
+def test_fp16_replaces_every_linear_layer_with_two_bytes_per_weight_and_keeps_fp32_activations(tiny_lm):
+    fp32 = tiny_lm[1]
+    fp16 = quantize_for_serving(copy.deepcopy(fp32), "fp16")
+    assert not any(isinstance(m, torch.nn.Linear) for m in fp16.modules())
+    linears = [m for m in fp32.modules() if isinstance(m, torch.nn.Linear)]
+    assert packed_weight_bytes(fp16) == 2 * sum(m.weight.numel() for m in linears)
+    ids = torch.tensor([tiny_lm[0]("Ein neuronales Netz lernt aus Beispielen.")["input_ids"]])
+    with torch.inference_mode():
+        ref = fp32(input_ids=ids).logits
+        got = fp16(input_ids=ids).logits
+    assert got.dtype == torch.float32
+    # Only the weights are rounded to fp16 (11 significant bits): the logits stay within fp16's rounding.
+    assert (got - ref).abs().max() < 1e-2 * ref.abs().max()
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
 def test_int8_logits_stay_close_to_fp32(tiny_lm, int8_model):
     ids = torch.tensor([tiny_lm[0]("Ein neuronales Netz lernt aus Beispielen.")["input_ids"]])
     with torch.inference_mode():
@@ -40,26 +56,34 @@ def test_int8_logits_stay_close_to_fp32(tiny_lm, int8_model):
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.9
 
 
-def test_engine_on_an_int8_model_matches_its_generate(tiny_lm, int8_model):
+@pytest.mark.parametrize("mode", ["int8", "fp16"])
+def test_engine_on_a_quantized_model_matches_its_generate_solo_and_batched(tiny_lm, mode):
     from matelix.inference.engine import Engine
 
+    int8_model = quantize_for_serving(copy.deepcopy(tiny_lm[1]), mode)
     tokenizer = tiny_lm[0]
     ids = tokenizer("Hallo, wie geht es dir?")["input_ids"]
     with torch.inference_mode():
         expected = int8_model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                        max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                        eos_token_id=None)[0, len(ids):].tolist()
+    other = tokenizer("Der Himmel ist heute")["input_ids"]
     engine = Engine(int8_model, context_length=2048, stop_token_ids=set())
     try:
         result = engine.submit(ids, SamplingParams(max_new_tokens=12, temperature=0)).wait()
+        batched = [engine.submit(p, SamplingParams(max_new_tokens=12, temperature=0)) for p in (other, ids, other)]
+        batched = [h.wait() for h in batched]
     finally:
         engine.close()
     assert list(result.token_ids) == expected
+    assert list(batched[1].token_ids) == expected  # in a batch with other rows: the same tokens
+    assert list(batched[0].token_ids) == list(batched[2].token_ids)
 
 
 @pytest.mark.parametrize(("mode", "device", "message"), [("int4", None, "must be one of"),
-                                                          ("int8", "cuda", "CPU only"), ("int8", "mps", "CPU only")])
-def test_unknown_modes_and_int8_off_the_cpu_are_refused(mode, device, message):
+                                                          ("int8", "cuda", "CPU only"), ("int8", "mps", "CPU only"),
+                                                          ("fp16", "cuda", "CPU only")])
+def test_unknown_modes_and_quantization_off_the_cpu_are_refused(mode, device, message):
     with pytest.raises(ModelRefused, match=message) as info:
         check_quantization(mode, device)
     assert info.value.param == "quantization"

@@ -59,7 +59,7 @@ class LoadedModel:
     stop_token_ids: frozenset[int]
     load_seconds: float
     base_model: str | None = None
-    quantization: str = "none"  # "none" | "int8" (see inference/quantize.py)
+    quantization: str = "none"  # settings.Quantization: "none" | "int8" | "fp16" (see inference/quantize.py)
     served_as: str = "model"  # "model" | "merged" (adapter merged into its own copy) | "adapter" (on a shared base)
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)

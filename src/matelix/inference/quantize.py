@@ -1,41 +1,48 @@
-"""Weight quantization for serving on a CPU: `quantize_for_serving(model, "int8")` swaps every `nn.Linear`
-(the layers' projections and the LM head) for `Int8Linear`: int8 weights with one scale per output channel,
-multiplied by torch's own weight-only kernel `torch._weight_int8pack_mm` (bf16 activations, fp32 out).
+"""Weight quantization for serving on a CPU: `quantize_for_serving(model, mode)` swaps every `nn.Linear` (the
+layers' projections and the LM head) for a layer with smaller weights:
+* "int8" → `Int8Linear`: int8 weights with one scale per output channel, multiplied by torch's own weight-only
+  kernel `torch._weight_int8pack_mm` (bf16 activations, fp32 out): a quarter of fp32's bytes;
+* "fp16" → `Fp16Linear`: fp16 weights, fp32 activations and accumulation, through fbgemm's
+  `quantized::linear_dynamic_fp16` (shipped with torch): half of fp32's bytes, and the fastest kernel here
+  once several requests decode together.
 
     check_quantization("int8", "cpu")           # raises catalog.ModelRefused (param "quantization")
     model = quantize_for_serving(model, "int8")  # in place; "none" leaves the model as it is
-    packed_weight_bytes(model)                   # bytes of the int8 weights and scales
+    packed_weight_bytes(model)                   # bytes of the quantized weights and scales
 
-Decode on a CPU reads every weight once per step, so it is bound by memory bandwidth: int8 weights are a
-quarter of fp32's bytes. Candidates measured on the development machine (AMD EPYC, 2 cores, AVX2 only, no
-AVX-512 or bf16 instructions; torch 2.13; SmolLM2-135M-Instruct, one torch thread; the machine was shared
-and busy, so the figure compared is CPU time per decoded token, at batch 1 / batch 16 against fp32, with
-the held-out loss and the share of fp32's greedy tokens kept, teacher-forced):
-* this module (`_weight_int8pack_mm`, weight-only): 1.45x / 1.13x fp32, loss +0.45%, 97% of tokens;
-* `torch.ao.quantization.quantize_dynamic` (fbgemm, int8 weights *and* activations, per tensor): 2.0x /
-  2.7x fp32, but the activations' outliers ruin it here: loss +43%, 44% of tokens (per-channel weights
-  too) — not served;
-* the same with `dtype=torch.float16` (fbgemm fp16 weights, fp32 activations): exact (loss +0.00%, 100% of
-  tokens) and 1.2x / 1.45x fp32, but 16-bit: half of int8's gain where it counts, at batch 1;
+Decode on a CPU reads every weight once per step, so at one request it is bound by memory bandwidth; with
+many requests in a batch it becomes bound by the kernel's arithmetic. Measured on the development machine
+(AMD EPYC, 2 cores, AVX2 only, no AVX-512 or bf16 instructions; torch 2.13, 2 threads, quiet): the time of
+every linear layer of SmolLM2-135M-Instruct (210 projections + the 49k-row head) for one decode step of
+M rows, M = 1 / 4 / 16:
+* fp32 `F.linear` (MKL): 80 / 182 / 212 ms — MKL runs a one-row product on one thread;
+* int8 `_weight_int8pack_mm`: 32 / 47 / 123 ms (its AVX2 code converts to bf16 and is compute-bound);
+* fp16 fbgemm `linear_dynamic_fp16`: 35 / 37 / 74 ms;
+* fp16 / bf16 `F.linear` (oneDNN, activations cast to 16 bits too): 31–33 / 72–79 / 256–304 ms;
+* oneDNN fp32 with prepacked weights (`mkldnn._linear_pointwise`): 67 / 77 / 120 ms.
+Quality: int8 keeps 96.6% of fp32's greedy tokens teacher-forced, held-out loss +0.34%; fp16 weights with fp32
+activations are exact to the printed digits (`bench/cpu_serving.py` measures both). Candidates not served:
+* `torch.ao.quantization.quantize_dynamic` with int8 (fbgemm, int8 weights *and* activations, per tensor):
+  fast, but the activations' outliers ruin it here: loss +43%, 44% of tokens (per-channel weights too);
 * torchao 0.18 `Int8WeightOnlyConfig`: slower than fp32 (its CPU path dequantizes the weight in plain torch
   ops every call); `Int8DynamicActivationInt8WeightConfig` slower still and with the same activation
   problem; its int4 CPU layout is a prototype;
 * optimum-quanto 0.2.7 `qint8`: about 0.3x fp32 (no fused CPU kernel for these shapes);
 * `torch._weight_int4pack_mm_for_cpu` (int4, bf16 activations), timed per layer shape: faster than int8 only
   on the 49k-row LM head, no faster on the layers' projections, and a 4-bit grid costs quality: not offered.
-`bench/cpu_serving.py` reruns the comparison that matters (fp32 vs int8 through the lab) and checks quality
-on a probe set and held-out text. bf16 activations are exact enough here (the residual stream stays fp32;
-only each projection's input is rounded), and the kernel has AVX2 code paths. int8 is refused on CUDA/MPS,
-which have fast half-precision paths of their own.
+Quantization is refused on CUDA/MPS, which have fast half-precision paths of their own.
 """
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 
 from matelix.catalog import ModelRefused
+from matelix.settings import Quantization
 
-QUANTIZATION_MODES = ("none", "int8")
+QUANTIZATION_MODES = get_args(Quantization)
 
 
 def check_quantization(mode: str, device: str | None) -> None:
@@ -45,7 +52,7 @@ def check_quantization(mode: str, device: str | None) -> None:
         raise ModelRefused(f"quantization must be one of {', '.join(QUANTIZATION_MODES)}, got {mode!r}",
                            "quantization")
     if mode != "none" and device not in (None, "cpu"):
-        raise ModelRefused(f"quantization {mode!r} runs on the CPU only (fbgemm kernels), not on {device!r}",
+        raise ModelRefused(f"quantization {mode!r} runs on the CPU only (CPU kernels), not on {device!r}",
                            "quantization")
 
 
@@ -69,18 +76,44 @@ class Int8Linear(torch.nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+class Fp16Linear(torch.nn.Module):
+    """y = x W^T (+ b) with W stored in fp16 inside fbgemm's packed format; x and y stay fp32."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_bytes = weight.numel() * 2
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self._packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)  # fp16 copy; fp32 weight freed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # the usual case: no conversions (each costs a dispatch per layer and step)
+            return torch.ops.quantized.linear_dynamic_fp16(x, self._packed)
+        return torch.ops.quantized.linear_dynamic_fp16(x.float(), self._packed).to(x.dtype)
+
+
+LAYERS = {"int8": Int8Linear, "fp16": Fp16Linear}
+
+
 def quantize_for_serving(model, mode: str):
-    """The model with every linear layer replaced by an int8 one (in place); `mode` "none" is a no-op."""
+    """The model with every linear layer replaced by a quantized one (in place); `mode` "none" is a no-op."""
     if mode == "none":
         return model
+    layer = LAYERS[mode]
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, torch.nn.Linear):
-                setattr(module, name, Int8Linear(child))
+                setattr(module, name, layer(child))
     return model
 
 
 def packed_weight_bytes(model) -> int:
-    """Bytes of the int8 weights and their scales (buffers of the quantized layers)."""
-    return sum(b.numel() * b.element_size() for m in model.modules() if isinstance(m, Int8Linear)
-               for b in m.buffers(recurse=False))
+    """Bytes of the quantized weights (and int8's scales) of the model's quantized layers."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, Int8Linear):
+            total += sum(b.numel() * b.element_size() for b in module.buffers(recurse=False))
+        elif isinstance(module, Fp16Linear):
+            total += module.weight_bytes
+    return total

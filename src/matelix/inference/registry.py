@@ -23,7 +23,7 @@ Adapters (LoRA runs and their checkpoints) share one resident copy of their base
 served as an adapter when its base is already resident, when another adapter of that base is in use, or when
 the reference names a checkpoint; otherwise (the one fine-tune of its base in use) merged into its own copy,
 which decodes faster. At most `max_loaded_adapters` adapters stay attached; the least recently used idle one
-is removed first. Models loaded as int8 never carry adapters.
+is removed first. Quantized models (int8, fp16) never carry adapters.
 Unknown names raise `ModelNotFound`; bad devices and hub ids while offline raise `ModelRefused`;
 a folder that transformers cannot load raises `ModelLoadFailed`.
 

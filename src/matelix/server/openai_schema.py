@@ -37,6 +37,7 @@ from matelix.inference.sampling import (
 )
 from matelix.server.messages import ChatMessage
 from matelix.server.tool_formats import HERMES, CallFormat
+from matelix.settings import Quantization
 
 MAX_PROMPTS = 64
 MAX_CHOICES = 128  # prompts x n of one completions request
@@ -152,8 +153,8 @@ class SamplingRequest(BaseModel):
     user: str | None = Field(None, description="Accepted and ignored.")
     stop_token_ids: list[int] | None = Field(None, max_length=64, description="vLLM extra: more stop tokens.")
     ignore_eos: bool = Field(False, description="vLLM extra: keep generating past EOS (benchmarks).")
-    quantization: Literal["none", "int8"] | None = Field(
-        None, description="Lab extra: the model's weights, none (fp32) or int8 (CPU only); a resident model "
+    quantization: Quantization | None = Field(
+        None, description="Lab extra: the model's weights, none (fp32), int8 or fp16 (CPU only); a resident model "
                           "loaded otherwise is reloaded. Default: as loaded, else MATELIX_QUANTIZATION.")
 
     @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p",

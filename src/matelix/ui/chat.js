@@ -31,6 +31,7 @@ export function mount(el) {
         <select id="chat-quantization">
           <option value="none" data-i18n="chat.quant_none">fp32 (exact)</option>
           <option value="int8" data-i18n="chat.quant_int8">int8 (faster on a CPU)</option>
+          <option value="fp16" data-i18n="chat.quant_fp16">fp16 (fastest with many chats)</option>
         </select>
         <div class="row">
           <button type="button" id="chat-load" data-i18n="chat.load">Load</button>
@@ -175,7 +176,7 @@ async function refreshState() {
     const loading = (s.loading || []).includes(model());
     const served = entry?.served_as === "adapter" ? t("chat.served_adapter", { base: entry.base_model })
       : entry?.served_as === "merged" ? t("chat.served_merged") : null;
-    box.textContent = entry ? [t("chat.loaded"), served, entry.device, entry.quantization === "int8" ? "int8" : entry.dtype,
+    box.textContent = entry ? [t("chat.loaded"), served, entry.device, entry.quantization && entry.quantization !== "none" ? entry.quantization : entry.dtype,
       entry.parameters ? `${num(entry.parameters / 1e6, 1)} M ${t("chat.params_short")}` : null].filter(Boolean).join(" · ")
       : loading ? t("chat.loading") : t("chat.not_loaded");
     box.dataset.loaded = String(Boolean(entry));

@@ -5,7 +5,6 @@ Generation goes through the one adapter (`server.generation`), like `/v1/*`."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -21,6 +20,7 @@ from matelix.server.inference_errors import INFERENCE_ERRORS, Fields, to_api_err
 from matelix.server.messages import ChatMessage, texts_of
 from matelix.server.streaming import STREAM_HEADERS, sse, wants_sse
 from matelix.server.vllm_forward import chat_response, forwarder_of, lab_chat_stream
+from matelix.settings import Quantization
 
 router = APIRouter(tags=["inference"])
 FIELDS = Fields(model="model_dir", prompt="messages", max_tokens="max_new_tokens")
@@ -31,8 +31,9 @@ class LoadRequest(BaseModel):
     model_dir: str | None = Field(None, description="Run id, folder under models/ or training_outputs/, or a hub "
                                                     "repo id (not offline); default: newest finished run.")
     device: str | None = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: auto).")
-    quantization: Literal["none", "int8"] | None = Field(
-        None, description="Weights: none (fp32) or int8 (CPU only, about 2x faster decode); default: "
+    quantization: Quantization | None = Field(
+        None, description="Weights: none (fp32), int8 (CPU only, about 2x faster decode) or fp16 (CPU only, "
+                          "fastest with many clients); default: "
                           "MATELIX_QUANTIZATION. A resident model loaded otherwise is reloaded.")
 
 
