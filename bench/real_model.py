@@ -6,7 +6,7 @@ Both sides train the same conversations of `datasets/demo_chat.csv` (rendered wi
 template by the lab's data library, assistant-only labels) with the same hyperparameters (LoRA r 8 on all
 seven projections, fp32, AdamW, lr 2e-4):
   * lab: packed rows (PackedCollator), `LabTrainer` (head + loss on trained positions only, in chunks;
-    passes of at most 1024 tokens, the worker's CPU default);
+    passes of at most 512 tokens, the worker's CPU default);
   * baseline: `Trainer` + `DataCollatorForSeq2Seq` (each batch padded to its longest sample), the model's
     own loss over full logits.
 Each variant runs in a fresh child process (peak RSS = VmHWM of that process) for the examples that fill

@@ -83,3 +83,33 @@ def test_split_passes_give_the_gradients_of_the_whole_batch(tiny_model_dir, tmp_
     assert whole.keys() == split.keys()
     for name in whole:
         assert torch.allclose(whole[name], split[name], atol=1e-5), name
+
+
+def test_the_warm_up_step_runs_in_the_passes_of_a_training_step_and_leaves_no_gradients(tiny_model_dir, tmp_path):
+    from transformers import TrainingArguments
+
+    from matelix.training.trainer import LabTrainer, measure_micro_step
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    ids, labels = _batch(model.config.vocab_size)
+    rows = [{"input_ids": ids[i], "labels": labels[i]} for i in range(2)]
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                             per_device_train_batch_size=2, train_sampling_strategy="sequential")
+    trainer = LabTrainer(model=model, args=args, train_dataset=rows,
+                         data_collator=lambda batch: {k: torch.stack([b[k] for b in batch]) for k in batch[0]})
+    trainer.tokens_per_pass = 24  # one 24-token row per pass
+    seen = []
+    compute_loss = trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        seen.append((tuple(inputs["input_ids"].shape), kwargs.get("num_items_in_batch")))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording
+    assert measure_micro_step(trainer) > 0
+    trained = int((labels[:, 1:] != -100).sum())
+    assert seen == [((1, 24), trained), ((1, 24), trained)]  # never the whole batch at once
+    assert all(p.grad is None for p in model.parameters())
+    assert [p["input_ids"].shape[0] for p in trainer.passes({"input_ids": ids, "labels": labels})] == [1, 1]
+    trainer.tokens_per_pass = None
+    assert len(trainer.passes({"input_ids": ids, "labels": labels})) == 1

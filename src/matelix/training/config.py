@@ -72,7 +72,7 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     tokens_per_pass: int | None = Field(
         None, ge=64, le=1_048_576, description="Split each batch into forward/backward passes of at most this "
-        "many tokens: the same gradients with the activation memory of one pass. Default: 1024 on a CPU, "
+        "many tokens: the same gradients with the activation memory of one pass. Default: 512 on a CPU, "
         "whole batches on a GPU.")
 
     # Optimisation.

@@ -22,7 +22,7 @@ GERMAN_DESCRIPTIONS: dict[str, str] = {
     "nproc": "Prozesse für verteiltes Training (DDP); mehr als 1 startet torchrun.",
     "gradient_checkpointing": "Spart Aktivierungsspeicher auf Kosten von Rechenzeit.",
     "tokens_per_pass": "Teilt jeden Batch in Vorwärts-/Rückwärtsdurchläufe mit höchstens so vielen Tokens: "
-    "gleiche Gradienten, Aktivierungsspeicher nur eines Durchlaufs. Standard: 1024 auf der CPU, ganze Batches "
+    "gleiche Gradienten, Aktivierungsspeicher nur eines Durchlaufs. Standard: 512 auf der CPU, ganze Batches "
     "auf einer GPU.",
     "learning_rate": "Höchste Lernrate (nach dem Warm-up).",
     "per_device_train_batch_size": "Zeilen pro Gerät und Mikroschritt.",
