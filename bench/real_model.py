@@ -6,7 +6,8 @@ Both sides train the same conversations of `datasets/demo_chat.csv` (rendered wi
 template by the lab's data library, assistant-only labels) with the same hyperparameters (LoRA r 8 on all
 seven projections, fp32, AdamW, lr 2e-4):
   * lab: packed rows (PackedCollator), `LabTrainer` (head + loss on trained positions only, in chunks;
-    passes of at most 512 tokens, the worker's CPU default);
+    passes of at most 512 tokens, the worker's CPU default; with checkpointing the free heap is returned to the
+    OS after each pass, as the worker does);
   * baseline: `Trainer` + `DataCollatorForSeq2Seq` (each batch padded to its longest sample), the model's
     own loss over full logits.
 Each variant runs in a fresh child process (peak RSS = VmHWM of that process) for the examples that fill
@@ -29,6 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")  # as the worker does off CUDA: no DeepSpeed detection warning
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -108,6 +110,7 @@ def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldou
         trainer = trainer_cls(model=model, args=args, train_dataset=rows, data_collator=collator)
         if variant == "lab":
             trainer.tokens_per_pass = CPU_TOKENS_PER_PASS  # the worker's CPU default
+            trainer.release_heap_between_passes = checkpointing  # as the worker does on a CPU
         t = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t

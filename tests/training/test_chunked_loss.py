@@ -113,3 +113,30 @@ def test_the_warm_up_step_runs_in_the_passes_of_a_training_step_and_leaves_no_gr
     assert [p["input_ids"].shape[0] for p in trainer.passes({"input_ids": ids, "labels": labels})] == [1, 1]
     trainer.tokens_per_pass = None
     assert len(trainer.passes({"input_ids": ids, "labels": labels})) == 1
+
+
+def test_the_free_heap_is_returned_after_every_pass_only_when_asked(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import TrainingArguments
+
+    from matelix.training import trainer as trainer_module
+    from matelix.training.trainer import LabTrainer
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "release_free_heap", lambda: calls.append(1) or True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=2)
+    trainer = LabTrainer(model=model, args=args)
+    trainer.tokens_per_pass = 24  # two passes
+    ids, labels = _batch(model.config.vocab_size)
+    count = (labels[:, 1:] != -100).sum()
+    trainer.training_step(model, {"input_ids": ids, "labels": labels}, num_items_in_batch=count)
+    assert calls == []
+    trainer.release_heap_between_passes = True
+    trainer.training_step(model, {"input_ids": ids, "labels": labels}, num_items_in_batch=count)
+    assert calls == [1, 1]
+
+
+def test_releasing_the_free_heap_works_on_this_libc():
+    from matelix.training.trainer import release_free_heap
+
+    assert release_free_heap() is True  # glibc: malloc_trim found and called

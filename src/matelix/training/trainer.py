@@ -8,6 +8,7 @@ model computes logits for the trained positions only (`logits_to_keep` mask) and
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 
@@ -33,12 +34,35 @@ def _causal_lm(model):
 CPU_TOKENS_PER_PASS = 512
 
 
+def release_free_heap() -> bool:
+    """Return the C heap's free memory to the OS (glibc's `malloc_trim`); False where there is no glibc.
+
+    glibc keeps memory that freed tensors leave in its heap for reuse. With gradient checkpointing the tensors
+    alive at once are small, and that retained heap sets the peak: on SmolLM2-135M LoRA (2 cores, batch 4 x
+    512, passes of 512 tokens) trimming after each pass lowered the peak RSS from 2.08 GB to 1.65 GB at no
+    measurable cost in speed. Without checkpointing it cost ~20% speed (pages faulted in again), so it is
+    not done there. No library offers this; it is one libc call."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    return bool(_malloc_trim and _malloc_trim(0) is not None)
+
+
+_malloc_trim = None
+
+
 class LabTrainer(Trainer):
     """`tokens_per_pass`: split each batch into passes of at most this many tokens (rows kept whole), each
     with its own backward: the gradients are those of the whole batch (every pass is normalised by the
     batch's trained-token count), the activation memory that of one pass. None = whole batches."""
 
     tokens_per_pass: int | None = None
+    release_heap_between_passes: bool = False
+    """Give the heap a pass freed back to the OS before the next one (the worker sets it on a CPU with
+    gradient checkpointing, the mode a user picks to save memory; see `release_free_heap`)."""
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if num_items_in_batch is None or self.accelerator.num_processes > 1:
@@ -47,6 +71,8 @@ class LabTrainer(Trainer):
         for part in self.passes(inputs):
             loss = super().training_step(model, part, num_items_in_batch)
             total = loss if total is None else total + loss
+            if self.release_heap_between_passes:
+                release_free_heap()
         return total
 
     def passes(self, inputs: dict) -> list[dict]:

@@ -219,6 +219,7 @@ def train(rundir: RunDir, resume: Path | None, stop, log) -> str:
                       eval_dataset=examples.eval if evaluate else None, data_collator=recorder,
                       processing_class=tokenizer, callbacks=callbacks)
     trainer.tokens_per_pass = config.tokens_per_pass or (CPU_TOKENS_PER_PASS if placement.device == "cpu" else None)
+    trainer.release_heap_between_passes = placement.device == "cpu" and config.gradient_checkpointing
     trainer.remove_callback(PrinterCallback)  # StatusCallback logs a formatted line per logging step
     if resume is not None and keeps:
         rundir.truncate_metrics(checkpoint_step(resume))
