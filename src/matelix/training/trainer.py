@@ -48,7 +48,10 @@ def release_free_heap() -> bool:
             _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
             _malloc_trim = False
-    return bool(_malloc_trim and _malloc_trim(0) is not None)
+    if not _malloc_trim:
+        return False
+    _malloc_trim(0)
+    return True
 
 
 _malloc_trim = None
