@@ -19,6 +19,7 @@ One run, on the same machine, greedy, every request generating exactly `--new-to
 * quality of int8 and fp16 against fp32 (in this process): on a fixed probe set of chat prompts, the share of
   fp32's greedy answer tokens the quantized model also picks at the same position (teacher-forced) and the
   share of answer tokens equal when both generate freely, and the loss on held-out text (`demo_text.csv`);
+* the linear layers: wall time all of them take for one decode step of 1, 4 and 16 rows, per weight format;
 * the KV cache: CPU time one decode step spends appending to a 16-row, 500-token cache of 30 layers, with
   transformers' `DynamicLayer` (`torch.cat`) and with the engine's in-place `GrowingLayer`;
 * prefix caching: a 10-turn conversation with a long system prompt on the fp16 model, time to first token
@@ -86,6 +87,30 @@ def kv_append_ms(layer_class, rows: int = 16, tokens: int = 500, layers: int = 3
         for layer in cache:
             layer.update(step, step)
     return (time.process_time() - start) / steps * 1000
+
+
+def linear_step_ms(models: dict, rows: tuple[int, ...] = (1, 4, 16), reps: int = 3) -> dict:
+    """Wall ms all linear layers of each model (fp32 and its quantized copies) take for one decode step of
+    `rows` rows: every layer called once on random activations, best of `reps` (why fp16 wins with more rows)."""
+    import torch
+
+    from matelix.inference.quantize import Fp16Linear, Int8Linear
+
+    out = {}
+    with torch.inference_mode():
+        for mode, model in models.items():
+            layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear, Fp16Linear))]
+            out[mode] = {}
+            for n in rows:
+                inputs = {m.in_features: torch.randn(n, m.in_features) for m in layers}
+                best = float("inf")
+                for _ in range(reps + 1):  # the first call warms up
+                    start = time.perf_counter()
+                    for m in layers:
+                        m(inputs[m.in_features])
+                    best = min(best, time.perf_counter() - start)
+                out[mode][n] = best * 1000
+    return out
 
 
 def decode_bytes(model) -> int:
@@ -318,6 +343,10 @@ def main() -> int:
     kv_ms = {"DynamicLayer": kv_append_ms(DynamicLayer), "GrowingLayer": kv_append_ms(GrowingLayer)}
     print(f"  KV append per decode step, 16 rows x 500 tokens: torch.cat {kv_ms['DynamicLayer']:.1f} ms CPU, "
           f"in place {kv_ms['GrowingLayer']:.1f} ms CPU", flush=True)
+    linear_ms = linear_step_ms({"none": fp32, **quantized})
+    for mode, per_rows in linear_ms.items():
+        print(f"  linear layers of one decode step, {LABELS[mode]}: "
+              + ", ".join(f"{n} rows {ms:.1f} ms" for n, ms in per_rows.items()), flush=True)
     bare = bare_generate(tokenizer, fp32, args.new_tokens, requests=2)
     print(f"  bare generate fp32  1 client : {bare['tokens_per_s']:7.1f} tok/s", flush=True)
     qual = None if args.skip_quality else {mode: quality(tokenizer, fp32, m, args.answer_tokens)
@@ -355,7 +384,7 @@ def main() -> int:
           f"{lab['conversation']['prefix_cache_reused_tokens']})")
     print(json.dumps({"bench": "cpu_serving", "model": args.model, "new_tokens": args.new_tokens, "threads": threads,
                       "copy_bandwidth_gb_s": bandwidth, "decode_bytes": step_bytes, "bare_generate": bare,
-                      "kv_append_ms": kv_ms, "lab": lab, "llama_cpp": llama, "quality": qual}))
+                      "kv_append_ms": kv_ms, "linear_step_ms": linear_ms, "lab": lab, "llama_cpp": llama, "quality": qual}))
     return 0
 
 

@@ -14,10 +14,12 @@ Decode on a CPU reads every weight once per step, so at one request it is bound 
 many requests in a batch it becomes bound by the kernel's arithmetic. Measured on the development machine
 (AMD EPYC, 2 cores, AVX2 only, no AVX-512 or bf16 instructions; torch 2.13, 2 threads, quiet): the time of
 every linear layer of SmolLM2-135M-Instruct (210 projections + the 49k-row head) for one decode step of
-M rows, M = 1 / 4 / 16:
-* fp32 `F.linear` (MKL): 80 / 182 / 212 ms — MKL runs a one-row product on one thread;
-* int8 `_weight_int8pack_mm`: 32 / 47 / 123 ms (its AVX2 code converts to bf16 and is compute-bound);
-* fp16 fbgemm `linear_dynamic_fp16`: 35 / 37 / 74 ms;
+M rows, M = 1 / 4 / 16 (`linear_step_ms` in `bench/cpu_serving.py` reprints the three served formats):
+* fp32 `F.linear` (MKL): 68 / 137 / 130 ms — MKL runs a one-row product on one thread;
+* int8 `_weight_int8pack_mm`: 29 / 40 / 98 ms (its AVX2 code converts to bf16 and is compute-bound);
+* fp16 fbgemm `linear_dynamic_fp16`: 29 / 33 / 63 ms;
+and, once, on random weights of the same shapes (fp32 / int8 / fp16 there: 80 / 32 / 35 ms at M = 1, 212 /
+123 / 74 ms at M = 16), the candidates not served:
 * fp16 / bf16 `F.linear` (oneDNN, activations cast to 16 bits too): 31–33 / 72–79 / 256–304 ms;
 * oneDNN fp32 with prepacked weights (`mkldnn._linear_pointwise`): 67 / 77 / 120 ms.
 Quality: int8 keeps 96.6% of fp32's greedy tokens teacher-forced, held-out loss +0.34%; fp16 weights with fp32
