@@ -33,7 +33,8 @@ How a step works (transformers 5.24 `DynamicCache`, passed as `cache=`):
   sampled from the prefill logits.
 * Their cache is merged into the running batch cache: every layer's keys/values (B, H, T, D) are left-padded
   to a common T and concatenated along B; the 2-D attention mask gets zeros for the padding.
-* One decode step feeds every row's last token at its own position. Finished or cancelled rows are dropped
+* One decode step feeds every row's last token at its own position (through `decode_step` for Llama-style
+  models: the model's own submodules without transformers' per-call glue, bitwise the same logits). Finished or cancelled rows are dropped
   with `batch_select_indices`, and mask columns that are padding in every remaining row are cut off, so the
   cache stays sized by the requests actually running.
 * The caches' layers are `kv_cache.GrowingLayer`s: a step's keys/values are written in place, not
@@ -57,6 +58,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from matelix.inference.decode_step import decode_step_for
 from matelix.inference.detokenize import TextStream
 from matelix.inference.handle import GenerationEvent, RequestHandle, TokenLogprob, Usage
 from matelix.inference.logprobs import prompt_logprobs, step_logprobs
@@ -133,6 +135,7 @@ class Engine:
         self._cache_kw = "cache" if "cache" in forward_params else "past_key_values"
         self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
         self.prefix_cache = prefix_cache_for(model, prefix_cache_bytes)  # None: off
+        self._decode = decode_step_for(model)  # None: decode steps run the model's own forward too
         self.lora = None  # `adapters.LoraSlots` once an adapter is attached (set on the worker thread)
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
@@ -319,13 +322,17 @@ class Engine:
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache,
                  rows: list[_Request], all_positions: bool = False) -> torch.Tensor:
         """Logits of the last position (B, V), or of every position (B, T, V) when `all_positions`; each row runs
-        through its own adapter when the model serves adapters."""
-        keep = {} if all_positions else self._keep_kw
+        through its own adapter when the model serves adapters. One new token per row goes through the lean
+        decode step when the model has one (`decode_step`: the same logits without transformers' glue)."""
         if self.lora is not None:
             self.lora.select([r.route.adapter if r.route else None for r in rows])
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                         use_cache=True, **{self._cache_kw: cache}, **keep)
-        logits = out.logits if all_positions else out.logits[:, -1, :]
+        if self._decode is not None and input_ids.shape[1] == 1 and not all_positions:
+            logits = self._decode(input_ids, mask, position_ids, cache)
+        else:
+            keep = {} if all_positions else self._keep_kw
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                             use_cache=True, **{self._cache_kw: cache}, **keep)
+            logits = out.logits if all_positions else out.logits[:, -1, :]
         if self.lora is not None:  # rows whose tokenizer knows fewer tokens than the embedding has rows
             for i, request in enumerate(rows):
                 if request.route is not None and request.route.vocab_limit is not None:
