@@ -20,6 +20,8 @@ One run, on the same machine, greedy, every request generating exactly `--new-to
   fp32's greedy answer tokens the quantized model also picks at the same position (teacher-forced) and the
   share of answer tokens equal when both generate freely, and the loss on held-out text (`demo_text.csv`);
 * the linear layers: wall time all of them take for one decode step of 1, 4 and 16 rows, per weight format;
+* one whole decode step (fp16, 1 and 16 rows, 64-token cache): the model's own forward against the engine's
+  lean step (`inference/decode_step.py`), alternating;
 * the KV cache: CPU time one decode step spends appending to a 16-row, 500-token cache of 30 layers, with
   transformers' `DynamicLayer` (`torch.cat`) and with the engine's in-place `GrowingLayer`;
 * prefix caching: a 10-turn conversation with a long system prompt on the fp16 model, time to first token
@@ -110,6 +112,44 @@ def linear_step_ms(models: dict, rows: tuple[int, ...] = (1, 4, 16), reps: int =
                         m(inputs[m.in_features])
                     best = min(best, time.perf_counter() - start)
                 out[mode][n] = best * 1000
+    return out
+
+
+def decode_step_ms(model, rows: tuple[int, ...] = (1, 16), context: int = 64, steps: int = 8,
+                   reps: int = 3) -> dict:
+    """Wall ms of one whole decode step of `rows` rows over a `context`-token cache: the model's own forward
+    against the engine's lean step (`inference/decode_step.py`), alternating, best of `reps` runs of `steps`
+    steps each (what transformers' per-call glue costs)."""
+    import torch
+    import torch.nn.functional as F
+
+    from matelix.inference.decode_step import decode_step_for
+    from matelix.inference.kv_cache import new_cache
+
+    lean = decode_step_for(model)
+    if lean is None:
+        return {}
+
+    def own(ids, mask, position, cache):
+        return model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+                     logits_to_keep=1).logits[:, -1, :]
+
+    out: dict = {"forward": {}, "lean": {}}
+    with torch.inference_mode():
+        for n in rows:
+            best = {"forward": float("inf"), "lean": float("inf")}
+            for _ in range(reps + 1):  # the first round warms up
+                for name, step in (("forward", own), ("lean", lean)):
+                    mask = torch.ones((n, context), dtype=torch.long)
+                    cache = new_cache(model.config)
+                    own(torch.randint(0, 1000, (n, context)), mask, torch.arange(context).expand(n, -1), cache)
+                    start = time.perf_counter()
+                    for s in range(steps):
+                        mask = F.pad(mask, (0, 1), value=1)
+                        step(torch.full((n, 1), 5), mask, torch.full((n, 1), context + s), cache)
+                    best[name] = min(best[name], (time.perf_counter() - start) / steps * 1000)
+            for name, ms in best.items():
+                out[name][n] = ms
     return out
 
 
@@ -347,6 +387,10 @@ def main() -> int:
     for mode, per_rows in linear_ms.items():
         print(f"  linear layers of one decode step, {LABELS[mode]}: "
               + ", ".join(f"{n} rows {ms:.1f} ms" for n, ms in per_rows.items()), flush=True)
+    step_ms = decode_step_ms(quantized["fp16"])
+    for n in step_ms.get("lean", {}):
+        print(f"  one decode step, fp16, {n} rows: model forward {step_ms['forward'][n]:.1f} ms, lean step "
+              f"{step_ms['lean'][n]:.1f} ms ({step_ms['forward'][n] / step_ms['lean'][n]:.2f}x)", flush=True)
     bare = bare_generate(tokenizer, fp32, args.new_tokens, requests=2)
     print(f"  bare generate fp32  1 client : {bare['tokens_per_s']:7.1f} tok/s", flush=True)
     qual = None if args.skip_quality else {mode: quality(tokenizer, fp32, m, args.answer_tokens)
@@ -384,7 +428,7 @@ def main() -> int:
           f"{lab['conversation']['prefix_cache_reused_tokens']})")
     print(json.dumps({"bench": "cpu_serving", "model": args.model, "new_tokens": args.new_tokens, "threads": threads,
                       "copy_bandwidth_gb_s": bandwidth, "decode_bytes": step_bytes, "bare_generate": bare,
-                      "kv_append_ms": kv_ms, "linear_step_ms": linear_ms, "lab": lab, "llama_cpp": llama, "quality": qual}))
+                      "kv_append_ms": kv_ms, "linear_step_ms": linear_ms, "decode_step_ms": step_ms, "lab": lab, "llama_cpp": llama, "quality": qual}))
     return 0
 
 
