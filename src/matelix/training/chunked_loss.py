@@ -17,37 +17,42 @@ CHUNK = 1024  # rows per head projection: 1024 × 49152 fp32 = 200 MB at a time
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """sum over rows of -log softmax(hidden @ weight.T)[target]; gradients for hidden and weight."""
+    """sum over rows of -log softmax(hidden @ weight.T)[target]; gradients for hidden and weight.
+
+    The gradients are computed in the forward, chunk by chunk, while each chunk's logits exist anyway
+    (d loss / d logits = softmax - onehot), and only scaled by the incoming gradient in the backward: the
+    backward would otherwise project every chunk through the head a second time. What is kept for the
+    backward is the gradient of `hidden` (the size of `hidden`, which no longer needs keeping) and, when the
+    head itself trains, the head's gradient (which the backward would allocate anyway)."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        want_hidden, want_weight = hidden.requires_grad, weight.requires_grad
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], CHUNK):
             h = hidden[start:start + CHUNK]  # (C, H)
             logits = (h @ weight.t()).float()  # (C, V)
             t = targets[start:start + CHUNK]
-            total += (torch.logsumexp(logits, dim=-1) - logits.gather(1, t[:, None]).squeeze(1)).sum()
-        ctx.save_for_backward(hidden, weight, targets)
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if want_hidden or want_weight:
+                probs = torch.exp(logits.sub_(lse[:, None]))  # softmax, in the logits' memory
+                probs[torch.arange(h.shape[0]), t] -= 1
+                probs = probs.to(hidden.dtype)
+                if want_hidden:
+                    grad_hidden[start:start + CHUNK] = probs @ weight
+                if want_weight:
+                    grad_weight += (probs.t() @ h).float()
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype) if want_weight else None)
         return total
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        hidden, weight, targets = ctx.saved_tensors
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        for start in range(0, hidden.shape[0], CHUNK):
-            h = hidden[start:start + CHUNK]
-            logits = (h @ weight.t()).float()
-            probs = torch.softmax(logits, dim=-1)  # d(loss)/d(logits) = softmax - onehot
-            probs[torch.arange(h.shape[0]), targets[start:start + CHUNK]] -= 1
-            probs = (probs * grad_out).to(hidden.dtype)
-            if grad_hidden is not None:
-                grad_hidden[start:start + CHUNK] = probs @ weight
-            if grad_weight is not None:
-                grad_weight += (probs.t() @ h).float()
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (None if grad_hidden is None else grad_hidden * grad_out.to(grad_hidden.dtype),
+                None if grad_weight is None else grad_weight * grad_out.to(grad_weight.dtype), None)
 
 
 def trained_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
