@@ -34,9 +34,9 @@ How a step works (transformers 5.24 `DynamicCache`, passed as `cache=`):
 * Their cache is merged into the running batch cache: every layer's keys/values (B, H, T, D) are left-padded
   to a common T and concatenated along B; the 2-D attention mask gets zeros for the padding.
 * One decode step feeds every row's last token at its own position (through `decode_step` for Llama-style
-  models: the model's own submodules without transformers' per-call glue, bitwise the same logits). Finished or cancelled rows are dropped
-  with `batch_select_indices`, and mask columns that are padding in every remaining row are cut off, so the
-  cache stays sized by the requests actually running.
+  models: the model's own submodules without transformers' per-call glue, bitwise the same logits).
+  Finished or cancelled rows are dropped with `batch_select_indices`, and mask columns that are padding in
+  every remaining row are cut off, so the cache stays sized by the requests actually running.
 * The caches' layers are `kv_cache.GrowingLayer`s: a step's keys/values are written in place, not
   concatenated onto a copy of the whole cache. With `prefix_cache_bytes`, rows that end by themselves are
   kept in a `prefix_cache.PrefixCache`, and a newcomer whose prompt starts with one is prefilled alone
