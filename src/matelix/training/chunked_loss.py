@@ -3,8 +3,9 @@
 With a 49k-entry vocabulary the logits are the largest tensors of a training step: a batch of 4 × 512
 tokens holds 2048 × 49152 fp32 logits (400 MB), and autograd keeps them, their softmax and their gradient.
 Here only positions that carry a label are projected (assistant-only loss trains a fraction of the
-tokens), in chunks of `CHUNK` rows; the forward keeps only the hidden states and the backward recomputes
-each chunk's logits. Written by hand because the maintained fused kernels for this (Liger's
+tokens), in chunks of `CHUNK` rows; each chunk's gradients are computed in the forward while its logits
+exist, and only the gradient of the hidden states is kept for the backward (no logits survive a chunk, and
+the head is not run twice). Written by hand because the maintained fused kernels for this (Liger's
 fused-linear-cross-entropy, Apple's cut-cross-entropy) are Triton/CUDA only, and this lab trains on CPUs.
 """
 
