@@ -112,6 +112,36 @@ def test_n_choices_differ_but_are_reproducible(tiny_lm, make_engine):
     assert len({tuple(t) for t in first}) == 3
 
 
+def test_requests_with_the_same_prompt_in_one_group_are_prefilled_once(tiny_lm, make_engine):
+    engine = make_engine()
+    tokenizer, _ = tiny_lm
+    same, other = encode(tokenizer, PROMPTS[1]), encode(tokenizer, PROMPTS[3])
+    seeded = SamplingParams(max_new_tokens=16, temperature=1.0, seed=11)
+    alone = engine.submit(same, seeded).wait().token_ids
+    prefill_rows: list[int] = []
+    forward = engine._forward
+
+    def spy(input_ids, *args, **kwargs):
+        if input_ids.shape[1] > 1:
+            prefill_rows.append(input_ids.shape[0])
+        return forward(input_ids, *args, **kwargs)
+
+    engine._forward = spy
+    release = threading.Event()
+    engine.between_steps(release.wait)  # holds the worker so that every request below joins one group
+    handles = [engine.submit(same, greedy(20)), engine.submit(other, greedy(20)), engine.submit(same, seeded),
+               engine.submit(same, greedy(12))]
+    release.set()
+    results = [h.wait() for h in handles]
+    assert prefill_rows == [2]  # four requests, two distinct prompts
+    assert engine.shared_prefill_rows == 2
+    assert results[0].token_ids == reference(tiny_lm, same, 20)
+    assert results[1].token_ids == reference(tiny_lm, other, 20)
+    assert results[2].token_ids == alone  # its own seed, not its leader's tokens
+    assert results[3].token_ids == reference(tiny_lm, same, 12)
+    assert results[3].usage.prompt_tokens == len(same)
+
+
 def test_stop_string_split_across_tokens_is_never_emitted(tiny_lm, make_engine):
     engine = make_engine()
     tokenizer, _ = tiny_lm

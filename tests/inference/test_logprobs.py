@@ -67,3 +67,14 @@ def test_logit_bias_forces_and_bans_tokens(tiny_lm, make_engine):
     with pytest.raises(RequestRejected) as exc:
         engine.submit(ids, SamplingParams(logit_bias=((10**9, 1.0),)))
     assert exc.value.param == "logit_bias"
+
+
+def test_choices_of_one_prompt_prefilled_once_each_get_the_prompt_logprobs(tiny_lm, make_engine):
+    tokenizer, _ = tiny_lm
+    engine = make_engine()
+    ids = encode(tokenizer, "Der Wal schwimmt im Meer und singt")
+    params = SamplingParams(max_new_tokens=3, temperature=0.8, seed=3, prompt_logprobs=1)
+    alone = engine.submit(ids, params).wait().prompt_logprobs
+    results = [h.wait() for h in engine.submit_many(ids, params, 3)]
+    assert engine.shared_prefill_rows == 2
+    assert all(r.prompt_logprobs == alone for r in results)

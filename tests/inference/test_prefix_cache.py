@@ -3,6 +3,8 @@ from a cached prefix gives the same greedy tokens as `generate` on the whole pro
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from matelix.inference.prefix_cache import PrefixCache
@@ -89,6 +91,23 @@ def test_cached_and_fresh_prompts_batched_together_match_generate(tiny_lm, make_
     results = [h.wait().token_ids for h in handles]
     assert engine.prefix_cache.hits >= 2
     assert results == [reference(tiny_lm, ids, 10) for ids in prompts]
+
+
+def test_clients_repeating_a_cached_prompt_together_run_its_rest_once(tiny_lm, make_engine):
+    tokenizer, _ = tiny_lm
+    engine = make_engine(prefix_cache_bytes=64 * 2**20)
+    prompt = tokenizer("Du bist MaTeLiX, eine hilfsbereite KI-Assistentin. Erzähl mir von Füchsen.")["input_ids"]
+    engine.submit(prompt, greedy(6)).wait()
+    release = threading.Event()
+    engine.between_steps(release.wait)  # holds the worker: the three requests below arrive as one group
+    handles = [engine.submit(prompt, greedy(10)) for _ in range(2)]
+    handles.append(engine.submit(prompt, SamplingParams(max_new_tokens=10, temperature=1.0, seed=3)))
+    release.set()
+    results = [h.wait().token_ids for h in handles]
+    assert (engine.prefix_cache.hits, engine.shared_prefill_rows) == (1, 2)  # one lookup, one row ran
+    assert results[0] == results[1] == reference(tiny_lm, prompt, 10)
+    assert results[2] == engine.submit(prompt, SamplingParams(max_new_tokens=10, temperature=1.0,
+                                                              seed=3)).wait().token_ids
 
 
 def test_without_a_budget_the_engine_keeps_nothing(make_engine, tiny_lm):

@@ -69,3 +69,18 @@ def test_a_running_runs_latest_checkpoint_is_listed_and_served_as_an_adapter(ope
     served = openai_client.models.retrieve("live_2026-01-01_00-00-00@checkpoint-2").to_dict()
     assert served["resident"] is True and served["served_as"] == "adapter"
     assert served["base_model"] == DEMO
+
+
+def test_a_loaded_model_is_answered_without_scanning_the_disk(openai_client, monkeypatch):
+    from matelix import catalog
+
+    openai_client.chat.completions.create(model=DEMO, messages=[{"role": "user", "content": "Hallo"}], max_tokens=2)
+    scans = []
+    list_models = catalog.list_models
+    monkeypatch.setattr(catalog, "list_models", lambda settings: scans.append(1) or list_models(settings))
+    reply = openai_client.chat.completions.create(model=DEMO, messages=[{"role": "user", "content": "Hallo"}],
+                                                  max_tokens=2)
+    assert reply.choices[0].message.content is not None and scans == []  # resident: no listing of every model
+    with pytest.raises(openai.NotFoundError) as exc:
+        openai_client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "Hi"}])
+    assert exc.value.code == "model_not_found" and scans  # unknown ids are still checked against the disk

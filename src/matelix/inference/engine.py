@@ -30,7 +30,8 @@ left after the prompt (`handle.max_new_tokens` holds the clipped value).
 How a step works (transformers 5.24 `DynamicCache`, passed as `cache=`):
 * Newcomers are prefilled together (left-padded, explicit `position_ids`) into their own cache, within a
   token budget per step so a long prompt cannot stall the running batch for long; their first token is
-  sampled from the prefill logits.
+  sampled from the prefill logits. Newcomers with the same prompt and adapter (`n` choices, clients sending
+  one prompt) run as one row whose cache, mask and logits are then copied (`shared_prefill_rows` counts them).
 * Their cache is merged into the running batch cache: every layer's keys/values (B, H, T, D) are left-padded
   to a common T and concatenated along B; the 2-D attention mask gets zeros for the padding.
 * One decode step feeds every row's last token at its own position (through `decode_step` for Llama-style
@@ -151,6 +152,8 @@ class Engine:
         """Requests that ended by themselves (stop, length, or cancelled between steps)."""
         self.cancelled_count = 0
         """Requests that left because their caller cancelled them (`RequestHandle.cancelled` is the flag)."""
+        self.shared_prefill_rows = 0
+        """Requests whose prompt was not prefilled for them: another request in their group had the same one."""
         self._thread = threading.Thread(target=self._run, name=f"matelix-engine-{name}", daemon=True)
         self._thread.start()
 
@@ -342,24 +345,35 @@ class Engine:
     def _prefill(self, group: list[_Request]) -> None:
         from matelix.inference.kv_cache import new_cache  # imports transformers
 
+        # Requests with the same prompt on the same weights (n choices, clients sending one prompt) are
+        # prefilled once: one row runs, its cache, mask and logits are copied to the others.
+        sets: dict[tuple, list[_Request]] = {}
+        for request in group:
+            sets.setdefault((request.route.adapter if request.route else None, *request.prompt_ids), []).append(request)
+        self.shared_prefill_rows += len(group) - len(sets)
+        same = list(sets.values())
         if self.prefix_cache is not None:  # prompts that start with a cached sequence run alone from it
-            group = [r for r in group if not prefill_from_prefix(self, r)]
-            if not group:
+            same = [s for s in same if not prefill_from_prefix(self, s)]
+            if not same:
                 return
-        length = max(len(r.prompt_ids) for r in group)
-        input_ids = torch.zeros((len(group), length), dtype=torch.long)  # (G, T), left-padded
-        mask = torch.zeros((len(group), length), dtype=torch.long)
-        for i, request in enumerate(group):
+        group = [r for s in same for r in s]
+        leaders = [s[0] for s in same]
+        length = max(len(r.prompt_ids) for r in leaders)
+        input_ids = torch.zeros((len(leaders), length), dtype=torch.long)  # (U, T), left-padded
+        mask = torch.zeros((len(leaders), length), dtype=torch.long)
+        for i, request in enumerate(leaders):
             n = len(request.prompt_ids)
             input_ids[i, length - n:] = torch.tensor(request.prompt_ids)
             mask[i, length - n:] = 1
-            request.pos = n
+        for request in group:
+            request.pos = len(request.prompt_ids)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         input_ids, mask, position_ids = (t.to(self.device) for t in (input_ids, mask, position_ids))
         cache = new_cache(self.model.config)
         # Prompt logprobs (completions with echo) come from this same pass: every position's logits.
         all_positions = any(r.params.prompt_logprobs is not None for r in group)
-        logits = self._forward(input_ids, mask, position_ids, cache, group, all_positions)
+        logits = self._forward(input_ids, mask, position_ids, cache, leaders, all_positions)
+        logits, mask = self.share_rows(cache, logits, mask, [len(s) for s in same])
         if all_positions:
             for i, request in enumerate(group):
                 if request.params.prompt_logprobs is not None:
@@ -368,6 +382,16 @@ class Engine:
                                                               request.params.prompt_logprobs)
             logits = logits[:, -1, :]
         self._admit(group, logits, cache, mask)
+
+    def share_rows(self, cache, logits: torch.Tensor, mask: torch.Tensor,
+                   counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy prefilled row i of `cache`, `logits` and `mask` `counts[i]` times (requests sharing a prompt)."""
+        if all(c == 1 for c in counts):
+            return logits, mask
+        rows = torch.repeat_interleave(torch.arange(len(counts), device=self.device),
+                                       torch.tensor(counts, device=self.device))
+        cache.batch_select_indices(rows)
+        return logits[rows], mask[rows]
 
     def _admit(self, group: list[_Request], logits: torch.Tensor, cache, mask: torch.Tensor) -> None:
         """Sample the prefilled `group`'s first tokens from `logits` (G, V) and merge the rows that go on, with

@@ -136,10 +136,12 @@ def prefix_cache_for(model, max_bytes: int) -> PrefixCache | None:
     return PrefixCache(max_bytes)
 
 
-def prefill_from_prefix(engine, request) -> bool:
-    """Prefill `request` from the longest cached prefix of its prompt and admit it into `engine`'s batch; False
-    (nothing done) without a hit, or when the request wants every prompt position's logprobs."""
-    if request.params.prompt_logprobs is not None:
+def prefill_from_prefix(engine, requests: list) -> bool:
+    """Prefill `requests` (one prompt, one adapter) from the longest cached prefix of their prompt, running it
+    once, and admit them into `engine`'s batch; False (nothing done) without a hit, or when one of them wants
+    every prompt position's logprobs."""
+    request = requests[0]
+    if any(r.params.prompt_logprobs is not None for r in requests):
         return False
     hit = engine.prefix_cache.lookup(request.prompt_ids, _namespace(request))
     if hit is None:
@@ -153,8 +155,11 @@ def prefill_from_prefix(engine, request) -> bool:
     suffix = torch.tensor([request.prompt_ids[hit.length:]], device=engine.device)  # (1, S)
     position_ids = torch.arange(hit.length, n, device=engine.device)[None]  # (1, S)
     mask = torch.ones((1, n), dtype=torch.long, device=engine.device)  # (1, T)
-    request.pos = n
-    engine._admit([request], engine._forward(suffix, mask, position_ids, cache, [request]), cache, mask)
+    for r in requests:
+        r.pos = n
+    logits = engine._forward(suffix, mask, position_ids, cache, [request])
+    logits, mask = engine.share_rows(cache, logits, mask, [len(requests)])
+    engine._admit(requests, logits, cache, mask)
     return True
 
 

@@ -236,6 +236,10 @@ class ModelRegistry:
         siblings = any(m.base_model == base.id for m in [*self._loaded.values(), *self._adapters.values()])
         return base if siblings or source.checkpoint_step is not None else None
 
+    def is_resident(self, model_id: str) -> bool:
+        """Whether `model_id` is exactly the id of a loaded model or adapter (no disk access)."""
+        return model_id in self._loaded or model_id in self._adapters
+
     def serving(self, ref: str) -> dict:
         """How `ref` is served, for listings (never loads): `served_as` (`model` | `merged` | `adapter`; for a model
         not resident, how its next load would serve it), `resident`, `base_model`, `checkpoint_step`; {} when

@@ -14,7 +14,7 @@ from matelix.inference.embeddings import embed, hidden_size
 from matelix.server.errors import ApiError
 from matelix.server.generation import registry_of
 from matelix.server.inference_errors import INFERENCE_ERRORS, Fields, to_api_error
-from matelix.server.openai_route import OpenAIRoute, find_model
+from matelix.server.openai_route import OpenAIRoute, check_model
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 MAX_INPUTS = 2048
@@ -61,7 +61,7 @@ class EmbeddingList(BaseModel):
 @router.post("/embeddings")
 async def embeddings(request: Request, body: EmbeddingRequest) -> EmbeddingList:
     """Embed text or token ids with a served model (mean-pooled, unit-length last hidden states)."""
-    await find_model(request.app, body.model)
+    await check_model(request.app, body.model)
     registry = registry_of(request)
     texts = [(f"input[{i}]", t) for i, t in enumerate(body.input) if isinstance(t, str)]
     try:
