@@ -24,6 +24,8 @@ One run, on the same machine, greedy, every request generating exactly `--new-to
   lean step (`inference/decode_step.py`), alternating;
 * the KV cache: CPU time one decode step spends appending to a 16-row, 500-token cache of 30 layers, with
   transformers' `DynamicLayer` (`torch.cat`) and with the engine's in-place `GrowingLayer`;
+* the largest level once more on the fp16 model with a different prompt per client (the levels above send
+  every client the same chat);
 * prefix caching: a 10-turn conversation with a long system prompt on the fp16 model, time to first token
   of each turn (turn 10 against turn 1).
 Prints a table and one JSON line with every figure.
@@ -51,6 +53,9 @@ PROBES = ["What is the capital of France?", "Explain photosynthesis in two sente
           "How do I reverse a list in Python?", "Give me three tips for better sleep.", "What is 12 times 7?",
           "Who wrote Romeo and Juliet?", "Summarize the water cycle."]
 STORY = [{"role": "user", "content": "Tell me a short story about a fox who learns to read."}]
+ANIMALS = ("fox", "cat", "dog", "owl", "bear", "frog", "horse", "mouse", "rabbit", "duck", "goat", "wolf", "lion",
+           "whale", "snail", "crow")  # the distinct-prompts level: one story per client
+
 SYSTEM = ("You are Mati, the assistant of MaTeLiX Lab. You answer briefly and precisely, in the language of the "
           "question. You explain technical terms when you use them, you admit when you do not know something, and "
           "you never invent facts, names or numbers. When asked for code you give a short, working example. ") * 3
@@ -276,6 +281,18 @@ def bench_lab(home: Path, model: str, levels: list[int], new_tokens: int, min_re
                 print(f"  lab {mode:4s} {clients:3d} clients: {result['tokens_per_s']:7.1f} tok/s  "
                       f"ttft p50 {result['ttft_p50_s']:.2f}s", flush=True)
                 out[mode].append(result)
+        # The levels above send one prompt from every client; here each of the largest level's clients asks
+        # for its own story (fp16, the last model loaded): prompts that share only the template's prefix.
+        animals = iter(ANIMALS * (1 + max(levels) // len(ANIMALS)))
+
+        async def distinct(client, server=server):
+            story = [{"role": "user", "content": f"Tell me a short story about a {next(animals)} who learns to read."}]
+            ttft, latency, tokens, _ = await one_chat(client, server.url, model, story, new_tokens)
+            return ttft, latency, tokens
+
+        out["distinct"] = asyncio.run(drive(distinct, max(levels), 1))
+        print(f"  lab {MODES[-1]} {max(levels):3d} clients, distinct prompts: {out['distinct']['tokens_per_s']:7.1f} "
+              f"tok/s  ttft p50 {out['distinct']['ttft_p50_s']:.2f}s", flush=True)
         turns = asyncio.run(conversation(server.url, model, min(new_tokens, 48)))
         status = httpx.get(server.url + "/inference_status", timeout=30).json()["loaded"][0]
         out["conversation"] = {"turns": turns, "prefix_cache_hits": status.get("prefix_cache_hits"),
@@ -422,6 +439,8 @@ def main() -> int:
             rates = [r["tokens_per_s"] for r in lab[mode]]
             print(f"lab {LABELS[mode]} / llama.cpp: " + ", ".join(f"{c} clients {r / llama['tokens_per_s']:.2f}x"
                                                                   for c, r in zip(levels, rates, strict=True)))
+        print(f"lab {LABELS[MODES[-1]]}, {max(levels)} clients with distinct prompts / llama.cpp: "
+              f"{lab['distinct']['tokens_per_s'] / llama['tokens_per_s']:.2f}x")
     turns = lab["conversation"]["turns"]
     print(f"10-turn chat: time to first token turn 10 / turn 1 = {turns[-1]['ttft_s'] / turns[0]['ttft_s']:.2f}x "
           f"(prefix cache hits {lab['conversation']['prefix_cache_hits']}, reused tokens "

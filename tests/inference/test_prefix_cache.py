@@ -110,6 +110,37 @@ def test_clients_repeating_a_cached_prompt_together_run_its_rest_once(tiny_lm, m
                                                               seed=3)).wait().token_ids
 
 
+def test_distinct_prompts_on_one_cached_prefix_are_prefilled_together(tiny_lm, make_engine):
+    tokenizer, _ = tiny_lm
+    engine = make_engine(prefix_cache_bytes=64 * 2**20)
+    system = tokenizer("Du bist MaTeLiX, eine hilfsbereite KI-Assistentin für alle Fragen rund um Modelle.")["input_ids"]
+    engine.submit(system + tokenizer(" Hallo!", add_special_tokens=False)["input_ids"], greedy(4)).wait()
+    rests = [" Was ist LoRA?", " Wer bist du denn?", " Wie geht es dir?",
+             " Bitte erkläre mir ausführlich, wie ein Transformer aufgebaut ist, welche Schichten er hat, wie "
+             "die Aufmerksamkeit funktioniert und warum das Training so viel Speicher braucht."]
+    prompts = [system + tokenizer(text, add_special_tokens=False)["input_ids"] for text in rests]
+    runs: list[tuple[int, int]] = []  # (rows, new tokens) of every forward pass with more than one token
+    forward = engine._forward
+
+    def spy(input_ids, *args, **kwargs):
+        if input_ids.shape[1] > 1:
+            runs.append(tuple(input_ids.shape))
+        return forward(input_ids, *args, **kwargs)
+
+    engine._forward = spy
+    release = threading.Event()
+    engine.between_steps(release.wait)  # the four prompts arrive as one group
+    handles = [engine.submit(ids, greedy(10)) for ids in prompts]
+    release.set()
+    results = [h.wait().token_ids for h in handles]
+    assert results == [reference(tiny_lm, ids, 10) for ids in prompts]
+    short = sorted(len(p) - len(system) for p in prompts[:3])
+    assert short[0] < short[-1] <= 1.5 * sum(short) / 3  # rests of different, similar lengths
+    # the three short rests run as one pass of their longest rest; the long one alone, not making them re-run it
+    assert runs == [(3, short[-1]), (1, len(prompts[3]) - len(system))]
+    assert engine.prefix_cache.hits == 4
+
+
 def test_without_a_budget_the_engine_keeps_nothing(make_engine, tiny_lm):
     engine = make_engine()
     assert engine.prefix_cache is None

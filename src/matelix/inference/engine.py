@@ -40,8 +40,8 @@ How a step works (transformers 5.24 `DynamicCache`, passed as `cache=`):
   every remaining row are cut off, so the cache stays sized by the requests actually running.
 * The caches' layers are `kv_cache.GrowingLayer`s: a step's keys/values are written in place, not
   concatenated onto a copy of the whole cache. With `prefix_cache_bytes`, rows that end by themselves are
-  kept in a `prefix_cache.PrefixCache`, and a newcomer whose prompt starts with one is prefilled alone
-  from it (only the rest of its prompt runs).
+  kept in a `prefix_cache.PrefixCache`, and newcomers whose prompts start with one are prefilled from it
+  (only the rest of each prompt runs; newcomers with rests of similar length run together).
 """
 
 from __future__ import annotations
@@ -352,8 +352,8 @@ class Engine:
             sets.setdefault((request.route.adapter if request.route else None, *request.prompt_ids), []).append(request)
         self.shared_prefill_rows += len(group) - len(sets)
         same = list(sets.values())
-        if self.prefix_cache is not None:  # prompts that start with a cached sequence run alone from it
-            same = [s for s in same if not prefill_from_prefix(self, s)]
+        if self.prefix_cache is not None:  # prompts that start with a cached sequence run from it
+            same = prefill_from_prefix(self, same)
             if not same:
                 return
         group = [r for s in same for r in s]

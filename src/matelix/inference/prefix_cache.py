@@ -61,9 +61,9 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, prompt_ids: list[int], namespace: str | None = None) -> PrefixHit | None:
+    def lookup(self, prompt_ids: list[int], namespace: str | None = None, count: bool = True) -> PrefixHit | None:
         """The longest stored prefix of `prompt_ids` (at most all but its last token) stored under `namespace`,
-        or None below `min_tokens`."""
+        or None below `min_tokens`. `count` False leaves `hits`/`reused_tokens` to the caller (`count_hit`)."""
         limit = len(prompt_ids) - 1
         if limit < self.min_tokens or not self._entries:
             return None
@@ -82,9 +82,13 @@ class PrefixCache:
         with self._lock:
             entry = self._entries[best_key]
             self._entries.move_to_end(best_key)
-        self.hits += 1
-        self.reused_tokens += best
+        if count:
+            self.count_hit(best)
         return PrefixHit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in entry.layers])
+
+    def count_hit(self, reused_tokens: int) -> None:
+        self.hits += 1
+        self.reused_tokens += reused_tokens
 
     def store(self, token_ids: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]],
               namespace: str | None = None) -> None:
@@ -136,31 +140,77 @@ def prefix_cache_for(model, max_bytes: int) -> PrefixCache | None:
     return PrefixCache(max_bytes)
 
 
-def prefill_from_prefix(engine, requests: list) -> bool:
-    """Prefill `requests` (one prompt, one adapter) from the longest cached prefix of their prompt, running it
-    once, and admit them into `engine`'s batch; False (nothing done) without a hit, or when one of them wants
-    every prompt position's logprobs."""
-    request = requests[0]
-    if any(r.params.prompt_logprobs is not None for r in requests):
-        return False
-    hit = engine.prefix_cache.lookup(request.prompt_ids, _namespace(request))
-    if hit is None:
-        return False
+def prefill_from_prefix(engine, sets: list[list]) -> list[list]:
+    """Prefill the sets of requests (each one prompt on one adapter) whose prompts start with a cached sequence
+    from it and admit them into `engine`'s batch; returns the sets left for a plain prefill (no hit, or a
+    request wanting every prompt position's logprobs).
+
+    Hits are prefilled together, one forward pass per group of similar rest lengths: every row of a group runs
+    the same number S of new tokens (its longest rest), a row with a shorter rest starting that many tokens
+    earlier in its prompt instead of reusing them, so each row is its cached keys/values (left-padded to the
+    group's longest) followed by S tokens of its own, and no padding sits between a prefix and its rest."""
+    hits, rest = [], []
+    for requests in sets:
+        hit = None
+        if all(r.params.prompt_logprobs is None for r in requests):
+            hit = engine.prefix_cache.lookup(requests[0].prompt_ids, _namespace(requests[0]), count=False)
+        if hit is None:
+            rest.append(requests)
+        else:
+            hits.append((requests, hit))
+    hits.sort(key=lambda h: len(h[0][0].prompt_ids) - h[1].length)  # shortest rest first
+    group: list = []
+    for item in hits:
+        if group and not _fits(group, item):
+            _prefill_group(engine, group)
+            group = []
+        group.append(item)
+    if group:
+        _prefill_group(engine, group)
+    return rest
+
+
+def _fits(group: list, item) -> bool:
+    """Whether `item` (the longest rest so far) joins `group` without running over half as many tokens again as
+    the rows' rests (a long rest would make every short one re-run its prefix) or past a row's whole prompt."""
+    new = len(item[0][0].prompt_ids) - item[1].length
+    rests = sum(len(requests[0].prompt_ids) - hit.length for requests, hit in group) + new
+    return (len(group) + 1) * new <= 1.5 * rests and all(len(r[0].prompt_ids) >= new for r, _ in group)
+
+
+def _prefill_group(engine, group: list) -> None:
     from matelix.inference.kv_cache import new_cache
 
+    width = max(len(requests[0].prompt_ids) - hit.length for requests, hit in group)  # S new tokens per row
+    reuse = [len(requests[0].prompt_ids) - width for requests, _ in group]  # cached tokens each row keeps
+    past = max(reuse)
     cache = new_cache(engine.model.config)  # copies the stored tensors into its own buffers
-    for index, (keys, values) in enumerate(hit.layers):
-        cache.update(keys, values, index)
-    n = len(request.prompt_ids)
-    suffix = torch.tensor([request.prompt_ids[hit.length:]], device=engine.device)  # (1, S)
-    position_ids = torch.arange(hit.length, n, device=engine.device)[None]  # (1, S)
-    mask = torch.ones((1, n), dtype=torch.long, device=engine.device)  # (1, T)
-    for r in requests:
-        r.pos = n
-    logits = engine._forward(suffix, mask, position_ids, cache, [request])
-    logits, mask = engine.share_rows(cache, logits, mask, [len(requests)])
-    engine._admit(requests, logits, cache, mask)
-    return True
+    if past:
+        for index, (keys, values) in enumerate(group[0][1].layers):
+            shape = (len(group), keys.shape[1], past, keys.shape[3])  # (G, H, past, D), left-padded
+            group_keys, group_values = keys.new_zeros(shape), values.new_zeros(shape)
+            for row, ((_, hit), n) in enumerate(zip(group, reuse, strict=True)):
+                if n:
+                    group_keys[row, :, past - n:] = hit.layers[index][0][0, :, :n]
+                    group_values[row, :, past - n:] = hit.layers[index][1][0, :, :n]
+            cache.update(group_keys, group_values, index)
+    mask = torch.zeros((len(group), past + width), dtype=torch.long)
+    input_ids = torch.zeros((len(group), width), dtype=torch.long)
+    position_ids = torch.zeros((len(group), width), dtype=torch.long)
+    for row, ((requests, _), n) in enumerate(zip(group, reuse, strict=True)):
+        prompt = requests[0].prompt_ids
+        mask[row, past - n:] = 1
+        input_ids[row] = torch.tensor(prompt[n:])
+        position_ids[row] = torch.arange(n, len(prompt))
+        if n:
+            engine.prefix_cache.count_hit(n)
+        for request in requests:
+            request.pos = len(prompt)
+    input_ids, mask, position_ids = (t.to(engine.device) for t in (input_ids, mask, position_ids))
+    leaders = [requests[0] for requests, _ in group]
+    logits = engine._forward(input_ids, mask, position_ids, cache, leaders)
+    logits, mask = engine.share_rows(cache, logits, mask, [len(requests) for requests, _ in group])
+    engine._admit([r for requests, _ in group for r in requests], logits, cache, mask)
 
 
 def _namespace(request) -> str | None:
