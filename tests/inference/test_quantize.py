@@ -47,6 +47,30 @@ def test_fp16_replaces_every_linear_layer_with_two_bytes_per_weight_and_keeps_fp
     assert torch.equal(got.argmax(-1), ref.argmax(-1))
 
 
+def test_fp16_projections_of_one_input_share_a_matrix_with_the_same_logits(tiny_lm):
+    from matelix.inference.quantize import Fp16Linear
+
+    fused = quantize_for_serving(copy.deepcopy(tiny_lm[1]), "fp16")
+    separate = copy.deepcopy(tiny_lm[1])
+    for module in list(separate.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(module, name, Fp16Linear(child))
+    attn, mlp = fused.model.layers[0].self_attn, fused.model.layers[0].mlp
+    assert attn.q_proj.fused is attn.k_proj.fused is attn.v_proj.fused is not None
+    assert mlp.gate_proj.fused is mlp.up_proj.fused is not None and mlp.down_proj.fused is None
+    ids = torch.tensor([tiny_lm[0](text)["input_ids"][:6] for text in ("Ein neuronales Netz lernt aus Beispielen.",
+                                                                        "Der Fuchs liest ein ganzes Buch.")])
+    with torch.inference_mode():
+        assert torch.equal(fused(input_ids=ids).logits, separate(input_ids=ids).logits)  # prefill, two rows
+        x = torch.randn(3, 1, attn.q_proj.in_features)
+        q = attn.q_proj(x)
+        x2 = torch.randn_like(x)  # another input before k and v were read: computed anew, never mixed up
+        assert torch.equal(attn.k_proj(x2), separate.model.layers[0].self_attn.k_proj(x2))
+        assert torch.equal(q, separate.model.layers[0].self_attn.q_proj(x))
+        assert torch.equal(attn.q_proj(x), q)  # asked again for the same input: one more product, same values
+
+
 def test_int8_logits_stay_close_to_fp32(tiny_lm, int8_model):
     ids = torch.tensor([tiny_lm[0]("Ein neuronales Netz lernt aus Beispielen.")["input_ids"]])
     with torch.inference_mode():

@@ -65,9 +65,12 @@ def _step(model, rotate, input_ids: torch.Tensor, mask: torch.Tensor, position_i
         attn, mlp = layer.self_attn, layer.mlp
         dim, groups = attn.head_dim, attn.num_key_value_groups
         x = layer.input_layernorm(hidden)
-        q = attn.q_proj(x).view(batch, 1, -1, dim).transpose(1, 2)  # (B, heads, 1, D)
-        k = attn.k_proj(x).view(batch, 1, -1, dim).transpose(1, 2)  # (B, kv_heads, 1, D)
-        v = attn.v_proj(x).view(batch, 1, -1, dim).transpose(1, 2)
+        fused = _fused(attn.q_proj, attn.k_proj, attn.v_proj)
+        q, k, v = fused.product(x).split(fused.sizes, dim=-1) if fused else (attn.q_proj(x), attn.k_proj(x),
+                                                                              attn.v_proj(x))
+        q = q.view(batch, 1, -1, dim).transpose(1, 2)  # (B, heads, 1, D)
+        k = k.view(batch, 1, -1, dim).transpose(1, 2)  # (B, kv_heads, 1, D)
+        v = v.view(batch, 1, -1, dim).transpose(1, 2)
         q, k = rotate(q, k, cos, sin)
         k, v = cache.layers[i].update(k, v)  # (B, kv_heads, T, D)
         if attn_mask is None:
@@ -78,5 +81,16 @@ def _step(model, rotate, input_ids: torch.Tensor, mask: torch.Tensor, position_i
         out = out.reshape(batch, -1, 1, dim).transpose(1, 2).reshape(batch, 1, -1)  # (B, 1, heads * D)
         hidden = hidden + attn.o_proj(out)
         x = layer.post_attention_layernorm(hidden)
-        hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+        fused = _fused(mlp.gate_proj, mlp.up_proj)
+        gate, up = fused.product(x).split(fused.sizes, dim=-1) if fused else (mlp.gate_proj(x), mlp.up_proj(x))
+        hidden = hidden + mlp.down_proj(mlp.act_fn(gate) * up)
     return model.lm_head(inner.norm(hidden))[:, -1, :]
+
+
+def _fused(*projections):
+    """The `quantize.FusedFp16` computing exactly these projections in this order, or None."""
+    fused = getattr(projections[0], "fused", None)
+    if fused is None or len(fused.sizes) != len(projections):
+        return None
+    ok = all(getattr(p, "fused", None) is fused and p.part == i for i, p in enumerate(projections))
+    return fused if ok else None
