@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import gc
 
 import pytest
 import torch
@@ -71,17 +70,18 @@ def test_lean_step_equals_the_models_forward_with_grouped_kv_heads(kind, extra, 
         assert torch.equal(own, lean)
 
 
+@pytest.mark.parametrize("mode", ["fp16", "int8"])
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_lean_step_equals_the_models_forward_with_fp16_weights(tiny_lm, kind):
-    from matelix.inference.quantize import FusedFp16, quantize_for_serving
+def test_lean_step_equals_the_models_forward_with_quantized_weights(tiny_lm, kind, mode):
+    from matelix.inference.quantize import FusedProjections, quantize_for_serving
 
-    model = quantize_for_serving(_small("qwen2") if kind == "qwen2" else copy.deepcopy(tiny_lm[1]), "fp16")
-    fused = {id(m.fused) for m in model.modules() if getattr(m, "fused", None) is not None}
+    model = quantize_for_serving(_small("qwen2") if kind == "qwen2" else copy.deepcopy(tiny_lm[1]), mode)
+    fused = [m for m in model.modules() if isinstance(m, FusedProjections)]
     # Llama's bias-free q/k/v and gate/up share one matrix each per layer; Qwen2's q/k/v carry biases
     assert len(fused) == model.config.num_hidden_layers * (1 if kind == "qwen2" else 2)
     for own, lean in _both_ways(model, [9, 4, 7]):
         assert torch.equal(own, lean)
-    assert all(m._input is None for m in gc.get_objects() if isinstance(m, FusedFp16))  # nothing kept
+    assert all(m._input is None for m in fused)  # nothing kept after a forward
 
 
 def test_models_the_lean_step_does_not_know_keep_their_own_forward():

@@ -47,18 +47,19 @@ def test_fp16_replaces_every_linear_layer_with_two_bytes_per_weight_and_keeps_fp
     assert torch.equal(got.argmax(-1), ref.argmax(-1))
 
 
-def test_fp16_projections_of_one_input_share_a_matrix_with_the_same_logits(tiny_lm):
-    from matelix.inference.quantize import Fp16Linear
+@pytest.mark.parametrize("mode", ["fp16", "int8"])
+def test_projections_of_one_input_share_a_matrix_with_the_same_logits(tiny_lm, mode):
+    from matelix.inference.quantize import LAYERS
 
-    fused = quantize_for_serving(copy.deepcopy(tiny_lm[1]), "fp16")
+    fused = quantize_for_serving(copy.deepcopy(tiny_lm[1]), mode)
     separate = copy.deepcopy(tiny_lm[1])
     for module in list(separate.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, torch.nn.Linear):
-                setattr(module, name, Fp16Linear(child))
+                setattr(module, name, LAYERS[mode](child))
     attn, mlp = fused.model.layers[0].self_attn, fused.model.layers[0].mlp
     assert attn.q_proj.fused is attn.k_proj.fused is attn.v_proj.fused is not None
-    assert mlp.gate_proj.fused is mlp.up_proj.fused is not None and mlp.down_proj.fused is None
+    assert mlp.gate_proj.fused is mlp.up_proj.fused is not None and isinstance(mlp.down_proj, LAYERS[mode])
     ids = torch.tensor([tiny_lm[0](text)["input_ids"][:6] for text in ("Ein neuronales Netz lernt aus Beispielen.",
                                                                         "Der Fuchs liest ein ganzes Buch.")])
     with torch.inference_mode():
@@ -128,6 +129,10 @@ def test_registry_loads_keeps_and_reloads_by_quantization(home, make_settings, t
         assert [m["quantization"] for m in registry.status()["loaded"]] == ["int8"]
         assert int8.memory_bytes() < fp32_bytes
         assert await registry.acquire("models/tiny-demo") is int8  # no preference: the resident copy
+        int8_bytes = int8.memory_bytes()
+        fp16 = await registry.acquire("models/tiny-demo", quantization="fp16")
+        assert int8_bytes < fp16.memory_bytes() < fp32_bytes  # fbgemm's packed weights counted too
+        int8 = await registry.acquire("models/tiny-demo", quantization="int8")
         assert await registry.acquire("models/tiny-demo", quantization="int8") is int8
         handles = registry.admission.submit(int8, [int8.encode("Hallo")], SamplingParams(max_new_tokens=3,
                                                                                          temperature=0))

@@ -88,7 +88,7 @@ def _step(model, rotate, input_ids: torch.Tensor, mask: torch.Tensor, position_i
 
 
 def _fused(*projections):
-    """The `quantize.FusedFp16` computing exactly these projections in this order, or None."""
+    """The `quantize.FusedProjections` computing exactly these projections in this order, or None."""
     fused = getattr(projections[0], "fused", None)
     if fused is None or len(fused.sizes) != len(projections):
         return None

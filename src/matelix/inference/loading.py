@@ -20,7 +20,7 @@ from matelix.catalog import read_json
 from matelix.inference.chat import render_chat, stop_token_ids
 from matelix.inference.detokenize import TextStream
 from matelix.inference.engine import Engine
-from matelix.inference.quantize import quantize_for_serving
+from matelix.inference.quantize import opaque_weight_bytes, quantize_for_serving
 from matelix.remote_code import needs_remote_code, remote_code_message
 from matelix.settings import Settings
 
@@ -77,7 +77,7 @@ class LoadedModel:
 
     def memory_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters()) + \
-            sum(b.numel() * b.element_size() for b in self.model.buffers())
+            sum(b.numel() * b.element_size() for b in self.model.buffers()) + opaque_weight_bytes(self.model)
 
     def info(self) -> dict:
         """What `/inference_status` shows for this model."""

@@ -4,8 +4,9 @@ layers' projections and the LM head) for a layer with smaller weights:
   kernel `torch._weight_int8pack_mm` (bf16 activations, fp32 out): a quarter of fp32's bytes;
 * "fp16" → `Fp16Linear`: fp16 weights, fp32 activations and accumulation, through fbgemm's
   `quantized::linear_dynamic_fp16` (shipped with torch): half of fp32's bytes, and the fastest kernel here
-  once several requests decode together. Bias-free q/k/v and gate/up projections share one matrix
-  (`FusedFp16`): fewer, larger products, the same logits bit for bit.
+  once several requests decode together.
+In both, bias-free q/k/v and gate/up projections of a layer share one quantized matrix (`FusedProjections`):
+fewer, larger products, the same logits bit for bit.
 
     check_quantization("int8", "cpu")           # raises catalog.ModelRefused (param "quantization")
     model = quantize_for_serving(model, "int8")  # in place; "none" leaves the model as it is
@@ -80,55 +81,64 @@ class Int8Linear(torch.nn.Module):
 
 
 class Fp16Linear(torch.nn.Module):
-    """y = x W^T (+ b) with W stored in fp16 inside fbgemm's packed format; x and y stay fp32. Projections of
-    one input (q/k/v, gate/up) can share one packed matrix (`FusedFp16`): each then reads its columns of
-    the shared product."""
+    """y = x W^T (+ b) with W stored in fp16 inside fbgemm's packed format; x and y stay fp32."""
 
-    def __init__(self, linear: torch.nn.Linear, fused: FusedFp16 | None = None, part: int = 0):
+    def __init__(self, linear: torch.nn.Linear):
         super().__init__()
+        weight = linear.weight.detach().float()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight_bytes = linear.weight.numel() * 2
-        self.fused, self.part = fused, part
-        if fused is None:
-            bias = None if linear.bias is None else linear.bias.detach().float().clone()
-            self._packed = torch.ops.quantized.linear_prepack_fp16(linear.weight.detach().float(), bias)
+        self.weight_bytes = weight.numel() * 2
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self._packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)  # fp16 copy; fp32 weight freed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused is not None:
-            return self.fused.part(x, self.part)
         if x.dtype == torch.float32:  # the usual case: no conversions (each costs a dispatch per layer and step)
             return torch.ops.quantized.linear_dynamic_fp16(x, self._packed)
         return torch.ops.quantized.linear_dynamic_fp16(x.float(), self._packed).to(x.dtype)
 
 
-class FusedFp16:
-    """One fbgemm fp16 matrix for several bias-free projections of the same input: one product instead of
-    several per layer and step (SmolLM2, fp16, one decode row: 211 → 121 kernel calls, the decode step's
-    median 56 → 48 ms in a probe, logits bitwise equal). `product(x)` is the whole product (the lean decode
-    step splits it itself); a projection called through the model's own forward gets `part(x, i)`: the first
-    call computes the product for `x` and keeps it until every part has been read once, so q, k and v (or
-    gate and up) of one input cost one product and nothing is kept after the layer."""
+class FusedProjections(torch.nn.Module):
+    """Bias-free projections of one input (q/k/v, gate/up) as one quantized layer over their stacked weights: one
+    product instead of several per layer and step (SmolLM2 fp16, one decode row: 211 → 121 kernel calls, the
+    decode step's median 56 → 48 ms in a probe; logits bitwise equal). `product(x)` is the whole product (the
+    lean decode step splits it itself); each projection is a `ProjectionPart` reading its columns through
+    `part(x, i)`: the first call computes the product for `x` and keeps it until every part has been read once,
+    so the projections of one input cost one product and nothing is kept after the layer."""
 
-    def __init__(self, linears: list[torch.nn.Linear]):
-        weight = torch.cat([linear.weight.detach().float() for linear in linears])  # (sum of outs, in)
-        self.packed = torch.ops.quantized.linear_prepack_fp16(weight, None)
-        self.sizes = [linear.out_features for linear in linears]
+    def __init__(self, linears: list[torch.nn.Linear], layer: type[torch.nn.Module]):
+        super().__init__()
+        stacked = torch.nn.Linear(linears[0].in_features, sum(lin.out_features for lin in linears), bias=False)
+        stacked.weight = torch.nn.Parameter(torch.cat([lin.weight.detach() for lin in linears]), requires_grad=False)
+        self.layer = layer(stacked)
+        self.sizes = [lin.out_features for lin in linears]
         self._input: torch.Tensor | None = None
         self._parts: tuple[torch.Tensor, ...] = ()
         self._unread: set[int] = set()
 
     def product(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic_fp16(x if x.dtype == torch.float32 else x.float(), self.packed)
+        return self.layer(x)
 
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
         if self._input is not x or index not in self._unread:
             self._input, self._unread = x, set(range(len(self.sizes)))
-            self._parts = self.product(x).to(x.dtype).split(self.sizes, dim=-1)
+            self._parts = self.layer(x).split(self.sizes, dim=-1)
         self._unread.discard(index)
         out = self._parts[index]
         if not self._unread:  # every projection has its part: keep nothing alive until the next call
             self._input, self._parts = None, ()
         return out
+
+
+class ProjectionPart(torch.nn.Module):
+    """One projection of a `FusedProjections` (which its parent module holds): its columns of the product."""
+
+    def __init__(self, fused: FusedProjections, part: int, in_features: int):
+        super().__init__()
+        object.__setattr__(self, "fused", fused)  # not a submodule: the parent owns it once for all parts
+        self.part, self.in_features, self.out_features = part, in_features, fused.sizes[part]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused.part(x, self.part)
 
 
 LAYERS = {"int8": Int8Linear, "fp16": Fp16Linear}
@@ -138,20 +148,21 @@ FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # projection
 
 
 def quantize_for_serving(model, mode: str):
-    """The model with every linear layer replaced by a quantized one (in place); `mode` "none" is a no-op. With
-    "fp16", bias-free q/k/v and gate/up projections of a module share one matrix (`FusedFp16`)."""
+    """The model with every linear layer replaced by a quantized one (in place); `mode` "none" is a no-op.
+    Bias-free q/k/v and gate/up projections of a module become parts of one quantized layer
+    (`FusedProjections`, held by the module as `fused_q_proj` / `fused_gate_proj`)."""
     if mode == "none":
         return model
     layer = LAYERS[mode]
     for module in list(model.modules()):
-        if mode == "fp16":
-            for names in FUSED:
-                linears = [getattr(module, n, None) for n in names]
-                if all(type(lin) is torch.nn.Linear and lin.bias is None for lin in linears) \
-                        and len({lin.in_features for lin in linears}) == 1:
-                    fused = FusedFp16(linears)
-                    for i, (name, lin) in enumerate(zip(names, linears, strict=True)):
-                        setattr(module, name, Fp16Linear(lin, fused, i))
+        for names in FUSED:
+            linears = [getattr(module, n, None) for n in names]
+            if all(type(lin) is torch.nn.Linear and lin.bias is None for lin in linears) \
+                    and len({lin.in_features for lin in linears}) == 1:
+                fused = FusedProjections(linears, layer)
+                setattr(module, f"fused_{names[0]}", fused)
+                for i, (name, lin) in enumerate(zip(names, linears, strict=True)):
+                    setattr(module, name, ProjectionPart(fused, i, lin.in_features))
         for name, child in list(module.named_children()):
             if isinstance(child, torch.nn.Linear):
                 setattr(module, name, layer(child))
@@ -167,3 +178,8 @@ def packed_weight_bytes(model) -> int:
         elif isinstance(module, Fp16Linear):
             total += module.weight_bytes
     return total
+
+
+def opaque_weight_bytes(model) -> int:
+    """Bytes of weights held outside the model's parameters and buffers (fbgemm's packed fp16 matrices)."""
+    return sum(m.weight_bytes for m in model.modules() if isinstance(m, Fp16Linear))
