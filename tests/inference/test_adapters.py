@@ -77,7 +77,7 @@ def test_adapters_of_one_base_share_it_and_run_in_one_batch(lab_home, make_setti
         ids = base.render_chat(PROMPT)
         handles = [m.engine.submit(ids, greedy(10)) for m in (base, first, second)]
         results = [await h.result() for h in handles]
-        assert base.engine.shared_prefill_rows == 0  # one prompt, three weights: never one prefilled row
+        assert base.engine.shared_prefill_requests == 0  # one prompt, three weights: never one prefilled row
         status = registry.status()
         await registry.close()
         return ids, results, status

@@ -134,7 +134,7 @@ def test_requests_with_the_same_prompt_in_one_group_are_prefilled_once(tiny_lm, 
     release.set()
     results = [h.wait() for h in handles]
     assert prefill_rows == [2]  # four requests, two distinct prompts
-    assert engine.shared_prefill_rows == 2
+    assert engine.shared_prefill_requests == 2
     assert results[0].token_ids == reference(tiny_lm, same, 20)
     assert results[1].token_ids == reference(tiny_lm, other, 20)
     assert results[2].token_ids == alone  # its own seed, not its leader's tokens

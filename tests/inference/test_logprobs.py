@@ -76,5 +76,5 @@ def test_choices_of_one_prompt_prefilled_once_each_get_the_prompt_logprobs(tiny_
     params = SamplingParams(max_new_tokens=3, temperature=0.8, seed=3, prompt_logprobs=1)
     alone = engine.submit(ids, params).wait().prompt_logprobs
     results = [h.wait() for h in engine.submit_many(ids, params, 3)]
-    assert engine.shared_prefill_rows == 2
+    assert engine.shared_prefill_requests == 2
     assert all(r.prompt_logprobs == alone for r in results)

@@ -104,7 +104,7 @@ def test_clients_repeating_a_cached_prompt_together_run_its_rest_once(tiny_lm, m
     handles.append(engine.submit(prompt, SamplingParams(max_new_tokens=10, temperature=1.0, seed=3)))
     release.set()
     results = [h.wait().token_ids for h in handles]
-    assert (engine.prefix_cache.hits, engine.shared_prefill_rows) == (1, 2)  # one lookup, one row ran
+    assert (engine.prefix_cache.hits, engine.shared_prefill_requests) == (1, 2)  # one lookup, one row ran
     assert results[0] == results[1] == reference(tiny_lm, prompt, 10)
     assert results[2] == engine.submit(prompt, SamplingParams(max_new_tokens=10, temperature=1.0,
                                                               seed=3)).wait().token_ids

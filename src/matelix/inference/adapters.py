@@ -200,7 +200,7 @@ class AdapterLane:
         self._closed = False
         self.completed_count = 0
         self.cancelled_count = 0
-        self.shared_prefill_rows = 0  # shared prefills run (and count) in the base engine
+        self.shared_prefill_requests = 0  # shared prefills run (and count) in the base engine
 
     @property
     def vocab_size(self) -> int:

@@ -31,7 +31,7 @@ How a step works (transformers 5.24 `DynamicCache`, passed as `cache=`):
 * Newcomers are prefilled together (left-padded, explicit `position_ids`) into their own cache, within a
   token budget per step so a long prompt cannot stall the running batch for long; their first token is
   sampled from the prefill logits. Newcomers with the same prompt and adapter (`n` choices, clients sending
-  one prompt) run as one row whose cache, mask and logits are then copied (`shared_prefill_rows` counts them).
+  one prompt) run as one row whose cache, mask and logits are then copied (`shared_prefill_requests` counts them).
 * Their cache is merged into the running batch cache: every layer's keys/values (B, H, T, D) are left-padded
   to a common T and concatenated along B; the 2-D attention mask gets zeros for the padding.
 * One decode step feeds every row's last token at its own position (through `decode_step` for Llama-style
@@ -152,7 +152,7 @@ class Engine:
         """Requests that ended by themselves (stop, length, or cancelled between steps)."""
         self.cancelled_count = 0
         """Requests that left because their caller cancelled them (`RequestHandle.cancelled` is the flag)."""
-        self.shared_prefill_rows = 0
+        self.shared_prefill_requests = 0
         """Requests whose prompt was not prefilled for them: another request in their group had the same one."""
         self._thread = threading.Thread(target=self._run, name=f"matelix-engine-{name}", daemon=True)
         self._thread.start()
@@ -350,7 +350,7 @@ class Engine:
         sets: dict[tuple, list[_Request]] = {}
         for request in group:
             sets.setdefault((request.route.adapter if request.route else None, *request.prompt_ids), []).append(request)
-        self.shared_prefill_rows += len(group) - len(sets)
+        self.shared_prefill_requests += len(group) - len(sets)
         same = list(sets.values())
         if self.prefix_cache is not None:  # prompts that start with a cached sequence run from it
             same = prefill_from_prefix(self, same)

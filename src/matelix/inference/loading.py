@@ -87,7 +87,7 @@ class LoadedModel:
                 "context_length": self.context_length, "parameters": self.parameter_count(),
                 "memory_bytes": self.memory_bytes(), "kv_cache_bytes": self.engine.kv_cache_bytes(),
                 **_prefix_cache_info(self.engine.prefix_cache),
-                "shared_prefill_requests": self.engine.shared_prefill_rows,
+                "shared_prefill_requests": self.engine.shared_prefill_requests,
                 "active_requests": self.engine.active_count, "queued_requests": self.engine.queued_count,
                 "completed_requests": self.engine.completed_count,
                 "cancelled_requests": self.engine.cancelled_count,
