@@ -250,6 +250,7 @@ function setStatus(next) {
   const active = isLive(status);
   if (active && !socket && !loading) connect();
   if (active) schedulePreview();
+  else stopPreview();
   // A finished run sends nothing new; close once its last lines have arrived (the poll takes over).
   if (!active && socket) {
     const ws = socket;
@@ -339,15 +340,15 @@ function onStatusEvent(s) {
 
 function schedulePreview() {
   if (previewTimer) return;
-  previewTimer = setInterval(() => {
-    if (!isLive(status)) {
-      clearInterval(previewTimer);
-      previewTimer = null;
-      refreshPreview();
-      return;
-    }
-    if (!root.hidden) refreshPreview();
-  }, PREVIEW_MS);
+  previewTimer = setInterval(() => { if (!root.hidden) refreshPreview(); }, PREVIEW_MS);
+}
+
+/** The run ended: fetch its last preview now, while it surely exists (it may be deleted moments later). */
+function stopPreview() {
+  if (!previewTimer) return;
+  clearInterval(previewTimer);
+  previewTimer = null;
+  refreshPreview();
 }
 
 let previewData = null;
