@@ -26,7 +26,7 @@ def test_int8_replaces_every_linear_layer_with_a_byte_per_weight(tiny_lm, int8_m
     assert not any(isinstance(m, torch.nn.Linear) for m in int8_model.modules())
     linears = [m for m in fp32.modules() if isinstance(m, torch.nn.Linear)]
     weights = sum(m.weight.numel() for m in linears)
-    assert packed_weight_bytes(int8_model) == weights + 2 * sum(m.out_features for m in linears)  # int8 + bf16 scales
+    assert packed_weight_bytes(int8_model) == weights + 4 * sum(m.out_features for m in linears)  # int8 + fp32 scales
     assert packed_weight_bytes(fp32) == 0
     assert quantize_for_serving(fp32, "none") is fp32
 

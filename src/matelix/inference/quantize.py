@@ -44,6 +44,7 @@ from typing import get_args
 import torch
 
 from matelix.catalog import ModelRefused
+from matelix.inference.int8_matmul import FEW_ROWS, few_rows_product, warm_up
 from matelix.settings import Quantization
 
 QUANTIZATION_MODES = get_args(Quantization)
@@ -69,13 +70,17 @@ class Int8Linear(torch.nn.Module):
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # (out,)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale.to(torch.bfloat16))
+        self.register_buffer("scale", scale)
         self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach().clone(),
                                                                         requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (N, in)
-        y = torch._weight_int8pack_mm(flat, self.weight_int8, self.scale).to(x.dtype)  # (N, out)
+        flat = x.reshape(-1, self.in_features)  # (N, in)
+        if flat.shape[0] <= FEW_ROWS:  # a decode step: the loop reads the weights at the machine's bandwidth
+            y = few_rows_product(flat.float(), self.weight_int8, self.scale).to(x.dtype)
+        else:
+            y = torch._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight_int8,
+                                          self.scale.to(torch.bfloat16)).to(x.dtype)
         y = y.reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
@@ -154,6 +159,8 @@ def quantize_for_serving(model, mode: str):
     (`FusedProjections`, held by the module as `fused_q_proj` / `fused_gate_proj`)."""
     if mode == "none":
         return model
+    if mode == "int8":
+        warm_up()  # compile the decode-step loop now, not on the first request
     layer = LAYERS[mode]
     for module in list(model.modules()):
         for names in FUSED:
