@@ -20,6 +20,11 @@ hand-written AVX2 kernel in C did no better (10.6 / 2.3 ms). The activations sta
 kernel), so the result is closer to the fp32 product. Larger products (prefill) keep torch's kernel, which the
 loop does not beat once the rows no longer fit in registers.
 
+The whole lean decode step of SmolLM2 with int8 weights (64-token cache, torch's kernel and this loop
+alternating in one process, 8 rounds, medians): 50.0 → 37.3 ms at 1 row, 67.0 → 54.3 ms at 4, 183.9 → 146.6 ms
+at 16. numba's threads come from its own OpenMP runtime (the system's libgomp) beside torch's; those figures
+include whatever the two pools cost each other.
+
 `parallel=True` splits the output channels over numba's threads; `nogil=True` lets the server's event loop run
 while a step computes; `fastmath` lets LLVM reorder the sum into vector lanes (each row's sum is computed the same
 way whatever M is, so a row of a batch equals the same row alone). The first call compiles (~2 s, cached on disk
@@ -28,12 +33,15 @@ by numba where its cache folder is writable); `warm_up()` pays it at model load.
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 import torch
 from numba import njit, prange
 
 FEW_ROWS = 16  # up to this many rows the loop beats torch's kernel here (table above)
+_thread = threading.local()  # the thread count this thread last gave numba (as many as torch uses)
 
 
 @njit(parallel=True, fastmath=True, nogil=True, cache=True)
@@ -50,7 +58,10 @@ def _product(weight, scale, x, out):  # pragma: no cover - compiled by numba; te
 def few_rows_product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """(M, in) fp32 x (out, in) int8 weights, (out,) fp32 scales → (M, out) fp32; CPU tensors."""
     x = x.detach().contiguous()
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # per thread in numba
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if getattr(_thread, "threads", None) != threads:  # numba's count is per calling thread; setting it costs
+        numba.set_num_threads(threads)
+        _thread.threads = threads
     out = torch.empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
     _product(weight.numpy(), scale.numpy(), x.numpy(), out.numpy())
     return out

@@ -1,7 +1,9 @@
 """Weight quantization for serving on a CPU: `quantize_for_serving(model, mode)` swaps every `nn.Linear` (the
 layers' projections and the LM head) for a layer with smaller weights:
-* "int8" → `Int8Linear`: int8 weights with one scale per output channel, multiplied by torch's own weight-only
-  kernel `torch._weight_int8pack_mm` (bf16 activations, fp32 out): a quarter of fp32's bytes;
+* "int8" → `Int8Linear`: int8 weights with one fp32 scale per output channel, a quarter of fp32's bytes; a decode
+  step (up to `int8_matmul.FEW_ROWS` rows) multiplies through a numba loop with fp32 activations
+  (`int8_matmul.py`: why, and its figures), prefill through torch's weight-only kernel
+  `torch._weight_int8pack_mm` (bf16 activations, fp32 out);
 * "fp16" → `Fp16Linear`: fp16 weights, fp32 activations and accumulation, through fbgemm's
   `quantized::linear_dynamic_fp16` (shipped with torch): half of fp32's bytes, and the fastest kernel here
   once several requests decode together.
@@ -20,6 +22,8 @@ M rows, M = 1 / 4 / 16 (`linear_step_ms` in `bench/cpu_serving.py` reprints the 
 * fp32 `F.linear` (MKL): 68 / 137 / 130 ms — MKL runs a one-row product on one thread;
 * int8 `_weight_int8pack_mm`: 29 / 40 / 98 ms (its AVX2 code converts to bf16 and is compute-bound);
 * fp16 fbgemm `linear_dynamic_fp16`: 29 / 33 / 63 ms;
+and later, with q/k/v and gate/up shared (121 products) and int8's decode rows through the numba loop, in a
+full bench run (2026-12-02, the VM busier): fp32 83 / 178 / 193, int8 22 / 33 / 93, fp16 23 / 25 / 54 ms;
 and, once, on random weights of the same shapes (fp32 / int8 / fp16 there: 80 / 32 / 35 ms at M = 1, 212 /
 123 / 74 ms at M = 16), the candidates not served:
 * fp16 / bf16 `F.linear` (oneDNN, activations cast to 16 bits too): 31–33 / 72–79 / 256–304 ms;
