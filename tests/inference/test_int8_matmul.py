@@ -44,13 +44,13 @@ def test_non_contiguous_inputs_under_inference_mode_and_with_grad_are_read_as_th
 
 
 def test_int8_linear_uses_the_loop_for_few_rows_and_torchs_kernel_for_many(monkeypatch):
-    import matelix.inference.quantize as quantize
+    import matelix.inference.int8_matmul as int8_matmul
 
     torch.manual_seed(3)
     linear = torch.nn.Linear(64, 48, bias=True)
     layer = Int8Linear(linear)
     calls = []
-    monkeypatch.setattr(quantize, "few_rows_product", lambda *a: calls.append(a[0].shape[0]) or few_rows_product(*a))
+    monkeypatch.setattr(int8_matmul, "few_rows_product", lambda *a: calls.append(a[0].shape[0]) or few_rows_product(*a))
     few = torch.randn(2, FEW_ROWS, 64)  # (B, T, in): 2 * FEW_ROWS rows → torch's kernel
     one = torch.randn(1, 1, 64)
     reference = layer.weight_int8.float() * layer.scale[:, None]

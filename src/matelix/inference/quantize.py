@@ -48,7 +48,6 @@ from typing import get_args
 import torch
 
 from matelix.catalog import ModelRefused
-from matelix.inference.int8_matmul import FEW_ROWS, few_rows_product, warm_up
 from matelix.settings import Quantization
 
 QUANTIZATION_MODES = get_args(Quantization)
@@ -63,6 +62,13 @@ def check_quantization(mode: str, device: str | None) -> None:
     if mode != "none" and device not in (None, "cpu"):
         raise ModelRefused(f"quantization {mode!r} runs on the CPU only (CPU kernels), not on {device!r}",
                            "quantization")
+
+
+def _int8_matmul():
+    """The int8 decode-step loop's module, imported when first used: numba takes ~0.5 s to import."""
+    from matelix.inference import int8_matmul
+
+    return int8_matmul
 
 
 class Int8Linear(torch.nn.Module):
@@ -80,8 +86,9 @@ class Int8Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)  # (N, in)
-        if flat.shape[0] <= FEW_ROWS:  # a decode step: the loop reads the weights at the machine's bandwidth
-            y = few_rows_product(flat.float(), self.weight_int8, self.scale).to(x.dtype)
+        loop = _int8_matmul()
+        if flat.shape[0] <= loop.FEW_ROWS:  # a decode step: the loop reads the weights at the machine's bandwidth
+            y = loop.few_rows_product(flat.float(), self.weight_int8, self.scale).to(x.dtype)
         else:
             y = torch._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight_int8,
                                           self.scale.to(torch.bfloat16)).to(x.dtype)
@@ -164,7 +171,7 @@ def quantize_for_serving(model, mode: str):
     if mode == "none":
         return model
     if mode == "int8":
-        warm_up()  # compile the decode-step loop now, not on the first request
+        _int8_matmul().warm_up()  # compile the decode-step loop now, not on the first request
     layer = LAYERS[mode]
     for module in list(model.modules()):
         for names in FUSED:
