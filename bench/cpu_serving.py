@@ -159,6 +159,45 @@ def decode_step_ms(model, rows: tuple[int, ...] = (1, 16), context: int = 64, st
     return out
 
 
+def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 16), context: int = 64, steps: int = 8,
+                 rounds: int = 6) -> dict:
+    """Median ms of the int8 model's lean decode step with its decode rows through torch's kernel
+    (`_weight_int8pack_mm`) and through the numba loop (`inference/int8_matmul.py`), alternating in this process
+    so that the VM's drift hits both alike."""
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+
+    from matelix.inference import int8_matmul
+    from matelix.inference.decode_step import decode_step_for
+    from matelix.inference.kv_cache import new_cache
+
+    lean = decode_step_for(model)
+    if lean is None:
+        return {}
+    few_rows = int8_matmul.FEW_ROWS
+    times: dict = {"torch": {}, "loop": {}}
+    try:
+        with torch.inference_mode():
+            for n in rows:
+                for _ in range(rounds + 1):  # the first round warms up
+                    for name, limit in (("torch", 0), ("loop", few_rows)):
+                        int8_matmul.FEW_ROWS = limit
+                        mask = torch.ones((n, context), dtype=torch.long)
+                        cache = new_cache(model.config)
+                        model(input_ids=torch.randint(0, 1000, (n, context)), attention_mask=mask,
+                              position_ids=torch.arange(context).expand(n, -1), cache=cache, use_cache=True)
+                        start = time.perf_counter()
+                        for s in range(steps):
+                            mask = F.pad(mask, (0, 1), value=1)
+                            lean(torch.full((n, 1), 5), mask, torch.full((n, 1), context + s), cache)
+                        times[name].setdefault(n, []).append((time.perf_counter() - start) / steps * 1000)
+    finally:
+        int8_matmul.FEW_ROWS = few_rows
+    return {name: {n: statistics.median(ms[1:]) for n, ms in per_rows.items()} for name, per_rows in times.items()}
+
+
 def decode_bytes(model) -> int:
     """Bytes one decode step reads: every weight once; the input embedding only when the LM head is that matrix."""
     from matelix.inference.quantize import packed_weight_bytes
@@ -409,6 +448,10 @@ def main() -> int:
     for n in step_ms.get("lean", {}):
         print(f"  one decode step, fp16, {n} rows: model forward {step_ms['forward'][n]:.1f} ms, lean step "
               f"{step_ms['lean'][n]:.1f} ms ({step_ms['forward'][n] / step_ms['lean'][n]:.2f}x)", flush=True)
+    int8_ms = int8_loop_ab(quantized["int8"])
+    for n in int8_ms.get("loop", {}):
+        print(f"  one decode step, int8, {n} rows: torch's kernel {int8_ms['torch'][n]:.1f} ms, numba loop "
+              f"{int8_ms['loop'][n]:.1f} ms ({int8_ms['torch'][n] / int8_ms['loop'][n]:.2f}x)", flush=True)
     bare = bare_generate(tokenizer, fp32, args.new_tokens, requests=2)
     print(f"  bare generate fp32  1 client : {bare['tokens_per_s']:7.1f} tok/s", flush=True)
     qual = None if args.skip_quality else {mode: quality(tokenizer, fp32, m, args.answer_tokens)
@@ -448,7 +491,8 @@ def main() -> int:
           f"{lab['conversation']['prefix_cache_reused_tokens']})")
     print(json.dumps({"bench": "cpu_serving", "model": args.model, "new_tokens": args.new_tokens, "threads": threads,
                       "copy_bandwidth_gb_s": bandwidth, "decode_bytes": step_bytes, "bare_generate": bare,
-                      "kv_append_ms": kv_ms, "linear_step_ms": linear_ms, "decode_step_ms": step_ms, "lab": lab, "llama_cpp": llama, "quality": qual}))
+                      "kv_append_ms": kv_ms, "linear_step_ms": linear_ms, "decode_step_ms": step_ms,
+                      "int8_step_ms": int8_ms, "lab": lab, "llama_cpp": llama, "quality": qual}))
     return 0
 
 

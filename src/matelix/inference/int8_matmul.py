@@ -21,7 +21,7 @@ kernel), so the result is closer to the fp32 product. Larger products (prefill) 
 loop does not beat once the rows no longer fit in registers.
 
 The whole lean decode step of SmolLM2 with int8 weights (64-token cache, torch's kernel and this loop
-alternating in one process, 8 rounds, medians): 50.0 → 37.3 ms at 1 row, 67.0 → 54.3 ms at 4, 183.9 → 146.6 ms
+alternating in one process, 8 rounds, medians; `int8_loop_ab` in `bench/cpu_serving.py` reprints it): 50.0 → 37.3 ms at 1 row, 67.0 → 54.3 ms at 4, 183.9 → 146.6 ms
 at 16. numba's threads come from its own OpenMP runtime (the system's libgomp) beside torch's; those figures
 include whatever the two pools cost each other.
 
