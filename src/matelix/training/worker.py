@@ -271,9 +271,15 @@ def failure_message(exc: BaseException) -> str:
     import torch.distributed as dist
 
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, dist.DistError) or "Connection closed by peer" in str(exc) or "Gloo" in str(exc):
+    if isinstance(exc, dist.DistError) or any(sign in text.lower() for sign in PEER_LOST):
         return f"another process or node of the run was lost ({text})"
     return text
+
+
+# How a peer's loss surfaces from torch.distributed when it is not a DistError: gloo's transport raises a
+# RuntimeError naming its source file (".../gloo/transport/tcp/pair.cc: Read error ...: Connection reset by
+# peer"), or the store says the connection was closed.
+PEER_LOST = ("gloo", "connection closed by peer", "connection reset by peer")
 
 
 def main(argv: list[str] | None = None) -> int:
