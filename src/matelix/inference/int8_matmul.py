@@ -15,15 +15,16 @@ streaming the 120 int8 projections of SmolLM2-135M's 30 layers (106 MB, more tha
 | 4 | 25–26 / 6.3–6.7 ms | 16.4–21.4 / 4.2–4.9 ms |
 | 16 | 77–87 / 21–29 ms | 62–75 / 17–20 ms |
 
-At one row the loop reads the weights at about the machine's measured read bandwidth (~10 GB/s here), so a
-hand-written AVX2 kernel in C did no better (10.6 / 2.3 ms). The activations stay fp32 (bf16 in torch's
-kernel), so the result is closer to the fp32 product. Larger products (prefill) keep torch's kernel, which the
-loop does not beat once the rows no longer fit in registers.
+At one row the loop reads the layers' 106 MB in ~10 ms, ~10 GB/s, near what a plain torch sum over a large
+tensor reads here (11–18 GB/s), so a hand-written AVX2 kernel in C did no better (10.6 / 2.3 ms). The activations
+stay fp32 (bf16 in torch's kernel), so the result is closer to the fp32 product. Larger products (prefill) keep
+torch's kernel, which the loop does not beat once the rows no longer fit in registers.
 
-The whole lean decode step of SmolLM2 with int8 weights (64-token cache, torch's kernel and this loop
-alternating in one process, 8 rounds, medians; `int8_loop_ab` in `bench/cpu_serving.py` reprints it): 50.0 → 37.3 ms at 1 row, 67.0 → 54.3 ms at 4, 183.9 → 146.6 ms
-at 16. numba's threads come from its own OpenMP runtime (the system's libgomp) beside torch's; those figures
-include whatever the two pools cost each other.
+The whole lean decode step of SmolLM2 with int8 weights, torch's kernel and this loop alternating in one
+process (64-token cache, medians; `int8_loop_ab` in `bench/cpu_serving.py`): 58.1 → 46.1 ms at 1 row (1.26x),
+62.1 → 48.5 ms at 4, 167.2 → 141.1 ms at 16 in a bench run; 50.0 → 37.3, 67.0 → 54.3 and 183.9 → 146.6 ms in
+a probe before it. numba's threads come from its own OpenMP runtime (the system's libgomp) beside torch's;
+those figures include whatever the two pools cost each other.
 
 `parallel=True` splits the output channels over numba's threads; `nogil=True` lets the server's event loop run
 while a step computes; `fastmath` lets LLVM reorder the sum into vector lanes (each row's sum is computed the same

@@ -266,6 +266,12 @@ def describe_processes(config) -> str:
     return text + (f", {config.distributed}" if config.distributed != "ddp" else "")
 
 
+# How a peer's loss surfaces from torch.distributed when it is not a DistError: gloo's transport raises a
+# RuntimeError naming its source file (".../gloo/transport/tcp/pair.cc: Read error ...: Connection reset by
+# peer"), or the store says the connection was closed.
+PEER_LOST = ("gloo", "connection closed by peer", "connection reset by peer")
+
+
 def failure_message(exc: BaseException) -> str:
     """The error of a failed run; a broken connection between processes is named as such (a lost node)."""
     import torch.distributed as dist
@@ -274,12 +280,6 @@ def failure_message(exc: BaseException) -> str:
     if isinstance(exc, dist.DistError) or any(sign in text.lower() for sign in PEER_LOST):
         return f"another process or node of the run was lost ({text})"
     return text
-
-
-# How a peer's loss surfaces from torch.distributed when it is not a DistError: gloo's transport raises a
-# RuntimeError naming its source file (".../gloo/transport/tcp/pair.cc: Read error ...: Connection reset by
-# peer"), or the store says the connection was closed.
-PEER_LOST = ("gloo", "connection closed by peer", "connection reset by peer")
 
 
 def main(argv: list[str] | None = None) -> int:
