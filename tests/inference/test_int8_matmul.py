@@ -61,3 +61,22 @@ def test_int8_linear_uses_the_loop_for_few_rows_and_torchs_kernel_for_many(monke
     assert calls == [1, 1]  # not called for 32 rows
     # torch's kernel rounds activations to bf16: close to the exact product, not equal
     torch.testing.assert_close(many, few @ reference.t() + linear.bias, rtol=2e-2, atol=2e-2)
+
+
+def test_without_a_writable_cache_folder_the_loop_still_compiles(monkeypatch):
+    import numba.core.caching
+    import numpy as np
+
+    from matelix.inference.int8_matmul import _compile
+
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])  # no folder numba may cache in
+
+    def double(x, out):
+        for i in numba.prange(x.shape[0]):
+            out[i] = 2 * x[i]
+
+    with pytest.raises(RuntimeError, match="no locator"):
+        numba.njit(cache=True)(double)
+    out = np.zeros(3, dtype=np.float32)
+    _compile(double)(np.arange(3, dtype=np.float32), out)
+    assert out.tolist() == [0.0, 2.0, 4.0]

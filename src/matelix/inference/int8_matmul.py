@@ -45,7 +45,18 @@ FEW_ROWS = 16  # up to this many rows the loop beats torch's kernel here (table 
 _thread = threading.local()  # the thread count this thread last gave numba (as many as torch uses)
 
 
-@njit(parallel=True, fastmath=True, nogil=True, cache=True)
+def _compile(fn):
+    """`fn` compiled by numba, its machine code cached on disk when numba finds a writable cache folder (next
+    to this file, else NUMBA_CACHE_DIR or the user's cache); without one (a read-only install and no home)
+    it compiles at every start instead of failing the import."""
+    options = {"parallel": True, "fastmath": True, "nogil": True}
+    try:
+        return njit(cache=True, **options)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(**options)(fn)
+
+
+@_compile
 def _product(weight, scale, x, out):  # pragma: no cover - compiled by numba; tested through few_rows_product
     channels, inner = weight.shape
     for n in prange(channels):
