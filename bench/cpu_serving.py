@@ -163,7 +163,7 @@ def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 16), context: int = 64, s
                  rounds: int = 6) -> dict:
     """Median ms of the int8 model's lean decode step with its decode rows through torch's kernel
     (`_weight_int8pack_mm`) and through the numba loop (`inference/int8_matmul.py`), alternating in this process
-    so that the VM's drift hits both alike."""
+    so that the VM's drift hits both alike; and the model's linear layers alone both ways (`linear_step_ms`)."""
     import statistics
 
     import torch
@@ -193,9 +193,14 @@ def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 16), context: int = 64, s
                             mask = F.pad(mask, (0, 1), value=1)
                             lean(torch.full((n, 1), 5), mask, torch.full((n, 1), context + s), cache)
                         times[name].setdefault(n, []).append((time.perf_counter() - start) / steps * 1000)
+        linear = {}
+        for name, limit in (("torch", 0), ("loop", few_rows)):
+            int8_matmul.FEW_ROWS = limit
+            linear[name] = linear_step_ms({name: model}, rows)[name]
     finally:
         int8_matmul.FEW_ROWS = few_rows
-    return {name: {n: statistics.median(ms[1:]) for n, ms in per_rows.items()} for name, per_rows in times.items()}
+    step = {name: {n: statistics.median(ms[1:]) for n, ms in per_rows.items()} for name, per_rows in times.items()}
+    return {**step, "linear": linear}
 
 
 def decode_bytes(model) -> int:
@@ -451,7 +456,9 @@ def main() -> int:
     int8_ms = int8_loop_ab(quantized["int8"])
     for n in int8_ms.get("loop", {}):
         print(f"  one decode step, int8, {n} rows: torch's kernel {int8_ms['torch'][n]:.1f} ms, numba loop "
-              f"{int8_ms['loop'][n]:.1f} ms ({int8_ms['torch'][n] / int8_ms['loop'][n]:.2f}x)", flush=True)
+              f"{int8_ms['loop'][n]:.1f} ms ({int8_ms['torch'][n] / int8_ms['loop'][n]:.2f}x); its linear layers "
+              f"alone {int8_ms['linear']['torch'][n]:.1f} / {int8_ms['linear']['loop'][n]:.1f} ms "
+              f"({int8_ms['linear']['torch'][n] / int8_ms['linear']['loop'][n]:.2f}x)", flush=True)
     bare = bare_generate(tokenizer, fp32, args.new_tokens, requests=2)
     print(f"  bare generate fp32  1 client : {bare['tokens_per_s']:7.1f} tok/s", flush=True)
     qual = None if args.skip_quality else {mode: quality(tokenizer, fp32, m, args.answer_tokens)

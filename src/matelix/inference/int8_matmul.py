@@ -7,7 +7,10 @@ Hand-written (a loop compiled by numba) because torch's own weight-only kernel i
 AVX2 CPUs: `torch._weight_int8pack_mm` converts activations and weights to bf16, which these CPUs have no
 instructions for. Measured on the development machine (AMD EPYC, 2 cores, AVX2 only, torch 2.13, numba 0.68),
 streaming the 120 int8 projections of SmolLM2-135M's 30 layers (106 MB, more than the 32 MB L3) plus its
-49k-row head, best of 5 (the VM's speed varies by ±30% between runs; the ratios held in each):
+49k-row head, best of 5, in a probe on random weights (the VM's speed varies by ±30% between runs; the
+ratios held in each; `int8_loop_ab` in `bench/cpu_serving.py` reprints both kernels on the model's own
+layers, e.g. 26.3 / 34.6 / 112.4 ms with torch's kernel against 19.5 / 29.8 / 93.2 ms with this loop at
+1 / 4 / 16 rows):
 
 | rows | `_weight_int8pack_mm` layers / head | this loop layers / head |
 | ---: | ---: | ---: |
@@ -16,14 +19,15 @@ streaming the 120 int8 projections of SmolLM2-135M's 30 layers (106 MB, more tha
 | 16 | 77–87 / 21–29 ms | 62–75 / 17–20 ms |
 
 At one row the loop reads the layers' 106 MB in ~10 ms, ~10 GB/s, near what a plain torch sum over a large
-tensor reads here (11–18 GB/s), so a hand-written AVX2 kernel in C did no better (10.6 / 2.3 ms). The activations
+tensor reads here (11–18 GB/s), and a hand-written AVX2 kernel in C did no better in a one-off probe
+(10.6 / 2.3 ms), so there is no case for C code here. The activations
 stay fp32 (bf16 in torch's kernel), so the result is closer to the fp32 product. Larger products (prefill) keep
 torch's kernel, which the loop does not beat once the rows no longer fit in registers.
 
 The whole lean decode step of SmolLM2 with int8 weights, torch's kernel and this loop alternating in one
 process (64-token cache, medians; `int8_loop_ab` in `bench/cpu_serving.py`): 58.1 → 46.1 ms at 1 row (1.26x),
-62.1 → 48.5 ms at 4, 167.2 → 141.1 ms at 16 in a bench run; 50.0 → 37.3, 67.0 → 54.3 and 183.9 → 146.6 ms in
-a probe before it. numba's threads come from its own OpenMP runtime (the system's libgomp) beside torch's;
+62.1 → 48.5 ms at 4, 167.2 → 141.1 ms at 16 in a bench run; 60.8 → 44.9, 70.3 → 64.2 and 181.4 → 156.8 ms
+when the function ran alone later; 50.0 → 37.3, 67.0 → 54.3 and 183.9 → 146.6 ms in a probe before both. numba's threads come from its own OpenMP runtime (the system's libgomp) beside torch's;
 those figures include whatever the two pools cost each other.
 
 `parallel=True` splits the output channels over numba's threads; `nogil=True` lets the server's event loop run
