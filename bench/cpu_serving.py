@@ -22,6 +22,9 @@ One run, on the same machine, greedy, every request generating exactly `--new-to
 * the linear layers: wall time all of them take for one decode step of 1, 4 and 16 rows, per weight format;
 * one whole decode step (fp16, 1 and 16 rows, 64-token cache): the model's own forward against the engine's
   lean step (`inference/decode_step.py`), alternating;
+* one whole decode step of the int8 model (1, 4, 8 and 16 rows): the lean step with torch's int8 kernel, the
+  lean step with the numba loop, and the compiled layers the engine runs (`inference/int8_decode.py`),
+  alternating;
 * the KV cache: CPU time one decode step spends appending to a 16-row, 500-token cache of 30 layers, with
   transformers' `DynamicLayer` (`torch.cat`) and with the engine's in-place `GrowingLayer`;
 * the largest level once more on the fp16 model with a different prompt per client (the levels above send
@@ -159,11 +162,13 @@ def decode_step_ms(model, rows: tuple[int, ...] = (1, 16), context: int = 64, st
     return out
 
 
-def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 16), context: int = 64, steps: int = 8,
+def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 8, 16), context: int = 64, steps: int = 8,
                  rounds: int = 6) -> dict:
-    """Median ms of the int8 model's lean decode step with its decode rows through torch's kernel
-    (`_weight_int8pack_mm`) and through the numba loop (`inference/int8_matmul.py`), alternating in this process
-    so that the VM's drift hits both alike; and the model's linear layers alone both ways (`linear_step_ms`)."""
+    """Median ms of one decode step of the int8 model three ways, alternating in this process so that the VM's
+    drift hits all alike: the lean step (`inference/decode_step.py`) with its products through torch's kernel
+    (`_weight_int8pack_mm`, "torch") and through the numba loop (`inference/int8_matmul.py`, "loop"), and the
+    compiled layers the engine runs (`inference/int8_decode.py`, "layers"); and the model's linear layers alone
+    both ways (`linear_step_ms`)."""
     import statistics
 
     import torch
@@ -172,17 +177,19 @@ def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 16), context: int = 64, s
     from matelix.inference import int8_matmul
     from matelix.inference.decode_step import decode_step_for
     from matelix.inference.kv_cache import new_cache
+    from matelix.inference.quantize import int8_decode_step_for
 
-    lean = decode_step_for(model)
-    if lean is None:
+    lean, layers = decode_step_for(model), int8_decode_step_for(model)
+    if lean is None or layers is None:
         return {}
     few_rows = int8_matmul.FEW_ROWS
-    times: dict = {"torch": {}, "loop": {}}
+    ways = (("torch", lean, 0), ("loop", lean, few_rows), ("layers", layers, few_rows))
+    times: dict = {name: {} for name, _, _ in ways}
     try:
         with torch.inference_mode():
             for n in rows:
                 for _ in range(rounds + 1):  # the first round warms up
-                    for name, limit in (("torch", 0), ("loop", few_rows)):
+                    for name, step, limit in ways:
                         int8_matmul.FEW_ROWS = limit
                         mask = torch.ones((n, context), dtype=torch.long)
                         cache = new_cache(model.config)
@@ -191,7 +198,7 @@ def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 16), context: int = 64, s
                         start = time.perf_counter()
                         for s in range(steps):
                             mask = F.pad(mask, (0, 1), value=1)
-                            lean(torch.full((n, 1), 5), mask, torch.full((n, 1), context + s), cache)
+                            step(torch.full((n, 1), 5), mask, torch.full((n, 1), context + s), cache)
                         times[name].setdefault(n, []).append((time.perf_counter() - start) / steps * 1000)
         linear = {}
         for name, limit in (("torch", 0), ("loop", few_rows)):
@@ -455,10 +462,11 @@ def main() -> int:
               f"{step_ms['lean'][n]:.1f} ms ({step_ms['forward'][n] / step_ms['lean'][n]:.2f}x)", flush=True)
     int8_ms = int8_loop_ab(quantized["int8"])
     for n in int8_ms.get("loop", {}):
-        print(f"  one decode step, int8, {n} rows: torch's kernel {int8_ms['torch'][n]:.1f} ms, numba loop "
-              f"{int8_ms['loop'][n]:.1f} ms ({int8_ms['torch'][n] / int8_ms['loop'][n]:.2f}x); its linear layers "
-              f"alone {int8_ms['linear']['torch'][n]:.1f} / {int8_ms['linear']['loop'][n]:.1f} ms "
-              f"({int8_ms['linear']['torch'][n] / int8_ms['linear']['loop'][n]:.2f}x)", flush=True)
+        print(f"  one decode step, int8, {n} rows: lean step with torch's kernel {int8_ms['torch'][n]:.1f} ms, "
+              f"with the numba loop {int8_ms['loop'][n]:.1f} ms ({int8_ms['torch'][n] / int8_ms['loop'][n]:.2f}x), "
+              f"compiled layers {int8_ms['layers'][n]:.1f} ms ({int8_ms['loop'][n] / int8_ms['layers'][n]:.2f}x "
+              f"the lean loop step); the linear layers alone {int8_ms['linear']['torch'][n]:.1f} / "
+              f"{int8_ms['linear']['loop'][n]:.1f} ms", flush=True)
     bare = bare_generate(tokenizer, fp32, args.new_tokens, requests=2)
     print(f"  bare generate fp32  1 client : {bare['tokens_per_s']:7.1f} tok/s", flush=True)
     qual = None if args.skip_quality else {mode: quality(tokenizer, fp32, m, args.answer_tokens)

@@ -67,7 +67,7 @@ def test_without_a_writable_cache_folder_the_loop_still_compiles(monkeypatch):
     import numba.core.caching
     import numpy as np
 
-    from matelix.inference.int8_matmul import _compile
+    from matelix.inference.int8_matmul import compile_loop
 
     monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])  # no folder numba may cache in
 
@@ -78,5 +78,5 @@ def test_without_a_writable_cache_folder_the_loop_still_compiles(monkeypatch):
     with pytest.raises(RuntimeError, match="no locator"):
         numba.njit(cache=True)(double)
     out = np.zeros(3, dtype=np.float32)
-    _compile(double)(np.arange(3, dtype=np.float32), out)
+    compile_loop(double)(np.arange(3, dtype=np.float32), out)
     assert out.tolist() == [0.0, 2.0, 4.0]

@@ -49,18 +49,21 @@ FEW_ROWS = 16  # up to this many rows the loop beats torch's kernel here (table 
 _thread = threading.local()  # the thread count this thread last gave numba (as many as torch uses)
 
 
-def _compile(fn):
-    """`fn` compiled by numba, its machine code cached on disk when numba finds a writable cache folder (next
-    to this file, else NUMBA_CACHE_DIR or the user's cache); without one (a read-only install and no home)
-    it compiles at every start instead of failing the import."""
-    options = {"parallel": True, "fastmath": True, "nogil": True}
+def compile_loop(fn=None, *, parallel: bool = True):
+    """`fn` compiled by numba (`parallel` splits its `prange` loops over threads), its machine code cached on
+    disk when numba finds a writable cache folder (next to this file, else NUMBA_CACHE_DIR or the user's
+    cache); without one (a read-only install and no home) it compiles at every start instead of failing the
+    import. A decorator, bare or with `parallel=False`."""
+    if fn is None:
+        return lambda f: compile_loop(f, parallel=parallel)
+    options = {"parallel": parallel, "fastmath": True, "nogil": True}
     try:
         return njit(cache=True, **options)(fn)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
         return njit(**options)(fn)
 
 
-@_compile
+@compile_loop
 def _product(weight, scale, x, out):  # pragma: no cover - compiled by numba; tested through few_rows_product
     channels, inner = weight.shape
     for n in prange(channels):
@@ -74,13 +77,18 @@ def _product(weight, scale, x, out):  # pragma: no cover - compiled by numba; te
 def few_rows_product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """(M, in) fp32 x (out, in) int8 weights, (out,) fp32 scales → (M, out) fp32; CPU tensors."""
     x = x.detach().contiguous()
-    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    if getattr(_thread, "threads", None) != threads:  # numba's count is per calling thread; setting it costs
-        numba.set_num_threads(threads)
-        _thread.threads = threads
+    use_threads()
     out = torch.empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
     _product(weight.numpy(), scale.numpy(), x.numpy(), out.numpy())
     return out
+
+
+def use_threads() -> None:
+    """Give numba's loops as many threads as torch uses in this thread (numba's count is per calling thread)."""
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if getattr(_thread, "threads", None) != threads:  # setting it costs; most calls find it set
+        numba.set_num_threads(threads)
+        _thread.threads = threads
 
 
 def warm_up() -> None:
