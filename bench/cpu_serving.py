@@ -23,8 +23,8 @@ One run, on the same machine, greedy, every request generating exactly `--new-to
 * one whole decode step (fp16, 1 and 16 rows, 64-token cache): the model's own forward against the engine's
   lean step (`inference/decode_step.py`), alternating;
 * one whole decode step of the int8 model (1, 4, 8 and 16 rows): the lean step with torch's int8 kernel, the
-  lean step with the numba loop, and the compiled layers the engine runs (`inference/int8_decode.py`),
-  alternating;
+  lean step with the numba loop, and the compiled layers the engine runs (`inference/compiled_decode.py`),
+  alternating; and of the fp32 model, the lean step against the compiled layers;
 * the KV cache: CPU time one decode step spends appending to a 16-row, 500-token cache of 30 layers, with
   transformers' `DynamicLayer` (`torch.cat`) and with the engine's in-place `GrowingLayer`;
 * the largest level once more on the fp16 model with a different prompt per client (the levels above send
@@ -162,33 +162,25 @@ def decode_step_ms(model, rows: tuple[int, ...] = (1, 16), context: int = 64, st
     return out
 
 
-def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 8, 16), context: int = 64, steps: int = 8,
-                 rounds: int = 6) -> dict:
-    """Median ms of one decode step of the int8 model three ways, alternating in this process so that the VM's
-    drift hits all alike: the lean step (`inference/decode_step.py`) with its products through torch's kernel
-    (`_weight_int8pack_mm`, "torch") and through the numba loop (`inference/int8_matmul.py`, "loop"), and the
-    compiled layers the engine runs (`inference/int8_decode.py`, "layers"); and the model's linear layers alone
-    both ways (`linear_step_ms`)."""
+def _alternate(model, ways: list[tuple[str, object, int]], rows: tuple[int, ...], context: int, steps: int,
+               rounds: int) -> dict:
+    """Median ms of one decode step of `rows` rows over a `context`-token cache for each (name, step, few_rows)
+    of `ways` (few_rows: `int8_matmul.FEW_ROWS` while it runs), alternating so that the VM's drift hits all
+    alike; the first round warms up."""
     import statistics
 
     import torch
     import torch.nn.functional as F
 
     from matelix.inference import int8_matmul
-    from matelix.inference.decode_step import decode_step_for
     from matelix.inference.kv_cache import new_cache
-    from matelix.inference.quantize import int8_decode_step_for
 
-    lean, layers = decode_step_for(model), int8_decode_step_for(model)
-    if lean is None or layers is None:
-        return {}
     few_rows = int8_matmul.FEW_ROWS
-    ways = (("torch", lean, 0), ("loop", lean, few_rows), ("layers", layers, few_rows))
     times: dict = {name: {} for name, _, _ in ways}
     try:
         with torch.inference_mode():
             for n in rows:
-                for _ in range(rounds + 1):  # the first round warms up
+                for _ in range(rounds + 1):
                     for name, step, limit in ways:
                         int8_matmul.FEW_ROWS = limit
                         mask = torch.ones((n, context), dtype=torch.long)
@@ -200,14 +192,51 @@ def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 8, 16), context: int = 64
                             mask = F.pad(mask, (0, 1), value=1)
                             step(torch.full((n, 1), 5), mask, torch.full((n, 1), context + s), cache)
                         times[name].setdefault(n, []).append((time.perf_counter() - start) / steps * 1000)
-        linear = {}
+    finally:
+        int8_matmul.FEW_ROWS = few_rows
+    return {name: {n: statistics.median(ms[1:]) for n, ms in per_rows.items()} for name, per_rows in times.items()}
+
+
+def int8_loop_ab(model, rows: tuple[int, ...] = (1, 4, 8, 16), context: int = 64, steps: int = 8,
+                 rounds: int = 6) -> dict:
+    """Median ms of one decode step of the int8 model three ways, alternating in this process: the lean step
+    (`inference/decode_step.py`) with its products through torch's kernel (`_weight_int8pack_mm`, "torch") and
+    through the numba loop (`inference/int8_matmul.py`, "loop"), and the compiled layers the engine runs
+    (`inference/compiled_decode.py`, "layers"); and the model's linear layers alone both ways
+    (`linear_step_ms`)."""
+    from matelix.inference import int8_matmul
+    from matelix.inference.compiled_decode import compiled_decode_step_for
+    from matelix.inference.decode_step import decode_step_for
+
+    lean, layers = decode_step_for(model), compiled_decode_step_for(model)
+    if lean is None or layers is None:
+        return {}
+    few_rows = int8_matmul.FEW_ROWS
+    step = _alternate(model, [("torch", lean, 0), ("loop", lean, few_rows), ("layers", layers, few_rows)], rows,
+                      context, steps, rounds)
+    linear = {}
+    try:
         for name, limit in (("torch", 0), ("loop", few_rows)):
             int8_matmul.FEW_ROWS = limit
             linear[name] = linear_step_ms({name: model}, rows)[name]
     finally:
         int8_matmul.FEW_ROWS = few_rows
-    step = {name: {n: statistics.median(ms[1:]) for n, ms in per_rows.items()} for name, per_rows in times.items()}
     return {**step, "linear": linear}
+
+
+def fp32_step_ab(model, rows: tuple[int, ...] = (1, 4, 8, 16), context: int = 64, steps: int = 8,
+                 rounds: int = 6) -> dict:
+    """Median ms of one decode step of the fp32 model through the lean step ("lean") and the compiled layers
+    the engine runs ("layers"), alternating in this process."""
+    from matelix.inference import int8_matmul
+    from matelix.inference.compiled_decode import compiled_decode_step_for
+    from matelix.inference.decode_step import decode_step_for
+
+    lean, layers = decode_step_for(model), compiled_decode_step_for(model)
+    if lean is None or layers is None:
+        return {}
+    few = int8_matmul.FEW_ROWS
+    return _alternate(model, [("lean", lean, few), ("layers", layers, few)], rows, context, steps, rounds)
 
 
 def decode_bytes(model) -> int:
@@ -467,6 +496,10 @@ def main() -> int:
               f"compiled layers {int8_ms['layers'][n]:.1f} ms ({int8_ms['loop'][n] / int8_ms['layers'][n]:.2f}x "
               f"the lean loop step); the linear layers alone {int8_ms['linear']['torch'][n]:.1f} / "
               f"{int8_ms['linear']['loop'][n]:.1f} ms", flush=True)
+    fp32_ms = fp32_step_ab(fp32)
+    for n in fp32_ms.get("lean", {}):
+        print(f"  one decode step, fp32, {n} rows: lean step {fp32_ms['lean'][n]:.1f} ms, compiled layers "
+              f"{fp32_ms['layers'][n]:.1f} ms ({fp32_ms['lean'][n] / fp32_ms['layers'][n]:.2f}x)", flush=True)
     bare = bare_generate(tokenizer, fp32, args.new_tokens, requests=2)
     print(f"  bare generate fp32  1 client : {bare['tokens_per_s']:7.1f} tok/s", flush=True)
     qual = None if args.skip_quality else {mode: quality(tokenizer, fp32, m, args.answer_tokens)
@@ -507,7 +540,7 @@ def main() -> int:
     print(json.dumps({"bench": "cpu_serving", "model": args.model, "new_tokens": args.new_tokens, "threads": threads,
                       "copy_bandwidth_gb_s": bandwidth, "decode_bytes": step_bytes, "bare_generate": bare,
                       "kv_append_ms": kv_ms, "linear_step_ms": linear_ms, "decode_step_ms": step_ms,
-                      "int8_step_ms": int8_ms, "lab": lab, "llama_cpp": llama, "quality": qual}))
+                      "int8_step_ms": int8_ms, "fp32_step_ms": fp32_ms, "lab": lab, "llama_cpp": llama, "quality": qual}))
     return 0
 
 

@@ -36,8 +36,8 @@ How a step works (transformers 5.24 `DynamicCache`, passed as `cache=`):
   to a common T and concatenated along B; the 2-D attention mask gets zeros for the padding.
 * One decode step feeds every row's last token at its own position (through `decode_step` for Llama-style
   models: the model's own submodules without transformers' per-call glue, bitwise the same logits).
-  With int8 weights, no adapter attached and at most `quantize.INT8_DECODE_ROWS` rows, the step runs each
-  layer as two compiled loops instead (`int8_decode`: the same logits to fp32 rounding).
+  With fp32 or int8 weights on the CPU, no adapter attached and at most `compiled_decode.ROWS` rows, the step
+  runs each layer as two compiled loops instead (`compiled_decode`: the same logits to fp32 rounding).
   Finished or cancelled rows are dropped with `batch_select_indices`, and mask columns that are padding in
   every remaining row are cut off, so the cache stays sized by the requests actually running.
 * The caches' layers are `kv_cache.GrowingLayer`s: a step's keys/values are written in place, not
@@ -66,10 +66,17 @@ from matelix.inference.detokenize import TextStream
 from matelix.inference.handle import GenerationEvent, RequestHandle, TokenLogprob, Usage
 from matelix.inference.logprobs import prompt_logprobs, step_logprobs
 from matelix.inference.prefix_cache import prefill_from_prefix, prefix_cache_for, remember_when_done
-from matelix.inference.quantize import INT8_DECODE_ROWS, int8_decode_step_for
 from matelix.inference.sampling import InvalidSamplingParams, RowSampler, SamplingParams, sample_rows
 
 log = logging.getLogger("matelix.inference")
+
+
+def _compiled_step(model):
+    """`compiled_decode`'s step for `model` or None (imported here: numba takes ~0.5 s to import)."""
+    from matelix.inference.compiled_decode import compiled_decode_step_for
+
+    return compiled_decode_step_for(model)
+
 
 MAX_BATCH_SIZE = 64
 PREFILL_TOKEN_BUDGET = 2048
@@ -140,7 +147,7 @@ class Engine:
         self._keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
         self.prefix_cache = prefix_cache_for(model, prefix_cache_bytes)  # None: off
         self._decode = decode_step_for(model)  # None: decode steps run the model's own forward too
-        self._decode_int8 = int8_decode_step_for(model)  # None: not an int8 Llama-style model
+        self._compiled = _compiled_step(model)  # None: not an fp32/int8 Llama-style model on the CPU
         self.lora = None  # `adapters.LoraSlots` once an adapter is attached (set on the worker thread)
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
@@ -331,13 +338,13 @@ class Engine:
         """Logits of the last position (B, V), or of every position (B, T, V) when `all_positions`; each row runs
         through its own adapter when the model serves adapters. One new token per row goes through the lean
         decode step when the model has one (`decode_step`: the same logits without transformers' glue), or for
-        an int8 model without adapters and at most INT8_DECODE_ROWS rows through `int8_decode`'s compiled
-        layers."""
+        an fp32 or int8 CPU model without adapters and few rows through `compiled_decode`'s compiled layers."""
         if self.lora is not None:
             self.lora.select([r.route.adapter if r.route else None for r in rows])
         one_token = input_ids.shape[1] == 1 and not all_positions
-        if one_token and self._decode_int8 is not None and self.lora is None and len(rows) <= INT8_DECODE_ROWS:
-            logits = self._decode_int8(input_ids, mask, position_ids, cache)
+        if one_token and self._compiled is not None and self.lora is None \
+                and len(rows) <= self._compiled.rows:
+            logits = self._compiled(input_ids, mask, position_ids, cache)
         elif one_token and self._decode is not None:
             logits = self._decode(input_ids, mask, position_ids, cache)
         else:

@@ -71,19 +71,6 @@ def _int8_matmul():
     return int8_matmul
 
 
-INT8_DECODE_ROWS = 16  # up to this many rows a decode step of an int8 model runs `int8_decode`'s loops
-
-
-def int8_decode_step_for(model):
-    """`int8_decode`'s compiled decode step for an int8-quantized Llama-style model, else None (and numba is
-    not imported for a model without int8 layers)."""
-    if not any(isinstance(m, Int8Linear) for m in model.modules()):
-        return None
-    from matelix.inference.int8_decode import int8_decode_step_for as step_for
-
-    return step_for(model)
-
-
 class Int8Linear(torch.nn.Module):
     """y = x W^T (+ b) with W stored as int8 rows times a per-row scale: (out, in) int8 + (out,) scales."""
 

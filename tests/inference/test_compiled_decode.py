@@ -1,5 +1,5 @@
-"""The compiled int8 decode step: the lean step's logits to fp32 rounding, rows independent of their batch, used by
-the engine only where it applies."""
+"""The compiled decode step (fp32 and int8 weights): the lean step's logits to fp32 rounding, rows independent of
+their batch, used by the engine only where it applies."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from matelix.inference.compiled_decode import compiled_decode_step_for
 from matelix.inference.decode_step import decode_step_for
 from matelix.inference.kv_cache import new_cache
-from matelix.inference.quantize import int8_decode_step_for, quantize_for_serving
+from matelix.inference.quantize import quantize_for_serving
 
 
 def _small(kind: str = "llama", **extra):
@@ -49,10 +50,12 @@ def _decode(model, step, lengths: list[int], steps: int = 5, seed: int = 1) -> l
 
 @pytest.mark.parametrize("lengths", [[9], [9, 4, 7]], ids=["one row", "padded rows"])
 @pytest.mark.parametrize("which", ["demo", "grouped"])
-def test_int8_step_gives_the_lean_steps_logits_to_fp32_rounding(tiny_lm, which, lengths):
-    model = quantize_for_serving(copy.deepcopy(tiny_lm[1]) if which == "demo" else _small(), "int8")
-    fast = int8_decode_step_for(model)
-    assert fast is not None
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_compiled_step_gives_the_lean_steps_logits_to_fp32_rounding(tiny_lm, kind, which, lengths):
+    model = copy.deepcopy(tiny_lm[1]) if which == "demo" else _small()
+    model = quantize_for_serving(model, "int8" if kind == "int8" else "none")
+    fast = compiled_decode_step_for(model)
+    assert fast is not None and fast.kind == kind
     lean = _decode(model, decode_step_for(model), lengths)
     got = _decode(model, fast, lengths)
     assert not torch.equal(lean[0], lean[-1])  # the steps really moved on
@@ -62,9 +65,10 @@ def test_int8_step_gives_the_lean_steps_logits_to_fp32_rounding(tiny_lm, which, 
         assert torch.equal(mine.argmax(-1), ref.argmax(-1))
 
 
-def test_a_row_of_a_batch_equals_the_same_row_alone(tiny_lm):
-    model = quantize_for_serving(copy.deepcopy(tiny_lm[1]), "int8")
-    fast = int8_decode_step_for(model)
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_a_row_of_a_batch_equals_the_same_row_alone(tiny_lm, kind):
+    model = quantize_for_serving(copy.deepcopy(tiny_lm[1]), "int8" if kind == "int8" else "none")
+    fast = compiled_decode_step_for(model)
     gen = torch.Generator().manual_seed(3)
     prompt, others = torch.randint(3, 250, (1, 7), generator=gen), torch.randint(3, 250, (2, 11), generator=gen)
     with torch.inference_mode():
@@ -87,34 +91,40 @@ def test_a_row_of_a_batch_equals_the_same_row_alone(tiny_lm):
             assert not torch.equal(rows[1], solo[0])
 
 
-def test_models_the_int8_step_does_not_run_get_none(tiny_lm):
-    assert int8_decode_step_for(copy.deepcopy(tiny_lm[1])) is None  # fp32: no int8 layers
-    assert int8_decode_step_for(quantize_for_serving(copy.deepcopy(tiny_lm[1]), "fp16")) is None
-    assert int8_decode_step_for(quantize_for_serving(_small("qwen2"), "int8")) is None  # q/k/v biases: not fused
-    gelu = _small(hidden_act="gelu")
-    assert int8_decode_step_for(quantize_for_serving(gelu, "int8")) is None
-    sliding = _small("mistral", sliding_window=64)
-    assert int8_decode_step_for(quantize_for_serving(sliding, "int8")) is None  # the lean step's limits too
+def test_models_the_compiled_step_does_not_run_get_none(tiny_lm):
+    assert compiled_decode_step_for(quantize_for_serving(copy.deepcopy(tiny_lm[1]), "fp16")) is None
+    assert compiled_decode_step_for(copy.deepcopy(tiny_lm[1]).to(torch.bfloat16)) is None
+    for mode in ("none", "int8"):
+        assert compiled_decode_step_for(quantize_for_serving(_small("qwen2"), mode)) is None  # q/k/v biases
+        assert compiled_decode_step_for(quantize_for_serving(_small(hidden_act="gelu"), mode)) is None
+        sliding = _small("mistral", sliding_window=64)
+        assert compiled_decode_step_for(quantize_for_serving(sliding, mode)) is None  # the lean step's limits too
 
 
-def test_the_engine_decodes_int8_through_it_for_few_rows_without_adapters(tiny_lm, monkeypatch):
-    from matelix.inference import engine as engine_module
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_the_engine_decodes_through_it_for_few_rows_without_adapters(tiny_lm, kind):
     from matelix.inference.engine import Engine
     from matelix.inference.sampling import SamplingParams
 
     tokenizer = tiny_lm[0]
-    model = quantize_for_serving(copy.deepcopy(tiny_lm[1]), "int8")
+    model = quantize_for_serving(copy.deepcopy(tiny_lm[1]), "int8" if kind == "int8" else "none")
     engine = Engine(model, context_length=2048, stop_token_ids=set())
     try:
-        assert engine._decode_int8 is not None
-        calls = {"int8": [], "lean": []}
-        int8_step, lean_step = engine._decode_int8, engine._decode
-        engine._decode_int8 = lambda *a: calls["int8"].append(a[0].shape[0]) or int8_step(*a)
+        assert engine._compiled.kind == kind and engine._compiled.rows >= 8
+        calls = {"compiled": [], "lean": []}
+        compiled, lean_step = engine._compiled, engine._decode
+
+        def counted(*args):
+            calls["compiled"].append(args[0].shape[0])
+            return compiled(*args)
+
+        counted.rows = compiled.rows
+        engine._compiled = counted
         engine._decode = lambda *a: calls["lean"].append(a[0].shape[0]) or lean_step(*a)
         prompts = [tokenizer(t)["input_ids"] for t in ("Hallo, wie geht es dir?", "Der Himmel ist heute")]
         engine.submit(prompts[0], SamplingParams(max_new_tokens=6, temperature=0)).wait()
-        assert len(calls["int8"]) == 5 and not calls["lean"]  # every token after the prefill's first
-        monkeypatch.setattr(engine_module, "INT8_DECODE_ROWS", 1)
+        assert len(calls["compiled"]) == 5 and not calls["lean"]  # every token after the prefill's first
+        counted.rows = 1
         handles = [engine.submit(p, SamplingParams(max_new_tokens=6, temperature=0)) for p in prompts]
         for h in handles:
             h.wait()
