@@ -37,9 +37,12 @@ from matelix.inference.decode_step import decode_step_for
 from matelix.inference.int8_matmul import compile_loop, use_threads
 from matelix.inference.quantize import FusedProjections, Int8Linear
 
-# Most rows a step runs here, per weight kind (more go through the lean step): where this step measured
-# faster than the lean one in `bench/cpu_serving.py` (int8_step_ms / fp32_step_ms).
-ROWS = {"int8": 16, "fp32": 16}
+# Most rows a step runs here, per weight kind (more go through the lean step): up to where this step measured
+# faster than the lean one (SmolLM2, 64-token cache, alternating; `bench/cpu_serving.py` prints both): int8
+# 42.5 → 22.1 ms at 1 row, 52.3 → 39.2 at 4, 146.7 → 154.7 at 16 (even), 364.6 → 256.3 at 32 (the lean step's
+# products switch to torch's kernel beyond int8_matmul.FEW_ROWS); fp32 117.1 → 41.4 ms at 1 row, 201.9 → 64.9
+# at 4, 241.8 → 170.7 at 16, 376.9 → 371.2 at 32.
+ROWS = {"int8": 32, "fp32": 16}
 
 
 @compile_loop
