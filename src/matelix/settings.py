@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(200_000, ge=1, description="Longest message content or text prompt, in characters.")
     max_new_tokens: int = Field(32768, ge=1, description="Largest max_tokens / max_new_tokens a request may ask for.")
     quantization: Quantization = Field(
-        "none", description="Weights of models loaded on the CPU: none (fp32), int8 (a quarter of the bytes, about "
-                            "2x faster decode) or fp16 (half the bytes, exact enough, fastest with many clients); "
+        "none", description="Weights of models loaded on the CPU: none (fp32), int8 (a quarter of the bytes, the "
+                            "fastest decode) or fp16 (half the bytes, exact enough, fast with many clients); "
                             "a load request may choose otherwise.")
     prefix_cache_mb: int = Field(
         256, ge=0, description="Keys/values of finished conversations kept per model, so a repeated system prompt "

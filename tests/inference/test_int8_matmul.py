@@ -80,3 +80,34 @@ def test_without_a_writable_cache_folder_the_loop_still_compiles(monkeypatch):
     out = np.zeros(3, dtype=np.float32)
     compile_loop(double)(np.arange(3, dtype=np.float32), out)
     assert out.tolist() == [0.0, 2.0, 4.0]
+
+
+def test_loops_take_turns_only_under_numbas_workqueue_layer(monkeypatch):
+    import contextlib
+
+    import numba
+
+    from matelix.inference import int8_matmul
+
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")  # aborts on concurrent calls
+    assert int8_matmul.launches() is int8_matmul._workqueue_lock
+    monkeypatch.setattr(numba, "threading_layer", lambda: "omp")
+    assert isinstance(int8_matmul.launches(), contextlib.nullcontext)
+
+
+def test_two_threads_calling_the_loop_at_once_get_their_own_products():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from matelix.inference.int8_matmul import few_rows_product
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randint(-127, 128, (256, 96), generator=gen, dtype=torch.int8)
+    scale = torch.rand(256, generator=gen)
+    inputs = [torch.randn(3, 96, generator=gen) for _ in range(2)]
+    expected = [few_rows_product(x, weight, scale) for x in inputs]
+
+    def repeat(i):
+        return all(torch.equal(few_rows_product(inputs[i], weight, scale), expected[i]) for _ in range(200))
+
+    with ThreadPoolExecutor(2) as pool:  # the engines of two loaded models decode on their own threads
+        assert list(pool.map(repeat, [0, 1])) == [True, True]

@@ -243,8 +243,8 @@ def test_chat_loads_int8_weights_when_chosen_says_so_and_reloads_exact_weights(p
         open_lab(page, server.url + "/#chat")
         page.wait_for_selector("#chat-model option[value='models/tiny-demo']", state="attached")
         page.select_option("#chat-model", "models/tiny-demo")
-        assert page.text_content("#chat-quantization option[value='int8']") == "int8 (faster on a CPU)"
-        assert page.text_content("#chat-quantization option[value='fp16']") == "fp16 (fastest with many chats)"
+        assert page.text_content("#chat-quantization option[value='int8']") == "int8 (fastest on a CPU)"
+        assert page.text_content("#chat-quantization option[value='fp16']") == "fp16 (exact, fast with many chats)"
         page.select_option("#chat-quantization", "int8")
         page.click("#chat-load")
         page.wait_for_selector("#chat-model-state[data-loaded='true']")

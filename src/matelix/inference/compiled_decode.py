@@ -34,7 +34,7 @@ import torch
 from numba import prange
 
 from matelix.inference.decode_step import decode_step_for
-from matelix.inference.int8_matmul import compile_loop, use_threads
+from matelix.inference.int8_matmul import compile_loop, launches, use_threads
 from matelix.inference.quantize import FusedProjections, Int8Linear
 
 # Most rows a step runs here, per weight kind (more go through the lean step): up to where this step measured
@@ -329,13 +329,14 @@ def _step(model, plan: Plan, input_ids: torch.Tensor, mask: torch.Tensor, positi
         masked = not bool(mask.all())
         mask_np = mask.to(torch.int64).contiguous().numpy()
         use_threads()
-        for i, layer in enumerate(plan.layers):
-            _layer_in(layer, hidden, cos, sin, scratch, q, k_np, v_np)
-            keys, values = cache.layers[i].update(k, v)  # (B, kv_heads, T, D): copied into the cache
-            _layer_out(layer, plan, hidden, q, keys.numpy(), values.numpy(), mask_np, masked, scratch)
         logits = torch.empty((rows, plan.head.rows))
-        _head(hidden, plan.norm, plan.norm_eps, plan.head.weight, plan.head.scale, plan.none.weight, plan.none.scale,
-              scratch.x, logits.numpy())
+        with launches():
+            for i, layer in enumerate(plan.layers):
+                _layer_in(layer, hidden, cos, sin, scratch, q, k_np, v_np)
+                keys, values = cache.layers[i].update(k, v)  # (B, kv_heads, T, D): copied into the cache
+                _layer_out(layer, plan, hidden, q, keys.numpy(), values.numpy(), mask_np, masked, scratch)
+            _head(hidden, plan.norm, plan.norm_eps, plan.head.weight, plan.head.scale, plan.none.weight,
+                  plan.none.scale, scratch.x, logits.numpy())
         return logits
 
 
@@ -350,6 +351,11 @@ def _warm_up(plan: Plan) -> None:
     table = np.ones((1, layer.dim), np.float32)
     scratch = _Scratch(1, width, layer, 2)
     use_threads()
+    with launches():
+        _warm_up_calls(plan, layer, hidden, q, k, table, scratch)
+
+
+def _warm_up_calls(plan: Plan, layer: _Layer, hidden, q, k, table, scratch: _Scratch) -> None:
     _layer_in(layer, hidden, table, table, scratch, q, k, k.copy())
     buffer = np.zeros((1, layer.kv_heads, 4, layer.dim), np.float32)
     for keys in (buffer[:, :, :2], np.ascontiguousarray(buffer[:, :, :2])):

@@ -30,6 +30,10 @@ process (64-token cache, medians; `int8_loop_ab` in `bench/cpu_serving.py`): 58.
 when the function ran alone later; 50.0 → 37.3, 67.0 → 54.3 and 183.9 → 146.6 ms in a probe before both. numba's threads come from its own OpenMP runtime (the system's libgomp) beside torch's;
 those figures include whatever the two pools cost each other.
 
+The engine's decode steps of int8 (and fp32) Llama-style models run whole layers compiled
+(`compiled_decode.py`), whose products are this loop's arithmetic spread over up to three weights;
+`few_rows_product` serves `Int8Linear` everywhere else (other architectures, adapters attached).
+
 `parallel=True` splits the output channels over numba's threads; `nogil=True` lets the server's event loop run
 while a step computes; `fastmath` lets LLVM reorder the sum into vector lanes (each row's sum is computed the same
 way whatever M is, so a row of a batch equals the same row alone). The first call compiles (~2 s, cached on disk
@@ -38,6 +42,7 @@ by numba where its cache folder is writable); `warm_up()` pays it at model load.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numba
@@ -47,6 +52,7 @@ from numba import njit, prange
 
 FEW_ROWS = 16  # up to this many rows the loop beats torch's kernel here (table above)
 _thread = threading.local()  # the thread count this thread last gave numba (as many as torch uses)
+_workqueue_lock = threading.Lock()
 
 
 def compile_loop(fn=None, *, parallel: bool = True):
@@ -79,7 +85,8 @@ def few_rows_product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor)
     x = x.detach().contiguous()
     use_threads()
     out = torch.empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
-    _product(weight.numpy(), scale.numpy(), x.numpy(), out.numpy())
+    with launches():
+        _product(weight.numpy(), scale.numpy(), x.numpy(), out.numpy())
     return out
 
 
@@ -89,6 +96,17 @@ def use_threads() -> None:
     if getattr(_thread, "threads", None) != threads:  # setting it costs; most calls find it set
         numba.set_num_threads(threads)
         _thread.threads = threads
+
+
+def launches():
+    """A context to call the compiled loops in: numba's OpenMP and TBB threading layers take calls from several
+    threads at once (engines of two loaded models), its fallback `workqueue` layer (where neither runtime is
+    installed) aborts the process on concurrent calls, so there they take turns."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel loop has run yet: the layer is not chosen
+        layer = "workqueue"
+    return _workqueue_lock if layer == "workqueue" else contextlib.nullcontext()
 
 
 def warm_up() -> None:

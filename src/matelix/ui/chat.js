@@ -30,8 +30,8 @@ export function mount(el) {
         <label for="chat-quantization" data-i18n="chat.quantization">Weights</label>
         <select id="chat-quantization">
           <option value="none" data-i18n="chat.quant_none">fp32 (exact)</option>
-          <option value="int8" data-i18n="chat.quant_int8">int8 (faster on a CPU)</option>
-          <option value="fp16" data-i18n="chat.quant_fp16">fp16 (fastest with many chats)</option>
+          <option value="int8" data-i18n="chat.quant_int8">int8 (fastest on a CPU)</option>
+          <option value="fp16" data-i18n="chat.quant_fp16">fp16 (exact, fast with many chats)</option>
         </select>
         <div class="row">
           <button type="button" id="chat-load" data-i18n="chat.load">Load</button>

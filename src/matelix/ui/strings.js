@@ -147,7 +147,7 @@ const en = {
   "export.download_gguf": "Download .gguf",
 
   "chat.title": "Chat", "chat.model": "Model", "chat.load": "Load", "chat.unload": "Unload",
-  "chat.quantization": "Weights", "chat.quant_none": "fp32 (exact)", "chat.quant_int8": "int8 (faster on a CPU)", "chat.quant_fp16": "fp16 (fastest with many chats)",
+  "chat.quantization": "Weights", "chat.quant_none": "fp32 (exact)", "chat.quant_int8": "int8 (fastest on a CPU)", "chat.quant_fp16": "fp16 (exact, fast with many chats)",
   "chat.loaded": "Loaded", "chat.not_loaded": "Not loaded (the first message loads it)", "chat.loading": "Loading…",
   "chat.system": "System prompt", "chat.params": "Parameters", "chat.conversation": "Conversation",
   "chat.clear": "Clear", "chat.message": "Message", "chat.placeholder": "Message (Enter sends, Shift+Enter new line)",
@@ -320,7 +320,7 @@ const de = {
   "export.download_gguf": ".gguf herunterladen",
 
   "chat.title": "Chat", "chat.model": "Modell", "chat.load": "Laden", "chat.unload": "Entladen",
-  "chat.quantization": "Gewichte", "chat.quant_none": "fp32 (exakt)", "chat.quant_int8": "int8 (schneller auf der CPU)", "chat.quant_fp16": "fp16 (am schnellsten bei vielen Chats)",
+  "chat.quantization": "Gewichte", "chat.quant_none": "fp32 (exakt)", "chat.quant_int8": "int8 (am schnellsten auf der CPU)", "chat.quant_fp16": "fp16 (exakt, schnell bei vielen Chats)",
   "chat.loaded": "Geladen", "chat.not_loaded": "Nicht geladen (die erste Nachricht lädt es)", "chat.loading": "Lädt…",
   "chat.system": "System-Prompt", "chat.params": "Parameter", "chat.conversation": "Unterhaltung",
   "chat.clear": "Leeren", "chat.message": "Nachricht",

@@ -32,8 +32,8 @@ class LoadRequest(BaseModel):
                                                     "repo id (not offline); default: newest finished run.")
     device: str | None = Field(None, description="cpu, cuda, cuda:N, mps or auto (default: auto).")
     quantization: Quantization | None = Field(
-        None, description="Weights: none (fp32), int8 (CPU only, about 2x faster decode) or fp16 (CPU only, "
-                          "fastest with many clients); default: "
+        None, description="Weights: none (fp32), int8 (CPU only, the fastest decode) or fp16 (CPU only, "
+                          "exact, fast with many clients); default: "
                           "MATELIX_QUANTIZATION. A resident model loaded otherwise is reloaded.")
 
 
