@@ -94,6 +94,9 @@ def test_a_row_of_a_batch_equals_the_same_row_alone(tiny_lm, kind):
 def test_models_the_compiled_step_does_not_run_get_none(tiny_lm):
     assert compiled_decode_step_for(quantize_for_serving(copy.deepcopy(tiny_lm[1]), "fp16")) is None
     assert compiled_decode_step_for(copy.deepcopy(tiny_lm[1]).to(torch.bfloat16)) is None
+    mixed = copy.deepcopy(tiny_lm[1])
+    mixed.model.norm.weight.data = mixed.model.norm.weight.data.to(torch.bfloat16)  # a norm the loops cannot read
+    assert compiled_decode_step_for(mixed) is None
     for mode in ("none", "int8"):
         assert compiled_decode_step_for(quantize_for_serving(_small("qwen2"), mode)) is None  # q/k/v biases
         assert compiled_decode_step_for(quantize_for_serving(_small(hidden_act="gelu"), mode)) is None

@@ -224,13 +224,17 @@ def _parts(module, names: tuple[str, ...], kind: str) -> list[_Projection] | Non
 NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
 
 
+def _plain_norm(norm) -> bool:
+    """An RMS norm of the kind `_rms_norm` computes, with fp32 weights."""
+    return type(norm).__name__ in NORMS and norm.weight.dtype == torch.float32
+
+
 def _layer(layer, config, kind: str) -> _Layer | None:
     attn, mlp = layer.self_attn, layer.mlp
     qkv, gate_up = _parts(attn, ("q_proj", "k_proj", "v_proj"), kind), _parts(mlp, ("gate_proj", "up_proj"), kind)
     out, down = _plain(attn.o_proj, kind), _plain(mlp.down_proj, kind)
     norms = (layer.input_layernorm, layer.post_attention_layernorm)
-    if qkv is None or gate_up is None or out is None or down is None or any(type(n).__name__ not in NORMS
-                                                                             for n in norms):
+    if qkv is None or gate_up is None or out is None or down is None or not all(map(_plain_norm, norms)):
         return None
     heads, kv_heads, dim = config.num_attention_heads, config.num_key_value_heads, attn.head_dim
     if [p.rows for p in qkv] != [heads * dim, kv_heads * dim, kv_heads * dim] or dim % 2 or heads % kv_heads:
@@ -269,7 +273,7 @@ def compiled_decode_step_for(model):
     if kind is None or decode_step_for(model) is None:
         return None
     config = model.config
-    if getattr(config, "hidden_act", None) != "silu" or type(model.model.norm).__name__ not in NORMS:
+    if getattr(config, "hidden_act", None) != "silu" or not _plain_norm(model.model.norm):
         return None
     layers = [_layer(layer, config, kind) for layer in model.model.layers[: config.num_hidden_layers]]
     head = _plain(model.lm_head, kind)
