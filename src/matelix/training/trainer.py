@@ -1,7 +1,8 @@
 """The lab's `Trainer`: HF's Trainer with a causal-LM loss that never materialises the full logits.
 
-The decoder runs as usual (LoRA layers, gradient checkpointing and packing's position ids included); the
-output head and the loss then run on the trained positions only, in chunks (`chunked_loss`). A DDP-wrapped
+The decoder runs as usual (LoRA layers, gradient checkpointing and packing's position ids included; in packed
+batches each example attends within its own span, `packed_attention`); the output head and the loss then run
+on the trained positions only, in chunks (`chunked_loss`). A DDP-wrapped
 model (nproc > 1), like a sharded one (fsdp, deepspeed), must be called through its wrapper, so there the
 model computes logits for the trained positions only (`logits_to_keep` mask) and the loss is taken from them.
 """
@@ -16,6 +17,7 @@ import torch
 from transformers import Trainer
 
 from matelix.training.chunked_loss import linear_cross_entropy, trained_positions
+from matelix.training.packed_attention import example_spans, use_packed_attention
 
 
 def _causal_lm(model):
@@ -67,6 +69,12 @@ class LabTrainer(Trainer):
     """Give the heap a pass freed back to the OS before the next one (the worker sets it on a CPU with
     gradient checkpointing, the mode a user picks to save memory; see `release_free_heap`)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # An SDPA model attends per example in packed batches (`packed_attention`), for the whole training.
+        base = _causal_lm(self.model)
+        self.packed_attention = base is not None and use_packed_attention(base)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         if num_items_in_batch is None or self.accelerator.num_processes > 1:
             return super().training_step(model, inputs, num_items_in_batch)
@@ -91,6 +99,8 @@ class LabTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        if self.packed_attention and "attention_mask" not in inputs and "position_ids" in inputs:
+            inputs["example_spans"] = example_spans(inputs["position_ids"])  # packed rows, no padding mask
         keep, targets = trained_positions(labels)
         # Sharded weights (fsdp/deepspeed) are gathered by the wrapper's own forward: call the model whole.
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
