@@ -34,7 +34,7 @@ import torch
 from numba import prange
 
 from matelix.inference.decode_step import decode_step_for
-from matelix.inference.int8_matmul import compile_loop, launches, use_threads
+from matelix.inference.int8_matmul import compile_loop, launches, products, use_threads
 from matelix.inference.quantize import FusedProjections, Int8Linear
 
 # Most rows a step runs here, per weight kind (more go through the lean step): up to where this step measured
@@ -43,27 +43,6 @@ from matelix.inference.quantize import FusedProjections, Int8Linear
 # products switch to torch's kernel beyond int8_matmul.FEW_ROWS); fp32 117.1 → 41.4 ms at 1 row, 201.9 → 64.9
 # at 4, 241.8 → 170.7 at 16, 376.9 → 371.2 at 32.
 ROWS = {"int8": 32, "fp32": 16}
-
-
-@compile_loop
-def _products(x, w1, s1, w2, s2, w3, s3, out):  # pragma: no cover - compiled by numba
-    """out (M, N1 + N2 + N3) = x (M, K) times each weight (Ni, K) transposed, times its scales (Ni,): up to three
-    products of one input in one parallel loop over their output channels (w3 may have no rows)."""
-    first, second = w1.shape[0], w1.shape[0] + w2.shape[0]
-    inner = x.shape[1]
-    for channel in prange(second + w3.shape[0]):
-        n = np.int64(channel)  # prange's index may be unsigned: int64 - int64 stays an integer
-        if n < first:
-            weight, scale, row = w1, s1, n
-        elif n < second:
-            weight, scale, row = w2, s2, n - first
-        else:
-            weight, scale, row = w3, s3, n - second
-        for m in range(x.shape[0]):
-            acc = np.float32(0)
-            for k in range(inner):
-                acc += np.float32(weight[row, k]) * x[m, k]
-            out[m, n] = acc * scale[row]
 
 
 @compile_loop(parallel=False)
@@ -84,7 +63,7 @@ def _attention_in(hidden, norm, eps, wq, sq, wk, sk, wv, sv, cos, sin, x, qkv, q
     """Norm, the q/k/v products and the rotary embedding (rotate-half form) of one layer: fills q (M, heads, D),
     k and v (M, kv_heads, D); x and qkv are scratch."""
     _rms_norm(hidden, norm, eps, x)
-    _products(x, wq, sq, wk, sk, wv, sv, qkv)
+    products(x, wq, sq, wk, sk, wv, sv, qkv)
     heads, kv_heads, dim = q.shape[1], k.shape[1], q.shape[2]
     half = dim // 2
     for m in range(q.shape[0]):
@@ -140,19 +119,19 @@ def _attention_out_mlp(hidden, q, keys, values, mask, masked, softmax_scale, wo,
             if p != 0:
                 for d in range(dim):
                     attended[m, h * dim + d] += p * values[m, g, t, d]
-    _products(attended, wo, so, none_w, none_s, none_w, none_s, y)
+    products(attended, wo, so, none_w, none_s, none_w, none_s, y)
     width = hidden.shape[1]
     for m in range(rows):
         for j in range(width):
             hidden[m, j] += y[m, j]
     _rms_norm(hidden, norm, eps, x)
-    _products(x, wg, sg, wu, su, none_w, none_s, gate_up)
+    products(x, wg, sg, wu, su, none_w, none_s, gate_up)
     inner = act.shape[1]
     for m in range(rows):
         for j in range(inner):
             gate = gate_up[m, j]
             act[m, j] = gate / (np.float32(1) + np.exp(-gate)) * gate_up[m, inner + j]
-    _products(act, wd, sd, none_w, none_s, none_w, none_s, y)
+    products(act, wd, sd, none_w, none_s, none_w, none_s, y)
     for m in range(rows):
         for j in range(width):
             hidden[m, j] += y[m, j]
@@ -162,7 +141,7 @@ def _attention_out_mlp(hidden, q, keys, values, mask, masked, softmax_scale, wo,
 def _head(hidden, norm, eps, weight, scale, none_w, none_s, x, logits):  # pragma: no cover - compiled by numba
     """The final norm and the LM head: logits (M, V)."""
     _rms_norm(hidden, norm, eps, x)
-    _products(x, weight, scale, none_w, none_s, none_w, none_s, logits)
+    products(x, weight, scale, none_w, none_s, none_w, none_s, logits)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ when the function ran alone later; 50.0 → 37.3, 67.0 → 54.3 and 183.9 → 14
 those figures include whatever the two pools cost each other.
 
 The engine's decode steps of int8 (and fp32) Llama-style models run whole layers compiled
-(`compiled_decode.py`), whose products are this loop's arithmetic spread over up to three weights;
+(`compiled_decode.py`), whose products call this loop (`products`, up to three weights in one parallel loop);
 `few_rows_product` serves `Int8Linear` everywhere else (other architectures, adapters attached).
 
 `parallel=True` splits the output channels over numba's threads; `nogil=True` lets the server's event loop run
@@ -79,14 +79,25 @@ def compile_loop(fn=None, *, parallel: bool = True):
 
 
 @compile_loop
-def _product(weight, scale, x, out):  # pragma: no cover - compiled by numba; tested through few_rows_product
-    channels, inner = weight.shape
-    for n in prange(channels):
+def products(x, w1, s1, w2, s2, w3, s3, out):  # pragma: no cover - compiled by numba
+    """out (M, N1 + N2 + N3) = x (M, K) times each weight (Ni, K) transposed, times its scales (Ni,): up to three
+    products of one input in one parallel loop over their output channels (w2 and w3 may have no rows). The
+    one product loop: `few_rows_product` and `compiled_decode`'s layers call it."""
+    first, second = w1.shape[0], w1.shape[0] + w2.shape[0]
+    inner = x.shape[1]
+    for channel in prange(second + w3.shape[0]):
+        n = np.int64(channel)  # prange's index may be unsigned: int64 - int64 stays an integer
+        if n < first:
+            weight, scale, row = w1, s1, n
+        elif n < second:
+            weight, scale, row = w2, s2, n - first
+        else:
+            weight, scale, row = w3, s3, n - second
         for m in range(x.shape[0]):
             acc = np.float32(0)
             for k in range(inner):
-                acc += np.float32(weight[n, k]) * x[m, k]
-            out[m, n] = acc * scale[n]
+                acc += np.float32(weight[row, k]) * x[m, k]
+            out[m, n] = acc * scale[row]
 
 
 def few_rows_product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -94,8 +105,10 @@ def few_rows_product(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor)
     x = x.detach().contiguous()
     use_threads()
     out = torch.empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
+    w = weight.numpy()
+    none, none_scale = np.empty((0, w.shape[1]), w.dtype), np.empty(0, np.float32)
     with launches():
-        _product(weight.numpy(), scale.numpy(), x.numpy(), out.numpy())
+        products(x.numpy(), w, scale.numpy(), none, none_scale, none, none_scale, out.numpy())
     return out
 
 
