@@ -14,7 +14,10 @@ Each variant runs in a fresh child process (peak RSS = VmHWM of that process) fo
 `--steps` packed steps; the baseline trains the same examples in padded batches. Reported: all tokens/s
 (padding included), real tokens/s, trained tokens/s, peak RSS, MFU (4·N·real tokens/s over the measured
 fp32 matmul peak: LoRA's backward skips the frozen weights' gradients) and the held-out loss after
-training (the same 16 held-out examples, one loss function for both).
+training (the same 16 held-out examples, one loss function for both). Then, in one more child process, the
+lab's forward + backward over the same packed batches with each example of a row attending on its own
+(`training/packed_attention.py`) and with transformers' one block mask per row, alternating
+(`--attention-rounds`, 0 skips it), and their ratio.
 """
 
 from __future__ import annotations
@@ -129,6 +132,44 @@ def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldou
              "params": sum(p.numel() for p in model.parameters())})
 
 
+def attention_ab(model_dir: str, train: list, batch: int, pad_id: int, rounds: int, out) -> None:
+    """Packed rows attending per example (`training/packed_attention.py`) against transformers' block mask
+    over the row: the lab's forward + backward (LoRA, no checkpointing, the worker's passes) over the same
+    batches, the two ways alternating `rounds` times in this one process; tokens/s medians."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from matelix.data.packing import PackedCollator, pack_examples
+    from matelix.training.trainer import CPU_TOKENS_PER_PASS, LabTrainer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                             "gate_proj", "up_proj", "down_proj"]))
+    rows = pack_examples(train, max(len(e["input_ids"]) for e in train))
+    collate = PackedCollator(pad_id)
+    batches = [collate(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, report_to="none", use_cpu=True, remove_unused_columns=False)
+        trainer = LabTrainer(model=model, args=args)
+    trainer.tokens_per_pass = CPU_TOKENS_PER_PASS
+    tokens = sum(int(b["input_ids"].numel()) for b in batches)
+    seconds = {"per_example": [], "block_mask": []}
+    model.train()
+    for _ in range(rounds):
+        for way in seconds:
+            trainer.packed_attention = way == "per_example"
+            t = time.perf_counter()
+            for b in batches:
+                for part in trainer.passes(b):
+                    trainer.compute_loss(model, part).backward()
+            seconds[way].append(time.perf_counter() - t)
+    out.put({way: tokens / sorted(s)[len(s) // 2] for way, s in seconds.items()})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models/smollm2-135m-instruct")
@@ -136,6 +177,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--checkpointing", choices=["both", "on", "off"], default="both")
+    parser.add_argument("--attention-rounds", type=int, default=5, help="rounds of the per-example attention "
+                        "A/B (0: skip it)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if not (args.model / "config.json").is_file():
@@ -183,8 +226,20 @@ def main() -> int:
                      for v in ("lab", "baseline"))
         print(f"checkpointing {'on ' if checkpointing else 'off'}: lab/baseline real tokens/s "
               f"{lab['real_tps'] / base['real_tps']:.2f}x, peak RSS {lab['peak_rss_mib'] / base['peak_rss_mib']:.2f}x")
+    attention = None
+    if args.attention_rounds > 0:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=attention_ab, args=(str(args.model), train, args.batch_size,
+                                                      tokenizer.pad_token_id, args.attention_rounds, queue))
+        proc.start()
+        attention = queue.get()
+        proc.join()
+        print(f"packed rows, lab forward + backward, {args.attention_rounds} rounds alternating: attending per "
+              f"example {attention['per_example']:.1f} tok/s, one block mask per row {attention['block_mask']:.1f} "
+              f"tok/s ({attention['per_example'] / attention['block_mask']:.2f}x)")
     if args.json:
-        args.json.write_text(json.dumps({"peak_gflops": peak, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"peak_gflops": peak, "results": results, "attention_ab": attention},
+                                        indent=2))
     return 0
 
 
