@@ -71,12 +71,26 @@ class Counting:
         return batch
 
 
+def lora_model(model_dir: str, checkpointing: bool):
+    """The model both sides train: fp32, no KV cache, LoRA r 8 on all seven projections."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                            "gate_proj", "up_proj", "down_proj"]))
+
+
 def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldout: list, batch: int,
           pad_id: int, out) -> None:
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import (
-        AutoModelForCausalLM,
         AutoTokenizer,
         DataCollatorForSeq2Seq,
         Trainer,
@@ -86,16 +100,9 @@ def child(variant: str, checkpointing: bool, model_dir: str, train: list, heldou
     from matelix.data.packing import PackedCollator, pack_examples
     from matelix.training.trainer import CPU_TOKENS_PER_PASS, LabTrainer
 
-    torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.config.use_cache = False
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                             "gate_proj", "up_proj", "down_proj"]))
+    model = lora_model(model_dir, checkpointing)
     if variant == "lab":
         rows = pack_examples(train, max(len(e["input_ids"]) for e in train))
         collator = Counting(PackedCollator(pad_id), pad_id)
@@ -136,19 +143,12 @@ def attention_ab(model_dir: str, train: list, batch: int, pad_id: int, rounds: i
     """Packed rows attending per example (`training/packed_attention.py`) against transformers' block mask
     over the row: the lab's forward + backward (LoRA, no checkpointing, the worker's passes) over the same
     batches, the two ways alternating `rounds` times in this one process; tokens/s medians."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, TrainingArguments
+    from transformers import TrainingArguments
 
     from matelix.data.packing import PackedCollator, pack_examples
     from matelix.training.trainer import CPU_TOKENS_PER_PASS, LabTrainer
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                             "gate_proj", "up_proj", "down_proj"]))
+    model = lora_model(model_dir, checkpointing=False)
     rows = pack_examples(train, max(len(e["input_ids"]) for e in train))
     collate = PackedCollator(pad_id)
     batches = [collate(rows[i:i + batch]) for i in range(0, len(rows), batch)]
@@ -159,6 +159,9 @@ def attention_ab(model_dir: str, train: list, batch: int, pad_id: int, rounds: i
     tokens = sum(int(b["input_ids"].numel()) for b in batches)
     seconds = {"per_example": [], "block_mask": []}
     model.train()
+    for way in seconds:  # warm-up, untimed: the first pass pays one-time costs (allocations, kernel choice)
+        trainer.packed_attention = way == "per_example"
+        trainer.compute_loss(model, trainer.passes(batches[0])[0]).backward()
     for _ in range(rounds):
         for way in seconds:
             trainer.packed_attention = way == "per_example"
