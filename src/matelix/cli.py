@@ -7,7 +7,7 @@
     matelix data validate FILE [--template-mode M] [--model DIR] [--chunk-size N] [--column-name C] [--json]
     matelix train [CONFIG.yaml|json] [--preset NAME] [--home DIR] [--learning-rate 1e-4 --ngrams.top-k 500 ...]
     matelix ngrams mine DATASET --model DIR [--top-k N] [--max-len N] [--min-count N] [--min-chars N]
-                        [--max-samples N] [--template-mode M] [--column-name C] [--show N] [--json]
+                        [--max-samples N] [--screen-tokens N] [--template-mode M] [--column-name C] [--show N] [--json]
 
 The options of `train` (every TrainConfig field) and the phrase options of `ngrams mine` (NgramOptions) are
 generated from the config models by pydantic-settings, so their names, defaults and help are the models'.

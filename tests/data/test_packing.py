@@ -116,3 +116,11 @@ def test_without_restarting_positions_samples_would_see_each_other(tiny_model_di
         packed = model(**batch, use_cache=False).logits
         flat = model(input_ids=batch["input_ids"], use_cache=False).logits
     assert not torch.allclose(packed, flat, atol=1e-3)
+
+
+def test_right_padded_rows_and_their_mask():
+    from matelix.data.packing import right_padded
+
+    ids, mask = right_padded([[5, 6, 7], [8]], pad_id=2)
+    assert ids.tolist() == [[5, 6, 7], [8, 2, 2]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert ids.dtype == mask.dtype == torch.long

@@ -98,3 +98,16 @@ class PaddedCollator:
         return {"input_ids": torch.tensor(ids, dtype=torch.long),  # (B, T)
                 "attention_mask": torch.tensor(mask, dtype=torch.long),
                 "labels": torch.tensor(labels, dtype=torch.long)}
+
+
+def right_padded(rows: list[list[int]], pad_id: int = 0):
+    """`(input_ids, attention_mask)` (B, T) long tensors of `rows`, each padded on the right to the longest."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids, mask

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from matelix.data.packing import right_padded
+
 BATCH = 16
 
 
@@ -28,13 +30,7 @@ def embed(model, inputs: list[list[int]], batch: int = BATCH) -> torch.Tensor:
     out = []
     with torch.inference_mode():
         for start in range(0, len(inputs), batch):
-            group = inputs[start:start + batch]
-            length = max(len(ids) for ids in group)
-            input_ids = torch.zeros((len(group), length), dtype=torch.long)
-            mask = torch.zeros((len(group), length), dtype=torch.long)
-            for i, ids in enumerate(group):
-                input_ids[i, :len(ids)] = torch.tensor(ids)
-                mask[i, :len(ids)] = 1
+            input_ids, mask = right_padded(inputs[start:start + batch])
             input_ids, mask = input_ids.to(device), mask.to(device)
             states = base(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state.float()
             weights = mask.unsqueeze(-1).float()

@@ -41,6 +41,9 @@ class NgramOptions(BaseModel):
     min_count: int = Field(8, ge=2, description="Least occurrences for a phrase to be considered.")
     min_chars: int = Field(4, ge=1, description="Shortest phrase in characters.")
     max_samples: int = Field(20_000, ge=1, description="Samples mined at most.")
+    screen_tokens: int = Field(10_000, ge=0, le=1_000_000, description=(
+        "Tokens of the mined texts the model reads to check each phrase: only phrases it reads more "
+        "cheaply than their pieces are added (0 = no check)."))
 
 
 class TrainConfig(BaseModel):

@@ -69,6 +69,8 @@ GERMAN_DESCRIPTIONS: dict[str, str] = {
     "ngrams.min_count": "So oft muss eine Wortfolge mindestens vorkommen.",
     "ngrams.min_chars": "Kürzeste Wortfolge in Zeichen.",
     "ngrams.max_samples": "Höchstens so viele Beispiele durchsuchen.",
+    "ngrams.screen_tokens": "So viele Tokens der Texte liest das Modell, um jede Wortfolge zu prüfen: nur "
+                            "Wortfolgen, die es besser vorhersagt als ihre Teile, kommen hinzu (0 = keine Prüfung).",
     "nnodes": "Beteiligte Rechner; mehr als 1 = ein Lauf über mehrere Rechner, denen die anderen mit "
               "`matelix train CONFIG --node-rank K` beitreten.",
     "node_rank": "Nummer dieses Rechners im Mehrrechner-Lauf: 0 besitzt den Lauf (Status, Logs, Checkpoints "

@@ -14,7 +14,9 @@
    stripped, not special), re-encode the texts, keep phrases used at least `ngrams.min_count` times and not
    clearly more often than they occur as n-grams (they would match inside words they never belonged to),
    check that every text still decodes to itself, and refill the freed slots (a few rounds).
-4. Add the survivors to the real tokenizer, grow the model with mean-initialised rows
+4. With the model (a run's, or the folder's for `matelix ngrams mine`): keep only the phrases it reads more
+   cheaply as one mean-initialised token than as their pieces (`ngram_screen`), and measure again.
+5. Add the survivors to the real tokenizer, grow the model with mean-initialised rows
    (`embeddings.resize_with_mean_init`) and write `ngram_token_map.json` with the measured totals.
 """
 
@@ -39,6 +41,7 @@ from matelix.training.ngram_count import (
     layout,
     looks_like_code,
 )
+from matelix.training.ngram_screen import screen_phrases
 from matelix.training.rundir import write_json_atomic
 
 MAP_FILE = "ngram_token_map.json"
@@ -61,6 +64,7 @@ class Phrase:
     occurrences: int  # all occurrences as this token sequence
     used: int = 0
     token_id: int = -1
+    loss_change: float | None = None  # mean nats per occurrence for the base model (`ngram_screen`)
 
     @property
     def savings(self) -> int:
@@ -78,6 +82,7 @@ class MineResult:
     max_len: int
     code_heavy: bool
     seconds: float
+    left_out: int = 0  # phrases the model's check (`ngram_screen`) left out
 
     @property
     def saved_pct(self) -> float:
@@ -87,7 +92,7 @@ class MineResult:
         return {"texts": self.texts, "added_tokens": len(self.phrases), "tokens_before": self.tokens_before,
                 "tokens_after": self.tokens_after, "saved_tokens": self.tokens_before - self.tokens_after,
                 "saved_pct": round(self.saved_pct, 2), "max_len": self.max_len, "code_heavy": self.code_heavy,
-                "seconds": round(self.seconds, 2)}
+                "left_out_by_model_check": self.left_out, "seconds": round(self.seconds, 2)}
 
 
 def _sample(texts: Sequence[str], max_samples: int) -> list[str]:
@@ -274,8 +279,11 @@ def _length_progress(log: Callable[[str], None]):
     return progress
 
 
-def mine(tokenizer, texts: Sequence[str], opts: NgramOptions, log: Callable[[str], None] = print) -> MineResult:
-    """Choose up to `opts.top_k` phrases for `texts` and measure the token counts they give (no changes)."""
+def mine(tokenizer, texts: Sequence[str], opts: NgramOptions, log: Callable[[str], None] = print,
+         model=None) -> MineResult:
+    """Choose up to `opts.top_k` phrases for `texts` and measure the token counts they give. With `model`,
+    keep only the phrases it reads more cheaply than their pieces (`ngram_screen`; the model is left as it
+    was)."""
     started = time.perf_counter()
     texts = _sample(texts, opts.max_samples)
     code = looks_like_code(texts)
@@ -320,11 +328,25 @@ def mine(tokenizer, texts: Sequence[str], opts: NgramOptions, log: Callable[[str
         tokens, broken = _trial(tokenizer, texts, kept, verify=True)
         kept = [p for i, p in enumerate(kept) if i not in broken]
         tokens_after = tokens if not broken else None
+    left_out = 0
+    if kept and model is not None and opts.screen_tokens > 0:
+        checked, change = screen_phrases(model, tokenizer, texts, kept, opts.screen_tokens, log)
+        for p in kept:
+            p.loss_change = change.get(p.text)
+        left_out = len(kept) - len(checked)
+        while checked and left_out:  # the others' occurrences are now the kept phrases' to use
+            tokens_after, broken = _trial(tokenizer, texts, checked, verify=True)
+            fewer = [p for i, p in enumerate(checked) if i not in broken and p.used >= opts.min_count]
+            if len(fewer) == len(checked):
+                break
+            left_out += len(checked) - len(fewer)
+            checked = fewer
+        kept = checked
     if not kept:
         tokens_after = tokens_before
     kept.sort(key=lambda p: -p.savings)
     return MineResult(kept, len(texts), tokens_before, tokens_after, max_len, code,
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, left_out)
 
 
 def add_phrases(tokenizer, model, phrases: list[Phrase]) -> None:
@@ -343,7 +365,7 @@ def token_map(result: MineResult, vocab_before: int, vocab_after: int) -> dict:
         "totals": {**result.totals(), "vocab_before": vocab_before, "vocab_after": vocab_after},
         "tokens": [{"phrase": p.text, "id": p.token_id if p.token_id >= 0 else None, "original_ids": p.source_ids,
                     "count": p.used, "occurrences": p.occurrences, "mined_count": p.mined,
-                    "estimated_savings": p.savings} for p in result.phrases],
+                    "estimated_savings": p.savings, "loss_change_nats": p.loss_change} for p in result.phrases],
     }
 
 
@@ -358,7 +380,7 @@ def apply_ngrams(tokenizer, model, texts: list[str], config, run_dir: Path,
         log("n-grams: skipped: mining needs a fast (tokenizers-based) tokenizer; this model has none")
         return {"skipped": "no fast tokenizer", "added_tokens": 0, "vocab_before": vocab_before,
                 "vocab_after": vocab_before}
-    result = mine(tokenizer, texts, config.ngrams, log)
+    result = mine(tokenizer, texts, config.ngrams, log, model=model)
     add_phrases(tokenizer, model, result.phrases)
     data = token_map(result, vocab_before, len(tokenizer))
     write_json_atomic(Path(run_dir) / MAP_FILE, data)

@@ -15,7 +15,7 @@ const GROUPS = [
     "probe_file", "max_probes", "probe_max_new_tokens", "early_stopping_patience", "load_best_model_at_end"]],
   ["optim", ["lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed"]],
   ["lora", ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora_on_save"]],
-  ["ngrams", ["use_ngrams", "ngrams.max_len", "ngrams.top_k", "ngrams.min_count", "ngrams.min_chars", "ngrams.max_samples"]],
+  ["ngrams", ["use_ngrams", "ngrams.max_len", "ngrams.top_k", "ngrams.min_count", "ngrams.min_chars", "ngrams.max_samples", "ngrams.screen_tokens"]],
   ["hardware", ["device", "precision", "nproc", "gradient_checkpointing", "distributed", "deepspeed_stage", "offload",
     "nnodes", "node_rank", "master_addr", "master_port", "node_timeout_s"]],
   ["checkpoints", ["save_steps", "save_total_limit", "logging_steps", "resume_from"]],
