@@ -96,8 +96,15 @@ def _attention_out_mlp(hidden, q, keys, values, mask, masked, softmax_scale, wo,
         row_head = np.int64(index)
         m, h = row_head // heads, row_head % heads
         g = h // groups
+        # from the row's first position it attends to: a left-padded row then sums its softmax over the same
+        # run of positions as the row alone (fastmath groups a sum into vector lanes by the index from the
+        # loop's start; with AVX-512's wider lanes the padding would otherwise regroup it)
+        first = 0
+        if masked:
+            while first < length - 1 and mask[m, first] == 0:
+                first += 1
         top = np.float32(-np.inf)
-        for t in range(length):
+        for t in range(first, length):
             if masked and mask[m, t] == 0:
                 scores[row_head, t] = -np.inf
                 continue
@@ -108,13 +115,13 @@ def _attention_out_mlp(hidden, q, keys, values, mask, masked, softmax_scale, wo,
             scores[row_head, t] = s
             top = max(top, s)
         total = np.float32(0)
-        for t in range(length):
+        for t in range(first, length):
             e = np.float32(0) if scores[row_head, t] == -np.inf else np.exp(scores[row_head, t] - top)
             scores[row_head, t] = e
             total += e
         for d in range(dim):
             attended[m, h * dim + d] = 0
-        for t in range(length):
+        for t in range(first, length):
             p = scores[row_head, t] / total
             if p != 0:
                 for d in range(dim):

@@ -117,7 +117,8 @@ class FusedProjections(torch.nn.Module):
     """Bias-free projections of one input (q/k/v, gate/up) as one quantized layer over their stacked weights: one
     product instead of several per layer and step (SmolLM2: 211 → 121 kernel calls a decode step; fp16, lean
     step medians in a probe: 64.6 → 59.4 ms at 1 row, 140.6 → 122.2 ms at 16; int8: no change beyond the
-    noise; logits bitwise equal). `product(x)` is the whole product (the
+    noise; logits bitwise equal on this AVX2 CPU, equal to fp32 rounding on an AVX-512 one, whose kernels split
+    the columns by the matrix's width). `product(x)` is the whole product (the
     lean decode step splits it itself); each projection is a `ProjectionPart` reading its columns through
     `part(x, i)`: the first call computes the product for `x` and keeps it until every part has been read once,
     so the projections of one input cost one product and nothing is kept after the layer."""
