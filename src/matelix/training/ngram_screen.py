@@ -104,6 +104,14 @@ def _harm(old_enc, old_nll: np.ndarray, new_enc, new_nll: np.ndarray, phrase_ids
             float(new_cum[k] - new_cum[j - 1]) - (old_end_cum[end] - old_start_cum[start]))
 
 
+def _copy(backend: Tokenizer) -> Tokenizer:
+    """A copy of a tokenizers backend that encodes each text whole (no padding, no truncation)."""
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    return copy
+
+
 def screen_phrases(model, tokenizer, texts: Sequence[str], phrases: list, max_tokens: int,
                    log: Callable[[str], None] = print) -> tuple[list, dict[str, float]]:
     """The phrases (`ngrams.Phrase`) whose occurrences the base `model` reads more cheaply as one mean-
@@ -114,16 +122,10 @@ def screen_phrases(model, tokenizer, texts: Sequence[str], phrases: list, max_to
         return list(phrases), {}
     from matelix.training.ngrams import _added_token  # ngrams imports this module
 
-    backend = tokenizer.backend_tokenizer
-    scratch = Tokenizer.from_str(backend.to_str())
-    scratch.no_padding()
-    scratch.no_truncation()
+    old_tok, scratch = _copy(tokenizer.backend_tokenizer), _copy(tokenizer.backend_tokenizer)
     scratch.add_tokens([_added_token(p.text) for p in phrases])
     new_id = {p.text: scratch.token_to_id(p.text) for p in phrases}
     phrase_ids = set(new_id.values())
-    old_tok = Tokenizer.from_str(backend.to_str())
-    old_tok.no_padding()
-    old_tok.no_truncation()
     lengths = [len(e.ids) for e in old_tok.encode_batch_fast(list(texts), add_special_tokens=False)]
     chosen = _pick(scratch.encode_batch_fast(list(texts), add_special_tokens=False), lengths, phrase_ids,
                    max_tokens)
