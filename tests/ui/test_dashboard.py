@@ -429,6 +429,9 @@ def test_the_nested_ngram_options_are_form_fields_sent_nested_and_filled_from_a_
         page.click("#train-preset-load")
         assert page.input_value("#cfg-ngrams-top_k") == "77" and page.is_checked("#cfg-use_ngrams")
         assert page.input_value("#cfg-ngrams-max_len") == "12"  # the server's default
+        assert page.text_content("label[for='cfg-ngrams-screen_tokens']") == \
+            "Tokens the model reads to check phrases (0 = no check)"
+        assert page.input_value("#cfg-ngrams-screen_tokens") == "10000"  # the model's check, on by default
 
         page.click("details[data-group='ngrams'] summary")
         page.fill("#cfg-ngrams-min_count", "1")

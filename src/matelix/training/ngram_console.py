@@ -36,8 +36,8 @@ def format_result(result, shown: int) -> str:
 def _checking_model(folder: Path, tokenizer):
     """The folder's model in fp32 on the CPU, its vocabulary grown to `tokenizer` as a run grows it; None
     when the folder holds only a tokenizer."""
-    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")) \
-            and not any(folder.glob("*.bin")):
+    if not (folder / "config.json").is_file() or (not any(folder.glob("*.safetensors")) \
+            and not any(folder.glob("*.bin"))):
         return None
     import torch
     from transformers import AutoModelForCausalLM
